@@ -1,0 +1,36 @@
+package codec
+
+import "encoding/binary"
+
+// Frame header sizes (RFC 6455 §5.2).
+const (
+	MinHeaderSize = 2
+	MaxHeaderSize = 14
+)
+
+// AppendFrameHeader appends a server (unmasked) frame header announcing a
+// payload of length bytes and returns the extended slice. rsv holds the three
+// RSV bits in the positions RFC 6455 §5.2 gives them in the first byte
+// (0x40, 0x20, 0x10).
+func AppendFrameHeader(dst []byte, fin bool, op OpCode, rsv byte, length int) []byte {
+	b0 := byte(op&0x0F) | (rsv & 0x70)
+	if fin {
+		b0 |= 0x80
+	}
+	switch {
+	case length <= 125:
+		return append(dst, b0, byte(length))
+	case length <= 0xFFFF:
+		return append(dst, b0, 126, byte(length>>8), byte(length))
+	default:
+		dst = append(dst, b0, 127)
+		return binary.BigEndian.AppendUint64(dst, uint64(length))
+	}
+}
+
+// AppendFrame appends a complete server frame (unmasked) carrying payload.
+// It does not allocate when dst has room for the header and payload.
+func AppendFrame(dst []byte, fin bool, op OpCode, rsv byte, payload []byte) []byte {
+	dst = AppendFrameHeader(dst, fin, op, rsv, len(payload))
+	return append(dst, payload...)
+}

@@ -1,0 +1,165 @@
+package engine
+
+import (
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/wsloop/wsloop/handler"
+)
+
+// Defaults applied to zero fields of [Options].
+const (
+	DefaultAddr              = ":8080"
+	DefaultMaxHeaderBytes    = 8 << 10
+	DefaultMaxMessageSize    = 16 << 20
+	DefaultHandshakeTimeout  = 10 * time.Second
+	DefaultIdleTimeout       = 2 * time.Minute
+	DefaultPongTimeout       = 20 * time.Second
+	DefaultWriteStallTimeout = 30 * time.Second
+	DefaultCloseTimeout      = 5 * time.Second
+	DefaultMaxOutboundBytes  = 4 << 20
+	DefaultFDReserve         = 64
+)
+
+// Options configures a [Server]. The zero value is a safe production
+// configuration: every field has a documented default, and a negative value
+// disables a timeout or a limit where that is allowed.
+type Options struct {
+	// Addr is the address to listen on, "host:port" for TCP (a port of 0
+	// picks a free one, see [Server.Addr]) or "unix:///path/to/socket".
+	// Default ":8080".
+	Addr string
+
+	// EventLoops is the number of event loops. Default: one per CPU.
+	EventLoops int
+
+	// ReusePort gives every event loop its own SO_REUSEPORT listener
+	// instead of one acceptor that hands connections to the loops.
+	ReusePort bool
+
+	// MaxHeaderBytes caps the size of an upgrade request header. Over it
+	// the server answers 431. Default 8 KiB.
+	MaxHeaderBytes int
+
+	// MaxMessageSize caps a data message (all its fragments together). A
+	// frame header announcing a length that would pass it closes the
+	// connection with 1009 before the bytes are buffered. Default 16 MiB.
+	MaxMessageSize int64
+
+	// HandshakeTimeout bounds the time from accept to a complete upgrade
+	// request, however slowly the bytes trickle in. Default 10 s.
+	HandshakeTimeout time.Duration
+
+	// IdleTimeout closes a connection (1001, [handler.ErrIdleTimeout]) when
+	// nothing has been received from it for this long. Halfway through, the
+	// server sends a ping, so a healthy but quiet peer (a browser answers
+	// pings by itself) stays connected while a dead one is dropped. It also
+	// bounds a frame or message kept incomplete. Default 2 min; negative
+	// disables.
+	IdleTimeout time.Duration
+
+	// PingInterval, when positive, sends a ping every interval and closes
+	// the connection ([handler.ErrPongTimeout]) when no pong arrives within
+	// PongTimeout (default 20 s). Default off: the idle probe above is
+	// usually enough.
+	PingInterval time.Duration
+	PongTimeout  time.Duration
+
+	// WriteStallTimeout closes a connection whose outbound buffer has not
+	// drained at all for this long. Default 30 s; negative disables.
+	WriteStallTimeout time.Duration
+
+	// CloseTimeout bounds the wait for the peer's close frame after the
+	// server sent one. Default 5 s.
+	CloseTimeout time.Duration
+
+	// MaxOutboundBytes caps the bytes queued for one connection and not yet
+	// accepted by the kernel. The slow-consumer policy: a write that would
+	// pass the cap is refused with [handler.ErrSlowConsumer] and the
+	// connection is closed with 1008 "slow consumer", so one stuck client
+	// never grows the server's memory or slows a broadcast. Default 4 MiB.
+	MaxOutboundBytes int
+
+	// MaxConns caps open connections (including those still in the
+	// handshake). Past it a new connection gets 503 and is closed at once,
+	// and a rate-limited log line says so. The default keeps the server
+	// FDReserve descriptors under RLIMIT_NOFILE, because an accept that
+	// fails with EMFILE would stop the gnet engine and drop every
+	// connection.
+	MaxConns int
+	// FDReserve is the number of descriptors left for everything else in
+	// the process when MaxConns is derived from RLIMIT_NOFILE. Default 64.
+	FDReserve int
+
+	// CheckOrigin decides whether a request's Origin is allowed. nil means
+	// same-origin: a request without Origin is allowed (non-browser
+	// clients), one with an Origin whose host differs from the Host header
+	// is refused with 403, as gorilla/websocket's Upgrader does.
+	CheckOrigin func(r *handler.Request) bool
+
+	// Subprotocols lists the subprotocols the server speaks, in its order
+	// of preference; the first one the client offered is chosen.
+	Subprotocols []string
+
+	// Fallback, when set, answers plain HTTP GET requests that are not
+	// WebSocket upgrades (a page, a health check). When nil they get
+	// 426 Upgrade Required.
+	Fallback func(r *handler.Request) *Response
+
+	// Logger receives the server's log lines, gnet's included. Default
+	// slog.Default().
+	Logger *slog.Logger
+
+	// TCPKeepAlive enables TCP keep-alive probes with this period.
+	TCPKeepAlive time.Duration
+
+	// ReadBufferCap is the per-loop read buffer gnet reads into: the most
+	// bytes one OnTraffic sees. Default 64 KiB.
+	ReadBufferCap int
+}
+
+// Response is a plain HTTP response returned by [Options.Fallback].
+type Response struct {
+	Status int
+	Header http.Header
+	Body   []byte
+}
+
+func (o *Options) withDefaults() Options {
+	c := *o
+	if c.Addr == "" {
+		c.Addr = DefaultAddr
+	}
+	if c.MaxHeaderBytes <= 0 {
+		c.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
+	if c.MaxMessageSize <= 0 {
+		c.MaxMessageSize = DefaultMaxMessageSize
+	}
+	if c.HandshakeTimeout <= 0 {
+		c.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = DefaultIdleTimeout
+	}
+	if c.PongTimeout <= 0 {
+		c.PongTimeout = DefaultPongTimeout
+	}
+	if c.WriteStallTimeout == 0 {
+		c.WriteStallTimeout = DefaultWriteStallTimeout
+	}
+	if c.CloseTimeout <= 0 {
+		c.CloseTimeout = DefaultCloseTimeout
+	}
+	if c.MaxOutboundBytes <= 0 {
+		c.MaxOutboundBytes = DefaultMaxOutboundBytes
+	}
+	if c.FDReserve <= 0 {
+		c.FDReserve = DefaultFDReserve
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
