@@ -1,6 +1,10 @@
 package codec
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+
+	"github.com/gobwas/ws"
+)
 
 // Frame header sizes (RFC 6455 §5.2).
 const (
@@ -33,4 +37,18 @@ func AppendFrameHeader(dst []byte, fin bool, op OpCode, rsv byte, length int) []
 func AppendFrame(dst []byte, fin bool, op OpCode, rsv byte, payload []byte) []byte {
 	dst = AppendFrameHeader(dst, fin, op, rsv, len(payload))
 	return append(dst, payload...)
+}
+
+// AppendMaskedFrame appends a complete client frame: the payload is copied
+// into dst and masked there with mask (RFC 6455 §5.3), so payload itself is
+// not modified. Clients must pick a fresh, unpredictable mask per frame.
+func AppendMaskedFrame(dst []byte, fin bool, op OpCode, rsv byte, mask [4]byte, payload []byte) []byte {
+	h := len(dst)
+	dst = AppendFrameHeader(dst, fin, op, rsv, len(payload))
+	dst[h+1] |= 0x80 // the MASK bit is the top bit of the second header byte
+	dst = append(dst, mask[:]...)
+	start := len(dst)
+	dst = append(dst, payload...)
+	ws.Cipher(dst[start:], mask, 0)
+	return dst
 }
