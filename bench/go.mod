@@ -1,0 +1,22 @@
+module github.com/wsloop/wsloop/bench
+
+go 1.26.0
+
+replace github.com/wsloop/wsloop => ../
+
+require (
+	github.com/coder/websocket v1.8.15
+	github.com/gobwas/ws v1.5.0
+	github.com/gorilla/websocket v1.5.3
+	github.com/lesismal/nbio v1.6.12
+	github.com/lxzan/gws v1.10.1
+	github.com/wsloop/wsloop v0.0.0
+	golang.org/x/sys v0.50.0
+)
+
+require (
+	github.com/gobwas/httphead v0.1.0 // indirect
+	github.com/klauspost/compress v1.17.9 // indirect
+	github.com/lesismal/llib v1.2.4 // indirect
+	golang.org/x/crypto v0.0.0-20210513122933-cd7d49e622d5 // indirect
+)
