@@ -1,0 +1,252 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/wsloop/wsloop/handler"
+)
+
+func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func newTestHub(t *testing.T, cfg HubConfig) *Hub {
+	t.Helper()
+	if cfg.Logger == nil {
+		cfg.Logger = quietLogger()
+	}
+	h := NewHub(cfg)
+	h.SetBroadcaster(fakeServer{})
+	if err := h.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+func TestJoinMembersAndNotices(t *testing.T) {
+	h := newTestHub(t, HubConfig{})
+	ann := connect(t, h, "lobby", "ann")
+	if hist := ann.ofType("history"); len(hist) != 1 || len(hist[0]["messages"].([]any)) != 0 {
+		t.Fatalf("ann: want one empty history, got %v", ann.messages())
+	}
+	if got := names(ann.last("members")); !slices.Equal(got, []string{"ann"}) {
+		t.Fatalf("ann members = %v", got)
+	}
+	if ann.messages()[0]["type"] != "history" {
+		t.Fatalf("history must come first, got %v", ann.messages())
+	}
+
+	bob := connect(t, h, "lobby", "bob")
+	if got := names(bob.last("members")); !slices.Equal(got, []string{"ann", "bob"}) {
+		t.Fatalf("bob members = %v", got)
+	}
+	if j := ann.last("join"); j == nil || j["name"] != "bob" {
+		t.Fatalf("ann did not see bob join: %v", ann.messages())
+	}
+	if bob.last("join") != nil {
+		t.Fatalf("bob was told about his own join: %v", bob.messages())
+	}
+	if got := names(ann.last("members")); !slices.Equal(got, []string{"ann", "bob"}) {
+		t.Fatalf("ann members after bob joined = %v", got)
+	}
+
+	h.OnClose(bob, &handler.CloseError{Code: 1001, Remote: true})
+	if l := ann.last("leave"); l == nil || l["name"] != "bob" {
+		t.Fatalf("ann did not see bob leave: %v", ann.messages())
+	}
+	if got := names(ann.last("members")); !slices.Equal(got, []string{"ann"}) {
+		t.Fatalf("ann members after bob left = %v", got)
+	}
+}
+
+func TestMessageFanOutAndRoomsAreSeparate(t *testing.T) {
+	now := time.UnixMilli(1_700_000_000_123)
+	h := newTestHub(t, HubConfig{Now: func() time.Time { return now }})
+	ann := connect(t, h, "lobby", "ann")
+	bob := connect(t, h, "lobby", "bob")
+	cy := connect(t, h, "other", "cy")
+
+	say(h, ann, "hello <b>bob</b>")
+	for _, c := range []*fakeConn{ann, bob} {
+		m := c.last("message")
+		want := map[string]any{"type": "message", "room": "lobby", "from": "ann", "text": "hello <b>bob</b>", "ts": float64(now.UnixMilli())}
+		if fmt.Sprint(m) != fmt.Sprint(want) {
+			t.Fatalf("%s got %v, want %v", c.name, m, want)
+		}
+	}
+	if cy.last("message") != nil {
+		t.Fatalf("a message leaked into another room: %v", cy.messages())
+	}
+	// the same name in another room is fine
+	ann2 := connect(t, h, "other", "ann")
+	if closed, _, _ := ann2.closeCode(); closed {
+		t.Fatal("ann could not join a second room")
+	}
+}
+
+func TestHistoryReplayLast50(t *testing.T) {
+	h := newTestHub(t, HubConfig{})
+	ann := connect(t, h, "lobby", "ann")
+	for i := range 60 {
+		say(h, ann, fmt.Sprintf("m%d", i))
+	}
+	late := connect(t, h, "lobby", "late")
+	hist := late.ofType("history")
+	if len(hist) != 1 {
+		t.Fatalf("want one history message, got %v", late.messages())
+	}
+	msgs := hist[0]["messages"].([]any)
+	if len(msgs) != 50 {
+		t.Fatalf("history has %d messages, want 50", len(msgs))
+	}
+	for i, m := range msgs {
+		m := m.(map[string]any)
+		if m["text"] != fmt.Sprintf("m%d", i+10) || m["from"] != "ann" || m["type"] != "message" || m["room"] != "lobby" {
+			t.Fatalf("history[%d] = %v", i, m)
+		}
+	}
+	if late.last("message") != nil {
+		t.Fatal("history was also sent as live messages")
+	}
+}
+
+func TestNameTakenIsRefused(t *testing.T) {
+	h := newTestHub(t, HubConfig{})
+	ann := connect(t, h, "lobby", "ann")
+	dup := connect(t, h, "lobby", "ann")
+	e := dup.last("error")
+	if e == nil || !strings.Contains(e["text"].(string), "already taken") {
+		t.Fatalf("duplicate got no clear error: %v", dup.messages())
+	}
+	if closed, code, _ := dup.closeCode(); !closed || code != CloseNameTaken {
+		t.Fatalf("duplicate not closed with %d: closed=%v code=%d", CloseNameTaken, closed, code)
+	}
+	if dup.last("history") != nil {
+		t.Fatal("duplicate was let in")
+	}
+	// The refused connection's OnClose must not remove the real ann.
+	h.OnClose(dup, &handler.CloseError{Code: CloseNameTaken})
+	say(h, ann, "still here")
+	if m := ann.last("message"); m == nil || m["text"] != "still here" {
+		t.Fatalf("ann lost her membership: %v", ann.messages())
+	}
+	if ann.last("leave") != nil {
+		t.Fatal("a leave was announced for the refused duplicate")
+	}
+	// Once ann left, the name is free again.
+	h.OnClose(ann, errors.New("EOF"))
+	again := connect(t, h, "lobby", "ann")
+	if closed, _, _ := again.closeCode(); closed {
+		t.Fatal("name not released after leave")
+	}
+}
+
+func TestBadInputGetsVisibleErrors(t *testing.T) {
+	h := newTestHub(t, HubConfig{MaxText: 10})
+	ann := connect(t, h, "lobby", "ann")
+	bob := connect(t, h, "lobby", "bob")
+	cases := []struct {
+		op   handler.Op
+		data string
+		want string
+	}{
+		{handler.Text, `{"type":"message","text":"12345678901"}`, "message too long: 11 bytes, the limit is 10"},
+		{handler.Binary, "\x00\x01", "binary messages are not supported"},
+		{handler.Text, `{"type":`, "invalid JSON"},
+		{handler.Text, `{"type":"shout","text":"x"}`, `unknown message type "shout"`},
+	}
+	for _, tc := range cases {
+		h.OnMessage(ann, tc.op, []byte(tc.data))
+		e := ann.last("error")
+		if e == nil || !strings.Contains(e["text"].(string), tc.want) {
+			t.Errorf("%q: want error containing %q, got %v", tc.data, tc.want, e)
+		}
+	}
+	h.OnMessage(ann, handler.Text, []byte(`{"type":"message","text":"   "}`))
+	if bob.last("message") != nil || bob.last("error") != nil {
+		t.Fatalf("bad input reached another member: %v", bob.messages())
+	}
+	if closed, _, _ := ann.closeCode(); closed {
+		t.Fatal("a soft error closed the connection")
+	}
+}
+
+func TestUpgradeValidation(t *testing.T) {
+	h := newTestHub(t, HubConfig{MaxRooms: 1})
+	cases := []struct {
+		path, query string
+		status      int
+	}{
+		{"/chat", "room=a&name=b", http.StatusNotFound},
+		{"/ws", "name=b", http.StatusBadRequest},
+		{"/ws", "room=no+spaces&name=b", http.StatusBadRequest},
+		{"/ws", "room=a&name=", http.StatusBadRequest},
+		{"/ws", "room=a&name=%20%20", http.StatusBadRequest},
+		{"/ws", "room=a&name=" + strings.Repeat("x", 25), http.StatusBadRequest},
+		{"/ws", "room=a&name=%07bell", http.StatusBadRequest},
+		{"/ws", "room=a&name=%ff", http.StatusBadRequest},
+	}
+	for _, tc := range cases {
+		var res handler.UpgradeResponse
+		err := h.OnUpgrade(&handler.Request{Path: tc.path, RawQuery: tc.query}, &res)
+		var he *handler.HTTPError
+		if !errors.As(err, &he) || he.Status != tc.status || he.Reason == "" {
+			t.Errorf("%s?%s: got %v, want %d with a reason", tc.path, tc.query, err, tc.status)
+		}
+	}
+	var res handler.UpgradeResponse
+	if err := h.OnUpgrade(&handler.Request{Path: "/ws", RawQuery: "room=a&name=Zoë+K"}, &res); err != nil {
+		t.Fatal(err)
+	}
+	if m := res.Context.(*member); m.name != "Zoë K" || m.roomName != "a" {
+		t.Fatalf("context = %+v", m)
+	}
+	connect(t, h, "a", "x")
+	err := h.OnUpgrade(&handler.Request{Path: "/ws", RawQuery: "room=b&name=x"}, &res)
+	var he *handler.HTTPError
+	if !errors.As(err, &he) || he.Status != http.StatusServiceUnavailable {
+		t.Fatalf("room cap: got %v", err)
+	}
+}
+
+// TestConcurrentRooms joins, talks and leaves from many goroutines at once,
+// as event loops do; run with -race.
+func TestConcurrentRooms(t *testing.T) {
+	h := newTestHub(t, HubConfig{})
+	const workers, rounds = 8, 20
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range rounds {
+				room := fmt.Sprintf("r%d", i%3)
+				c := connect(t, h, room, fmt.Sprintf("w%d", w))
+				say(h, c, "hi")
+				h.OnClose(c, nil)
+			}
+		}()
+	}
+	wg.Wait()
+	total := 0
+	for _, r := range h.allRooms() {
+		r.mu.Lock()
+		n, hist := len(r.local), len(r.history)
+		r.mu.Unlock()
+		if n != 0 {
+			t.Fatalf("room %s still has %d members", r.name, n)
+		}
+		total += hist
+	}
+	// r0 and r1 got 56 messages each (capped at 50), r2 got 48.
+	if total != 50+50+48 {
+		t.Fatalf("history sizes sum to %d, want 148", total)
+	}
+}
