@@ -1,0 +1,125 @@
+package conformance
+
+import (
+	"context"
+	"errors"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/wsloop/wsloop/engine"
+	"github.com/wsloop/wsloop/handler"
+)
+
+// addrEnv names the environment variable that points the suite at an
+// external echo server instead of the in-process engine.
+const addrEnv = "WSLOOP_CONFORMANCE_ADDR"
+
+// echoHandler echoes every message with its type and counts the lifecycle
+// callbacks, so that tests can check that OnClose ran for every OnOpen
+// without looking inside the engine.
+type echoHandler struct {
+	handler.Base
+
+	opens, closes atomic.Int64
+
+	mu     sync.Mutex
+	errs   []error       // the err of every OnClose, in order
+	notify chan struct{} // poked (never blocking) after every OnClose
+}
+
+func newEchoHandler() *echoHandler {
+	return &echoHandler{notify: make(chan struct{}, 1)}
+}
+
+func (h *echoHandler) OnOpen(handler.Conn) { h.opens.Add(1) }
+
+func (h *echoHandler) OnMessage(c handler.Conn, op handler.Op, data []byte) {
+	// An error here means the connection is closing; the engine reports
+	// why through OnClose, which the tests check.
+	_ = c.WriteMessage(op, data)
+}
+
+func (h *echoHandler) OnClose(_ handler.Conn, err error) {
+	h.mu.Lock()
+	h.errs = append(h.errs, err)
+	h.mu.Unlock()
+	h.closes.Add(1)
+	select {
+	case h.notify <- struct{}{}:
+	default:
+	}
+}
+
+// waitCloses waits until OnClose has run at least n times and reports
+// whether it did before the timeout. It wakes on every OnClose instead of
+// polling.
+func (h *echoHandler) waitCloses(n int64, timeout time.Duration) bool {
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for h.closes.Load() < n {
+		select {
+		case <-h.notify:
+		case <-deadline.C:
+			return h.closes.Load() >= n
+		}
+	}
+	return true
+}
+
+// closeErrs returns a copy of the errors OnClose has received so far.
+func (h *echoHandler) closeErrs() []error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]error(nil), h.errs...)
+}
+
+// startEcho starts an echo server for the test and returns its address.
+// When WSLOOP_CONFORMANCE_ADDR is set it returns that address instead and
+// starts nothing.
+func startEcho(t testing.TB, opts engine.Options) (addr string) {
+	addr, _ = startEchoHooks(t, opts)
+	return addr
+}
+
+// startEchoHooks is startEcho that also returns the handler, to observe the
+// server's callbacks. The handler is nil when the suite runs against an
+// external server.
+func startEchoHooks(t testing.TB, opts engine.Options) (string, *echoHandler) {
+	t.Helper()
+	if a := os.Getenv(addrEnv); a != "" {
+		return a, nil
+	}
+	opts.Addr = "127.0.0.1:0"
+	opts.MaxMessageSize = 64 << 20
+	h := newEchoHandler()
+	srv := engine.New(h, opts)
+	done := make(chan error, 1)
+	go func() { done <- srv.ListenAndServe(context.Background()) }()
+	select {
+	case <-srv.Ready():
+	case err := <-done:
+		t.Fatalf("echo server did not start: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("echo server not ready after 10s")
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+			t.Errorf("Shutdown: %v", err)
+		}
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Error("ListenAndServe did not return 10s after Shutdown")
+		}
+	})
+	return srv.Addr().String(), h
+}
+
+// engineOptions returns the options the suite runs the engine with: the
+// defaults, which is what a user gets.
+func engineOptions() engine.Options { return engine.Options{} }
