@@ -147,6 +147,9 @@ type client struct {
 	br   *bufio.Reader
 }
 
+// newReader returns the buffered reader a client reads the server with.
+func newReader(conn net.Conn) *bufio.Reader { return bufio.NewReaderSize(conn, 4<<10) }
+
 // handshakeRequest returns an opening handshake (§4.1) for host with a
 // fresh key, and the Sec-WebSocket-Accept value the server must answer.
 func handshakeRequest(host string, extra ...string) (req []byte, accept string) {
@@ -194,7 +197,7 @@ func dialErr(t testing.TB, d *net.Dialer, addr string, pipelined []byte) (*clien
 	if err != nil {
 		return nil, fmt.Errorf("dial: %w", err)
 	}
-	c := &client{t: t, conn: conn, br: bufio.NewReaderSize(conn, 64<<10)}
+	c := &client{t: t, conn: conn, br: newReader(conn)}
 	req, accept := handshakeRequest(addr)
 	if _, err := conn.Write(append(req, pipelined...)); err != nil {
 		conn.Close()
