@@ -59,6 +59,12 @@ type Options struct {
 	// disables.
 	IdleTimeout time.Duration
 
+	// MessageTimeout bounds the time a data message (all its fragments) or
+	// a frame header may stay incomplete, so a peer that trickles a message
+	// a byte at a time cannot hold it open forever. Past it the connection
+	// is closed with 1008. Default: IdleTimeout; negative disables.
+	MessageTimeout time.Duration
+
 	// PingInterval, when positive, sends a ping every interval and closes
 	// the connection ([handler.ErrPongTimeout]) when no pong arrives within
 	// PongTimeout (default 20 s). Default off: the idle probe above is
@@ -142,6 +148,9 @@ func (o *Options) withDefaults() Options {
 	}
 	if c.IdleTimeout == 0 {
 		c.IdleTimeout = DefaultIdleTimeout
+	}
+	if c.MessageTimeout == 0 {
+		c.MessageTimeout = c.IdleTimeout
 	}
 	if c.PongTimeout <= 0 {
 		c.PongTimeout = DefaultPongTimeout

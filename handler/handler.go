@@ -243,6 +243,9 @@ var (
 	// ErrIdleTimeout ends a connection that received nothing for the idle
 	// timeout.
 	ErrIdleTimeout = errors.New("wsloop: idle timeout")
+	// ErrMessageTimeout ends a connection that kept a message or a frame
+	// header incomplete for too long.
+	ErrMessageTimeout = errors.New("wsloop: message not completed in time")
 	// ErrPongTimeout ends a connection that did not answer a server ping in
 	// time.
 	ErrPongTimeout = errors.New("wsloop: pong timeout")

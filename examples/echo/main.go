@@ -1,0 +1,72 @@
+// Command echo is the reference wsloop server: every text or binary message
+// comes back with the same opcode, on every path. It is both the conformance
+// target and the benchmark target, so it runs a plain production
+// configuration; only the message size limit is raised (64 MiB) so that the
+// large-message conformance cases pass.
+//
+//	go run ./examples/echo -addr 127.0.0.1:9001
+//
+// On SIGINT or SIGTERM it drains: every open connection receives a 1001
+// close frame before its TCP close, then the process exits.
+package main
+
+import (
+	"context"
+	"flag"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/wsloop/wsloop/engine"
+	"github.com/wsloop/wsloop/handler"
+)
+
+// echo sends every message back unchanged. handler.Base answers pings.
+type echo struct{ handler.Base }
+
+func (echo) OnMessage(c handler.Conn, op handler.Op, data []byte) {
+	_ = c.WriteMessage(op, data) // copies data: it is valid only during the call
+}
+
+func main() {
+	var o engine.Options
+	flag.StringVar(&o.Addr, "addr", "127.0.0.1:9001", "listen address")
+	flag.IntVar(&o.EventLoops, "loops", 0, "event loops (0: one per CPU)")
+	flag.Int64Var(&o.MaxMessageSize, "max-message", 64<<20, "max message size in bytes")
+	flag.IntVar(&o.MaxOutboundBytes, "max-outbound", 0, "per-connection outbound cap in bytes (0: default 4 MiB)")
+	flag.IntVar(&o.MaxConns, "max-conns", 0, "connection cap (0: RLIMIT_NOFILE minus a reserve)")
+	flag.DurationVar(&o.IdleTimeout, "idle", 0, "idle timeout (0: default 2m, negative: off)")
+	flag.DurationVar(&o.HandshakeTimeout, "handshake-timeout", 0, "handshake timeout (0: default 10s)")
+	flag.BoolVar(&o.ReusePort, "reuseport", false, "one SO_REUSEPORT listener per loop")
+	drain := flag.Duration("drain", 5*time.Second, "how long a shutdown waits for close replies")
+	verbose := flag.Bool("v", false, "debug logging (every rejected handshake and protocol error)")
+	flag.Parse()
+
+	level := slog.LevelInfo
+	if *verbose {
+		level = slog.LevelDebug
+	}
+	o.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	o.CheckOrigin = func(*handler.Request) bool { return true } // an echo test server serves any page
+
+	srv := engine.New(echo{}, o)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	go func() {
+		<-ctx.Done()
+		o.Logger.Info("echo: signal received, draining", "grace", *drain)
+		sctx, cancel := context.WithTimeout(context.Background(), *drain)
+		defer cancel()
+		if err := srv.Shutdown(sctx); err != nil {
+			o.Logger.Warn("echo: drain ended with connections still open", "err", err)
+		}
+	}()
+	if err := srv.ListenAndServe(context.Background()); err != nil {
+		o.Logger.Error("echo: serve", "err", err)
+		os.Exit(1)
+	}
+	st := srv.Stats()
+	o.Logger.Info("echo: stopped", "accepted", st.Accepted, "messages_in", st.MessagesIn, "closes", st.ClosesByCode)
+}
