@@ -1,3 +1,5 @@
+//go:build !nowsloop
+
 package servers
 
 import (
@@ -25,7 +27,7 @@ type wsloopHandler struct {
 	conns *connSet[handler.Conn]
 }
 
-func (h *wsloopHandler) OnOpen(c handler.Conn)            { h.conns.add(c) }
+func (h *wsloopHandler) OnOpen(c handler.Conn)           { h.conns.add(c) }
 func (h *wsloopHandler) OnClose(c handler.Conn, _ error) { h.conns.remove(c) }
 
 func (h *wsloopHandler) OnMessage(c handler.Conn, op handler.Op, data []byte) {

@@ -54,7 +54,7 @@ func main() {
 				os.Exit(0)
 			}
 			if *statsFile != "" {
-				writeStats(*impl, *statsFile, seq.Add(1))
+				writeStats(*impl, *statsFile, time.Now().UnixNano()+seq.Add(1))
 			}
 		}
 	}()
