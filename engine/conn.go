@@ -234,8 +234,10 @@ func (wc *wsConn) admit(n int) error {
 	if wc.phase != phaseOpen {
 		return handler.ErrClosed
 	}
+	// The cap bounds the backlog: a message larger than the cap may still
+	// go to a connection that has nothing queued.
 	max := wc.lp.srv.opts.MaxOutboundBytes
-	if max > 0 && int(wc.queued.Load())+len(wc.pending)+n > max {
+	if backlog := int(wc.queued.Load()) + len(wc.pending); max > 0 && backlog > 0 && backlog+n > max {
 		wc.phase = phaseFailing
 		wc.pending = append(wc.pending[:0], slowConsumerClose...)
 		wc.lp.stats.slowConsumers.Add(1)

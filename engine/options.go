@@ -82,9 +82,11 @@ type Options struct {
 
 	// MaxOutboundBytes caps the bytes queued for one connection and not yet
 	// accepted by the kernel. The slow-consumer policy: a write that would
-	// pass the cap is refused with [handler.ErrSlowConsumer] and the
-	// connection is closed with 1008 "slow consumer", so one stuck client
-	// never grows the server's memory or slows a broadcast. Default 4 MiB.
+	// take a non-empty backlog past the cap is refused with
+	// [handler.ErrSlowConsumer] and the connection is closed with 1008
+	// "slow consumer", so one stuck client never grows the server's memory
+	// or slows a broadcast. A single message larger than the cap is still
+	// accepted when nothing is queued. Default 4 MiB.
 	MaxOutboundBytes int
 
 	// MaxConns caps open connections (including those still in the

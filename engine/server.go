@@ -331,7 +331,7 @@ func (wc *wsConn) writeOnLoop(frame []byte) {
 		return
 	}
 	s := wc.lp.srv
-	if max := s.opts.MaxOutboundBytes; max > 0 && wc.c.OutboundBuffered()+len(frame) > max {
+	if ob, max := wc.c.OutboundBuffered(), s.opts.MaxOutboundBytes; max > 0 && ob > 0 && ob+len(frame) > max {
 		wc.lp.stats.slowConsumers.Add(1)
 		wc.closeErr = handler.ErrSlowConsumer
 		wc.setPhase(phaseFailing)
