@@ -132,10 +132,10 @@ func TestLimits(t *testing.T) {
 				send: chopped(chop, f), want: []frame{f}, timeout: largeTimeout})
 		}
 	}
-	runCases(t, cases)
+	addr := startEcho(t, engineOptions())
+	runCasesAt(t, addr, cases)
 
 	// 9.7/9.8: round trips of many small messages, one at a time.
-	addr := startEcho(t, engineOptions())
 	for s, op := range []byte{opText, opBinary} {
 		for i, n := range []int{0, 16, 64, 256, 1024, 4096} {
 			id := fmt.Sprintf("9.%d.%d", 7+s, i+1)

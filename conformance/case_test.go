@@ -2,6 +2,7 @@ package conformance
 
 import (
 	"bytes"
+	"encoding/binary"
 	"testing"
 	"time"
 )
@@ -191,9 +192,15 @@ func (tc wsCase) run(t *testing.T, addr string) {
 	}
 }
 
-// runCases runs every case as a subtest named by its id against one server.
+// runCases runs every case as a subtest named by its id against a fresh
+// server.
 func runCases(t *testing.T, cases []wsCase) {
-	addr := startEcho(t, engineOptions())
+	runCasesAt(t, startEcho(t, engineOptions()), cases)
+}
+
+// runCasesAt runs every case as a subtest named by its id against the
+// server at addr.
+func runCasesAt(t *testing.T, addr string, cases []wsCase) {
 	seen := map[string]bool{}
 	for _, tc := range cases {
 		if seen[tc.id] {
@@ -216,15 +223,17 @@ func repeat(s string, n int) []byte {
 }
 
 // pattern returns n bytes of a fixed pseudo-random binary pattern, so that
-// a byte-for-byte comparison catches shifted or swapped chunks.
+// a byte-for-byte comparison catches shifted or swapped chunks. It makes
+// eight bytes per step because the suite needs tens of megabytes of it
+// under -race.
 func pattern(n int) []byte {
-	b := make([]byte, n)
-	x := uint32(2463534242)
-	for i := range b {
+	b := make([]byte, (n+7)&^7)
+	x := uint64(0x9E3779B97F4A7C15)
+	for i := 0; i < len(b); i += 8 {
 		x ^= x << 13
-		x ^= x >> 17
-		x ^= x << 5
-		b[i] = byte(x)
+		x ^= x >> 7
+		x ^= x << 17
+		binary.LittleEndian.PutUint64(b[i:], x)
 	}
-	return b
+	return b[:n]
 }
