@@ -1,0 +1,218 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+)
+
+var updateDocs = flag.Bool("update-docs", false, "also write the browser test's screenshot to docs/chat.png at the repository root")
+
+// chromiumPath finds a Chromium to drive: $CHROMIUM, else the usual names
+// on PATH.
+func chromiumPath() string {
+	if p := os.Getenv("CHROMIUM"); p != "" {
+		return p
+	}
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome", "google-chrome-stable"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	return ""
+}
+
+// newBrowser starts a headless Chromium with a fresh profile and returns
+// the context of its first tab. The flags keep it off the network: this
+// machine's is closed to everything but loopback.
+func newBrowser(t *testing.T) context.Context {
+	t.Helper()
+	path := chromiumPath()
+	if path == "" {
+		t.Skip("chromium not found (set $CHROMIUM or install it: apt-get install -y chromium); skipping the browser test")
+	}
+	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
+		chromedp.ExecPath(path),
+		chromedp.Flag("headless", true),
+		chromedp.Flag("no-sandbox", true),
+		chromedp.Flag("disable-gpu", true),
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("no-first-run", true),
+		chromedp.Flag("no-default-browser-check", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("disable-extensions", true),
+		chromedp.Flag("disable-dev-shm-usage", true),
+		chromedp.Flag("hide-scrollbars", true),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1000, 640),
+	)
+	ctx, cancel := chromedp.NewContext(alloc)
+	t.Cleanup(func() { cancel(); cancelAlloc() })
+	// The first action starts the browser; it must not run under a timeout.
+	if err := chromedp.Do(ctx, chromedp.Navigate("about:blank")); err != nil {
+		t.Fatalf("start chromium %s: %v", path, err)
+	}
+	return ctx
+}
+
+// newTab opens another tab in the browser of ctx.
+func newTab(t *testing.T, browser context.Context) context.Context {
+	t.Helper()
+	ctx, cancel := chromedp.NewContext(browser)
+	t.Cleanup(cancel)
+	if err := chromedp.Do(ctx, chromedp.Navigate("about:blank")); err != nil {
+		t.Fatalf("new tab: %v", err)
+	}
+	return ctx
+}
+
+// do runs steps in a tab, bounded in time.
+func do(t *testing.T, tab context.Context, what string, steps ...chromedp.Action[chromedp.Void]) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(tab, 20*time.Second)
+	defer cancel()
+	if err := chromedp.Do(ctx, steps...); err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+}
+
+// until waits for a JavaScript expression to become true in the page.
+func until(expr string) chromedp.Action[chromedp.Void] {
+	return func(ctx context.Context, t *chromedp.Target) (chromedp.Void, error) {
+		var err error
+		// Right after a navigation chromedp may still hold the old
+		// page's execution context; polling again picks up the new one.
+		for range 20 {
+			_, err = chromedp.Poll[bool](expr, chromedp.WithPollingTimeout(15*time.Second))(ctx, t)
+			if err == nil || !strings.Contains(err.Error(), "Cannot find context") || ctx.Err() != nil {
+				break
+			}
+		}
+		if err != nil {
+			err = fmt.Errorf("waiting for %s: %w", expr, err)
+		}
+		return chromedp.Void{}, err
+	}
+}
+
+func jsString(s string) string { b, _ := json.Marshal(s); return string(b) }
+
+func statusIs(state string) chromedp.Action[chromedp.Void] {
+	return until(`document.getElementById("status").dataset.state === ` + jsString(state))
+}
+
+func shows(text string) chromedp.Action[chromedp.Void] {
+	return until(`[...document.querySelectorAll("#messages li.msg .text")].some(e => e.textContent === ` + jsString(text) + `)`)
+}
+
+func membersAre(names ...string) chromedp.Action[chromedp.Void] {
+	return until(`[...document.querySelectorAll("#members li")].map(e => e.textContent).join(",") === ` + jsString(strings.Join(names, ",")))
+}
+
+func send(text string) chromedp.Action[chromedp.Void] {
+	return chromedp.Steps(chromedp.SendKeys(chromedp.CSS("#text"), text), chromedp.Click(chromedp.CSS("#sendbtn")))
+}
+
+// TestBrowserChat is the chat as a person uses it: tabs of a real headless
+// Chromium join a room, talk, see the history, get refused a taken name and
+// a too long message, and come back by themselves after a server restart.
+func TestBrowserChat(t *testing.T) {
+	needEngine(t)
+	browser := newBrowser(t)
+	app, stop := runApp(t, Config{})
+	t.Cleanup(func() { stop() })
+	base := "http://" + app.Addr().String()
+
+	ann := browser
+	do(t, ann, "ann joins via the URL", chromedp.Navigate(base+"/?room=lobby&name=ann"), statusIs("connected"), membersAre("ann"))
+
+	bob := newTab(t, browser)
+	do(t, bob, "bob joins with the form",
+		chromedp.Navigate(base+"/"),
+		chromedp.WaitVisible(chromedp.CSS("#join")),
+		chromedp.SendKeys(chromedp.CSS("#name"), "bob"),
+		chromedp.Click(chromedp.CSS("#joinbtn")),
+		statusIs("connected"), membersAre("ann", "bob"))
+	do(t, ann, "ann sees bob arrive", membersAre("ann", "bob"),
+		until(`[...document.querySelectorAll("#messages li.notice")].some(e => e.textContent === "bob joined")`))
+
+	do(t, ann, "ann sends", send("hello from ann"), shows("hello from ann"))
+	do(t, bob, "bob gets it and answers", shows("hello from ann"), send("hi ann, the room works"))
+	do(t, ann, "ann gets the answer", shows("hi ann, the room works"))
+
+	cy := newTab(t, browser)
+	do(t, cy, "cy gets the history", chromedp.Navigate(base+"/?room=lobby&name=cy"), statusIs("connected"),
+		shows("hello from ann"), shows("hi ann, the room works"), membersAre("ann", "bob", "cy"))
+	do(t, bob, "bob sees three members", membersAre("ann", "bob", "cy"), send("welcome cy"))
+	do(t, cy, "cy sees bob", shows("welcome cy"))
+
+	shot := screenshot(t, bob, "chat.png")
+	if *updateDocs {
+		dst := filepath.Join("..", "..", "docs", "chat.png")
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(dst, shot, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("wrote %s", dst)
+	}
+
+	do(t, cy, "a message over the limit shows an error",
+		chromedp.SetValue(chromedp.CSS("#text"), strings.Repeat("z", 2001)),
+		chromedp.Click(chromedp.CSS("#sendbtn")),
+		chromedp.WaitVisible(chromedp.CSS("#error")),
+		until(`document.getElementById("error").textContent.includes("too long")`))
+
+	dup := newTab(t, browser)
+	do(t, dup, "a taken name is refused with a reason", chromedp.Navigate(base+"/?room=lobby&name=ann"),
+		statusIs("refused"), chromedp.WaitVisible(chromedp.CSS("#join")),
+		until(`document.getElementById("joinerror").textContent.includes("already taken")`))
+
+	// Restart the server on the same port: every tab reconnects by itself.
+	addr := app.Addr().String()
+	stop()
+	do(t, ann, "ann notices the server is gone", statusIs("reconnecting"))
+	_, stop2 := runApp(t, Config{Addr: addr})
+	t.Cleanup(stop2)
+	for name, tab := range map[string]context.Context{"ann": ann, "bob": bob, "cy": cy} {
+		do(t, tab, name+" reconnects", statusIs("connected"), membersAre("ann", "bob", "cy"))
+	}
+	screenshot(t, ann, "chat-after-restart.png")
+}
+
+// screenshot saves the tab's viewport as a PNG test artifact in
+// $CHAT_ARTIFACTS (or a temporary directory) and returns it.
+func screenshot(t *testing.T, tab context.Context, name string) []byte {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(tab, 20*time.Second)
+	defer cancel()
+	png, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
+	if err != nil {
+		t.Fatalf("screenshot: %v", err)
+	}
+	dir := os.Getenv("CHAT_ARTIFACTS")
+	if dir == "" {
+		dir = t.TempDir()
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, png, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("screenshot: %s", p)
+	return png
+}

@@ -1,0 +1,201 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gobwas/ws"
+	"github.com/wsloop/wsloop/engine"
+)
+
+func TestE2EPageIsServedOnTheSamePort(t *testing.T) {
+	needEngine(t)
+	app := startApp(t, Config{MaxText: 1234})
+	for _, path := range []string{"/", "/?room=lobby&name=ann"} {
+		resp, err := http.Get("http://" + app.Addr().String() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") {
+			t.Fatalf("GET %s: %d %s", path, resp.StatusCode, resp.Header.Get("Content-Type"))
+		}
+		if !strings.Contains(string(body), "const MAX_TEXT = 1234;") {
+			t.Fatalf("GET %s: page without the limit filled in", path)
+		}
+	}
+	resp, err := http.Get("http://" + app.Addr().String() + "/nope")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 404 {
+		t.Fatalf("GET /nope: %d", resp.StatusCode)
+	}
+}
+
+func TestE2EChat(t *testing.T) {
+	needEngine(t)
+	app := startApp(t, Config{MaxText: 100})
+	addr := app.Addr()
+
+	ann := mustDial(t, addr, "lobby", "ann")
+	if h := ann.expect(t, "history", typeIs("history")); len(h["messages"].([]any)) != 0 {
+		t.Fatalf("fresh room has history %v", h)
+	}
+	bob := mustDial(t, addr, "lobby", "bob")
+	bob.expect(t, "history", typeIs("history"))
+	ann.expect(t, "bob's join", func(m map[string]any) bool { return m["type"] == "join" && m["name"] == "bob" })
+	bob.expect(t, "members", func(m map[string]any) bool {
+		return m["type"] == "members" && slices.Equal(names(m), []string{"ann", "bob"})
+	})
+
+	ann.say(t, "hi bob")
+	for _, c := range []*wsClient{ann, bob} {
+		m := c.expect(t, "ann's message", textIs("hi bob"))
+		if m["from"] != "ann" || m["room"] != "lobby" || m["ts"].(float64) < 1e12 {
+			t.Fatalf("%s got %v", c.name, m)
+		}
+	}
+
+	ann.say(t, strings.Repeat("x", 101))
+	e := ann.expect(t, "size error", typeIs("error"))
+	if !strings.Contains(e["text"].(string), "too long") {
+		t.Fatalf("error = %v", e)
+	}
+
+	// A duplicate name gets an error message and close code 4409.
+	dup := mustDial(t, addr, "lobby", "ann")
+	e = dup.expect(t, "name error", typeIs("error"))
+	if !strings.Contains(e["text"].(string), "already taken") {
+		t.Fatalf("error = %v", e)
+	}
+	if code := dup.waitClosed(t); code != CloseNameTaken {
+		t.Fatalf("duplicate closed with %d, want %d", code, CloseNameTaken)
+	}
+
+	// A late joiner gets the history; a leave is announced.
+	cy := mustDial(t, addr, "lobby", "cy")
+	h := cy.expect(t, "history", typeIs("history"))
+	if msgs := h["messages"].([]any); len(msgs) != 1 || msgs[0].(map[string]any)["text"] != "hi bob" {
+		t.Fatalf("history = %v", h)
+	}
+	_ = bob.write(ws.NewCloseFrame(ws.NewCloseFrameBody(ws.StatusNormalClosure, "bye")))
+	cy.expect(t, "bob's leave", func(m map[string]any) bool { return m["type"] == "leave" && m["name"] == "bob" })
+
+	// Bad requests are refused with an HTTP status and a reason.
+	_, err := dialChat(t, addr, "no spaces", "x")
+	var se ws.StatusError
+	if !errors.As(err, &se) || int(se) != http.StatusBadRequest {
+		t.Fatalf("bad room: %v", err)
+	}
+}
+
+// TestE2ESlowConsumerDoesNotSlowTheRoom has a member that never reads. The
+// engine drops it once its outbound buffer passes the cap, and the member
+// who reads gets every message in time.
+func TestE2ESlowConsumerDoesNotSlowTheRoom(t *testing.T) {
+	needEngine(t)
+	app := startApp(t, Config{MaxText: 4000, Engine: engine.Options{MaxOutboundBytes: 256 << 10}})
+	addr := app.Addr()
+
+	ann := mustDial(t, addr, "busy", "ann")
+	bob := mustDial(t, addr, "busy", "bob")
+	ann.expect(t, "history", typeIs("history"))
+	bob.expect(t, "history", typeIs("history"))
+
+	// slow completes the handshake and then never reads; a tiny receive
+	// buffer makes the kernel absorb little.
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		_ = rc.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+		return serr
+	}}
+	raw, err := d.Dial("tcp", addr.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	fmt.Fprintf(raw, "GET /ws?room=busy&name=slow HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", addr)
+	ann.expect(t, "slow's join", func(m map[string]any) bool { return m["type"] == "join" && m["name"] == "slow" })
+
+	// About 8 MB through the room: far past the cap plus what the kernel
+	// buffers for the stuck socket.
+	const n = 2000
+	text := strings.Repeat("y", 3900)
+	start := time.Now()
+	go func() {
+		for i := range n {
+			if ann.write(ws.NewTextFrame(mustJSON(clientMsg{Type: "message", Text: fmt.Sprintf("%05d %s", i, text)}))) != nil {
+				return // the test has failed or ended; expect reports it
+			}
+		}
+	}()
+	sawLeave := false
+	for i := 0; i < n; {
+		m := bob.expect(t, fmt.Sprintf("message %d", i), func(m map[string]any) bool {
+			return m["type"] == "message" || (m["type"] == "leave" && m["name"] == "slow")
+		})
+		if m["type"] == "leave" {
+			sawLeave = true
+			continue
+		}
+		if want := fmt.Sprintf("%05d ", i); !strings.HasPrefix(m["text"].(string), want) {
+			t.Fatalf("message %d out of order: %.10s", i, m["text"])
+		}
+		i++
+	}
+	if !sawLeave {
+		bob.expect(t, "slow to be dropped", func(m map[string]any) bool { return m["type"] == "leave" && m["name"] == "slow" })
+	}
+	t.Logf("%d messages of 4 KB reached bob in %v; slow was dropped (slow consumers: %d)", n, time.Since(start), app.Server.Stats().SlowConsumers)
+}
+
+// TestE2ETwoNodesOverNATS runs two chat processes' worth of servers on one
+// embedded NATS server: a message sent on one node reaches a client of the
+// other, and a client joining later on either node gets the same history.
+func TestE2ETwoNodesOverNATS(t *testing.T) {
+	needEngine(t)
+	url := startNATS(t)
+	a := startApp(t, Config{NATS: url, Node: "a"})
+	b := startApp(t, Config{NATS: url, Node: "b"})
+
+	ann := mustDial(t, a.Addr(), "lobby", "ann")
+	ann.expect(t, "history", typeIs("history"))
+	bob := mustDial(t, b.Addr(), "lobby", "bob")
+	bob.expect(t, "members on b", func(m map[string]any) bool {
+		return m["type"] == "members" && slices.Equal(names(m), []string{"ann", "bob"})
+	})
+	ann.expect(t, "bob's join on a", func(m map[string]any) bool { return m["type"] == "join" && m["name"] == "bob" })
+
+	ann.say(t, "from node a")
+	bob.expect(t, "ann's message on b", textIs("from node a"))
+	bob.say(t, "from node b")
+	ann.expect(t, "bob's message on a", textIs("from node b"))
+
+	// ann's name is taken on node b too.
+	dup := mustDial(t, b.Addr(), "lobby", "ann")
+	if code := dup.waitClosed(t); code != CloseNameTaken {
+		t.Fatalf("duplicate across nodes closed with %d", code)
+	}
+
+	cy := mustDial(t, b.Addr(), "lobby", "cy")
+	h := cy.expect(t, "history", typeIs("history"))
+	var texts []string
+	for _, m := range h["messages"].([]any) {
+		texts = append(texts, m.(map[string]any)["text"].(string))
+	}
+	if !slices.Equal(texts, []string{"from node a", "from node b"}) {
+		t.Fatalf("history on b = %v", texts)
+	}
+}
