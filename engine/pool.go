@@ -4,35 +4,57 @@ import "sync"
 
 // Buffers for outbound frames and message assembly come from size-classed
 // pools, so an idle connection pins none and a busy one reuses what another
-// just released.
-var bufClasses = [...]int{512, 4 << 10, 32 << 10, 256 << 10, 2 << 20}
+// just released. The pools hold pointers to arrays: a slice converts to and
+// from its array pointer without allocating, where putting a *[]byte would
+// allocate a slice header on every release.
+const (
+	class0 = 512
+	class1 = 4 << 10
+	class2 = 32 << 10
+	class3 = 256 << 10
+	class4 = 2 << 20
+)
 
-var bufPools [len(bufClasses)]sync.Pool
+var (
+	pool0 = sync.Pool{New: func() any { return new([class0]byte) }}
+	pool1 = sync.Pool{New: func() any { return new([class1]byte) }}
+	pool2 = sync.Pool{New: func() any { return new([class2]byte) }}
+	pool3 = sync.Pool{New: func() any { return new([class3]byte) }}
+	pool4 = sync.Pool{New: func() any { return new([class4]byte) }}
+)
 
 // getBuf returns an empty slice with capacity of at least n.
 func getBuf(n int) []byte {
-	for i, size := range bufClasses {
-		if n <= size {
-			if p, ok := bufPools[i].Get().(*[]byte); ok {
-				return (*p)[:0]
-			}
-			return make([]byte, 0, size)
-		}
+	switch {
+	case n <= class0:
+		return pool0.Get().(*[class0]byte)[:0]
+	case n <= class1:
+		return pool1.Get().(*[class1]byte)[:0]
+	case n <= class2:
+		return pool2.Get().(*[class2]byte)[:0]
+	case n <= class3:
+		return pool3.Get().(*[class3]byte)[:0]
+	case n <= class4:
+		return pool4.Get().(*[class4]byte)[:0]
 	}
 	return make([]byte, 0, n)
 }
 
-// putBuf gives b back to its pool. Buffers larger than the biggest class, or
-// of a capacity no class has, are left to the garbage collector so that one
-// huge message does not pin memory forever.
+// putBuf gives b back to its pool. A buffer larger than the biggest class is
+// left to the garbage collector, so that one huge message does not pin its
+// memory forever.
 func putBuf(b []byte) {
-	c := cap(b)
-	for i, size := range bufClasses {
-		if c == size {
-			b = b[:0]
-			bufPools[i].Put(&b)
-			return
-		}
+	switch cap(b) {
+	case class0:
+		pool0.Put((*[class0]byte)(b[:class0]))
+	case class1:
+		pool1.Put((*[class1]byte)(b[:class1]))
+	case class2:
+		pool2.Put((*[class2]byte)(b[:class2]))
+	case class3:
+		pool3.Put((*[class3]byte)(b[:class3]))
+	case class4:
+		pool4.Put((*[class4]byte)(b[:class4]))
 	}
 }
 
@@ -43,11 +65,10 @@ func growBuf(b []byte, extra int) []byte {
 		return b
 	}
 	need := len(b) + extra
-	if need > bufClasses[len(bufClasses)-1] && need < 2*cap(b) {
+	if need > class4 && need < 2*cap(b) {
 		need = 2 * cap(b) // past the classes, grow geometrically: no O(n²) copying
 	}
-	nb := getBuf(need)
-	nb = append(nb, b...)
+	nb := append(getBuf(need), b...)
 	if b != nil {
 		putBuf(b)
 	}

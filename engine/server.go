@@ -774,7 +774,8 @@ func (s *Server) frames(wc *wsConn) gnet.Action {
 	for {
 		n, ev, err := wc.dec.Decode(buf[off:])
 		if err != nil {
-			if !errors.As(err, &perr) {
+			var ok bool // a type assertion, not errors.As: &perr would escape on every call
+			if perr, ok = err.(*codec.ProtocolError); !ok {
 				perr = &codec.ProtocolError{Code: codec.CloseProtocolError, Reason: err.Error()}
 			}
 			break
