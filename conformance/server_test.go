@@ -123,3 +123,6 @@ func startEchoHooks(t testing.TB, opts engine.Options) (string, *echoHandler) {
 // engineOptions returns the options the suite runs the engine with: the
 // defaults, which is what a user gets.
 func engineOptions() engine.Options { return engine.Options{} }
+
+// addrFromEnv reports whether the suite runs against an external server.
+func addrFromEnv() bool { return os.Getenv(addrEnv) != "" }
