@@ -275,7 +275,11 @@ func runIdle(c *Client, a *EchoApp, o Options, r *Result) {
 		r.HeapConn = serverStats(o.ServerPID, o.StatsFile)
 	}
 	fmt.Fprintf(o.Progress, "  holding %d connections for %v\n", r.Connected, o.Hold)
+	w0 := takeWindow(o.ServerPID)
 	time.Sleep(o.Hold)
+	w1 := takeWindow(o.ServerPID)
+	r.cpu(w0, w1)
+	r.Seconds = w1.t.Sub(w0.t).Seconds()
 	if o.ServerPID > 0 {
 		r.ServerRSSHeld, _ = proc.RSS(o.ServerPID)
 		if r.Connected > 0 {

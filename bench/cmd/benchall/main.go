@@ -1,0 +1,446 @@
+// Command benchall runs the whole comparison in one invocation: it builds the
+// bench server and the load generator, then for every scenario runs every
+// implementation in turn (a fresh server process each time, the order
+// rotated between repetitions), and writes a markdown report, the raw
+// results as JSON and PNG charts into -out.
+//
+//	cd bench && go run ./cmd/benchall            # full run (about 45 min)
+//	cd bench && go run ./cmd/benchall -quick     # 1-2 minutes, small N
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/wsloop/wsloop/bench/internal/load"
+	"github.com/wsloop/wsloop/bench/internal/proc"
+)
+
+type config struct {
+	quick     bool
+	impls     []string
+	reps      int
+	scenarios map[string]bool
+	out       string
+	idleN     []int
+	echo      []echoCase
+	bcastN    int
+	bcastSize int
+	hold      time.Duration
+	settle    time.Duration
+	warmup    time.Duration
+	duration  time.Duration
+	rounds    int
+	window    int
+	loops     int
+	busy      float64
+	pause     time.Duration
+}
+
+type echoCase struct{ N, Size int }
+
+func (e echoCase) String() string { return fmt.Sprintf("%d x %s", e.N, sizeName(e.Size)) }
+
+func sizeName(n int) string {
+	switch {
+	case n >= 1<<10 && n%(1<<10) == 0:
+		return fmt.Sprintf("%d KiB", n>>10)
+	default:
+		return fmt.Sprintf("%d B", n)
+	}
+}
+
+// run is one server process under one scenario.
+type run struct {
+	Impl     string       `json:"impl"`
+	Rep      int          `json:"rep"`
+	Case     string       `json:"case"`
+	Result   *load.Result `json:"result,omitempty"`
+	Err      string       `json:"error,omitempty"`
+	Busy     bool         `json:"busy"`
+	ServerOK bool         `json:"server_ok"`
+}
+
+func main() {
+	var c config
+	quick := flag.Bool("quick", false, "short run with small N and short durations (about 1-2 minutes)")
+	impls := flag.String("impls", "", "comma-separated implementations (default: every one the server binary has)")
+	reps := flag.Int("reps", 0, "repetitions per scenario (default 3, quick 1)")
+	scen := flag.String("scenarios", "idle,echo,broadcast", "scenarios to run")
+	out := flag.String("out", "", "output directory (default results, quick: results/quick)")
+	idleN := flag.String("idle-n", "", "idle connection counts (default 5000,10000,19000; quick 500,2000)")
+	echoCases := flag.String("echo", "", "echo cases as CONNSxBYTES (default 1000x64,1000x1024,1000x16384,10000x1024; quick 200x64,200x1024)")
+	bcastN := flag.Int("bcast-n", 0, "broadcast receivers (default 10000, quick 500,2000)")
+	flag.IntVar(&c.bcastSize, "bcast-size", 64, "broadcast message bytes")
+	hold := flag.Duration("hold", 0, "idle hold (default 10s, quick 1s)")
+	settle := flag.Duration("settle", 0, "idle settle before reading RSS (default 2s, quick 500ms)")
+	warmup := flag.Duration("warmup", 0, "echo warmup (default 2s, quick 500ms)")
+	duration := flag.Duration("duration", 0, "echo and broadcast-rate measuring time (default 10s, quick 2s)")
+	rounds := flag.Int("rounds", 0, "sequential broadcast rounds (default 20, quick 5)")
+	flag.IntVar(&c.window, "window", 4, "broadcasts in flight during the rate phase")
+	flag.IntVar(&c.loops, "loops", 1, "client event loops")
+	flag.Float64Var(&c.busy, "busy", 0.3, "flag a run when other processes used more than this many cores")
+	flag.DurationVar(&c.pause, "pause", 300*time.Millisecond, "pause between runs")
+	flag.Parse()
+
+	c.quick = *quick
+	pick := func(v, full, q time.Duration) time.Duration {
+		if v != 0 {
+			return v
+		}
+		if c.quick {
+			return q
+		}
+		return full
+	}
+	pickInt := func(v, full, q int) int {
+		if v != 0 {
+			return v
+		}
+		if c.quick {
+			return q
+		}
+		return full
+	}
+	c.reps = pickInt(*reps, 3, 1)
+	c.hold = pick(*hold, 10*time.Second, time.Second)
+	c.settle = pick(*settle, 2*time.Second, 500*time.Millisecond)
+	c.warmup = pick(*warmup, 2*time.Second, 500*time.Millisecond)
+	c.duration = pick(*duration, 10*time.Second, 2*time.Second)
+	c.rounds = pickInt(*rounds, 20, 5)
+	c.bcastN = pickInt(*bcastN, 10000, 1000)
+	c.out = *out
+	if c.out == "" {
+		c.out = "results"
+		if c.quick {
+			c.out = filepath.Join("results", "quick")
+		}
+	}
+	in := *idleN
+	if in == "" {
+		in = "5000,10000,19000"
+		if c.quick {
+			in = "500,2000"
+		}
+	}
+	for _, s := range strings.Split(in, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil {
+			fatal("bad -idle-n %q", in)
+		}
+		c.idleN = append(c.idleN, n)
+	}
+	ec := *echoCases
+	if ec == "" {
+		ec = "1000x64,1000x1024,1000x16384,10000x1024"
+		if c.quick {
+			ec = "200x64,200x1024"
+		}
+	}
+	for _, s := range strings.Split(ec, ",") {
+		a, b, ok := strings.Cut(strings.TrimSpace(s), "x")
+		n, err1 := strconv.Atoi(a)
+		sz, err2 := strconv.Atoi(b)
+		if !ok || err1 != nil || err2 != nil {
+			fatal("bad -echo %q", ec)
+		}
+		c.echo = append(c.echo, echoCase{n, sz})
+	}
+	c.scenarios = map[string]bool{}
+	for _, s := range strings.Split(*scen, ",") {
+		c.scenarios[strings.TrimSpace(s)] = true
+	}
+
+	bin, note, have := build()
+	if *impls != "" {
+		c.impls = strings.Split(*impls, ",")
+	} else {
+		c.impls = have
+	}
+	if err := os.MkdirAll(c.out, 0o755); err != nil {
+		fatal("%v", err)
+	}
+	tmp, err := os.MkdirTemp("", "wsbench")
+	if err != nil {
+		fatal("%v", err)
+	}
+	defer os.RemoveAll(tmp)
+	limit := proc.RaiseNoFile()
+
+	start := time.Now()
+	var runs []run
+	b := &bencher{c: c, bin: bin, tmp: tmp}
+	fmt.Printf("benchall: %v, reps %d, implementations %v, RLIMIT_NOFILE %d\n", map[bool]string{true: "quick", false: "full"}[c.quick], c.reps, c.impls, limit)
+	if note != "" {
+		fmt.Println("benchall:", note)
+	}
+	if c.scenarios["idle"] {
+		for _, n := range c.idleN {
+			runs = append(runs, b.each(fmt.Sprintf("idle %d", n), func(impl string, rep int) run {
+				return b.one(impl, rep, fmt.Sprintf("idle %d", n), []string{"-scenario", "idle", "-n", fmt.Sprint(n), "-size", "64",
+					"-settle", c.settle.String(), "-hold", c.hold.String()})
+			})...)
+		}
+	}
+	if c.scenarios["echo"] {
+		for _, e := range c.echo {
+			name := "echo " + e.String()
+			runs = append(runs, b.each(name, func(impl string, rep int) run {
+				return b.one(impl, rep, name, []string{"-scenario", "echo", "-n", fmt.Sprint(e.N), "-size", fmt.Sprint(e.Size),
+					"-warmup", c.warmup.String(), "-duration", c.duration.String()})
+			})...)
+		}
+	}
+	if c.scenarios["broadcast"] {
+		name := fmt.Sprintf("broadcast %d x %s", c.bcastN, sizeName(c.bcastSize))
+		runs = append(runs, b.each(name, func(impl string, rep int) run {
+			return b.one(impl, rep, name, []string{"-scenario", "broadcast", "-n", fmt.Sprint(c.bcastN), "-size", fmt.Sprint(c.bcastSize),
+				"-rounds", fmt.Sprint(c.rounds), "-window", fmt.Sprint(c.window), "-duration", c.duration.String()})
+		})...)
+	}
+	elapsed := time.Since(start)
+
+	raw, _ := json.MarshalIndent(runs, "", "  ")
+	if err := os.WriteFile(filepath.Join(c.out, "results.json"), raw, 0o644); err != nil {
+		fatal("%v", err)
+	}
+	md := report(c, runs, elapsed, note)
+	if err := os.WriteFile(filepath.Join(c.out, "results.md"), []byte(md), 0o644); err != nil {
+		fatal("%v", err)
+	}
+	if err := charts(c, runs); err != nil {
+		fmt.Fprintln(os.Stderr, "benchall: charts:", err)
+	}
+	fmt.Println()
+	fmt.Println(md)
+	fmt.Printf("benchall: wrote %s/results.md, results.json and charts in %v\n", c.out, elapsed.Round(time.Second))
+}
+
+func fatal(f string, a ...any) {
+	fmt.Fprintf(os.Stderr, "benchall: "+f+"\n", a...)
+	os.Exit(2)
+}
+
+// build compiles the server (every implementation, wsloop through the
+// replace directive) and the load generator into bin/. When the wsloop
+// engine does not compile, the server is built without it and the report
+// says so.
+func build() (binDir, note string, impls []string) {
+	binDir, _ = filepath.Abs("bin")
+	args := []string{"build", "-o", binDir + string(os.PathSeparator), "./cmd/server", "./cmd/wsload"}
+	cmd := exec.Command("go", args...)
+	cmd.Stderr = os.Stderr
+	fmt.Println("benchall: go build ./cmd/server ./cmd/wsload")
+	if err := cmd.Run(); err != nil {
+		note = "the wsloop engine did not compile; wsloop was left out of this run"
+		cmd = exec.Command("go", append([]string{"build", "-tags", "nowsloop"}, args[1:]...)...)
+		cmd.Stderr = os.Stderr
+		if err := cmd.Run(); err != nil {
+			fatal("build failed: %v", err)
+		}
+	}
+	outb, err := exec.Command(filepath.Join(binDir, "server"), "-list").Output()
+	if err != nil {
+		fatal("server -list: %v", err)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(outb)), "\n") {
+		if f := strings.Fields(line); len(f) > 0 {
+			impls = append(impls, f[0])
+		}
+	}
+	return binDir, note, impls
+}
+
+type bencher struct {
+	c    config
+	bin  string
+	tmp  string
+	seq  int
+	port int
+}
+
+// each runs fn for every implementation, reps times, rotating the order so
+// that no implementation always runs first or right after the same one.
+func (b *bencher) each(name string, fn func(impl string, rep int) run) []run {
+	var out []run
+	for rep := 1; rep <= b.c.reps; rep++ {
+		n := len(b.c.impls)
+		for i := 0; i < n; i++ {
+			impl := b.c.impls[(i+rep-1)%n]
+			fmt.Printf("[%s] rep %d/%d %s\n", name, rep, b.c.reps, impl)
+			r := fn(impl, rep)
+			if r.Err != "" {
+				fmt.Printf("  ERROR: %s\n", r.Err)
+			} else {
+				fmt.Printf("  %s\n", summary(r))
+			}
+			out = append(out, r)
+			time.Sleep(b.c.pause)
+		}
+	}
+	return out
+}
+
+func summary(r run) string {
+	x := r.Result
+	s := ""
+	switch x.Scenario {
+	case "idle":
+		s = fmt.Sprintf("%d conns, RSS %.2f KB/conn, Go %.2f KB/conn, %.0f conn/s", x.Connected, x.RSSPerConn/1024, x.HeapPerConn/1024, x.ConnectRate)
+	case "echo":
+		s = fmt.Sprintf("%.0f msg/s, p99 %.2f ms, server %.2f CPU-s per 1M msgs", x.MsgsPerSec, x.LatP99us/1000, x.ServerCPUPerM)
+	case "broadcast":
+		s = fmt.Sprintf("time-to-all p50 %.2f ms, %.0f deliveries/s", x.FanoutP50ms, x.FanoutRate)
+	}
+	if r.Busy {
+		s += fmt.Sprintf("  [busy: other processes used %.2f cores]", x.OtherCPUCores)
+	}
+	if len(x.Errors) > 0 {
+		s += "  problems: " + strings.Join(x.Errors, "; ")
+	}
+	return s
+}
+
+// one starts a server, runs wsload against it and stops the server.
+func (b *bencher) one(impl string, rep int, name string, args []string) run {
+	r := run{Impl: impl, Rep: rep, Case: name}
+	b.seq++
+	port := 20000 + (b.seq*7+os.Getpid())%9000
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	// A fresh range of client source addresses for every run, so nothing
+	// left by the previous run (TIME_WAIT, half-closed sockets) shares a
+	// 4-tuple with this one.
+	src := netip.AddrFrom4([4]byte{127, byte(1 + b.seq%250), byte(rand8(b.seq)), 2})
+	stats := filepath.Join(b.tmp, fmt.Sprintf("stats-%d.json", b.seq))
+	life := 10 * time.Minute
+	srv := exec.Command(filepath.Join(b.bin, "server"), "-impl", impl, "-addr", addr, "-stats", stats, "-max-life", life.String())
+	srv.Stderr = nil
+	stdout, err := srv.StdoutPipe()
+	if err != nil {
+		r.Err = err.Error()
+		return r
+	}
+	if err := srv.Start(); err != nil {
+		r.Err = err.Error()
+		return r
+	}
+	exited := make(chan error, 1)
+	ready := make(chan bool, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		sent := false
+		for sc.Scan() {
+			if !sent && strings.HasPrefix(sc.Text(), "READY ") {
+				ready <- true
+				sent = true
+			}
+		}
+		if !sent {
+			ready <- false
+		}
+	}()
+	go func() { exited <- srv.Wait() }()
+	stop := func() {
+		_ = srv.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(3 * time.Second):
+			_ = srv.Process.Kill()
+			<-exited
+		}
+	}
+	select {
+	case ok := <-ready:
+		if !ok {
+			r.Err = "server exited before listening"
+			stop()
+			return r
+		}
+	case <-time.After(15 * time.Second):
+		r.Err = "server did not report READY within 15 s"
+		stop()
+		return r
+	}
+	time.Sleep(200 * time.Millisecond) // let the fresh process settle before the baseline
+
+	largs := append([]string{"-addr", addr, "-src", src.String(), "-src-count", "4", "-loops", fmt.Sprint(b.c.loops),
+		"-server-pid", fmt.Sprint(srv.Process.Pid), "-stats", stats, "-label", impl, "-max-life", life.String()}, args...)
+	ld := exec.Command(filepath.Join(b.bin, "wsload"), largs...)
+	ld.Stderr = os.Stderr
+	outb, err := ld.Output()
+	select {
+	case werr := <-exited:
+		r.Err = fmt.Sprintf("server exited during the run: %v", werr)
+		exited <- werr
+	default:
+		r.ServerOK = true
+	}
+	stop()
+	if err != nil && r.Err == "" {
+		r.Err = fmt.Sprintf("wsload: %v", err)
+	}
+	for _, line := range strings.Split(string(outb), "\n") {
+		if js, ok := strings.CutPrefix(line, "RESULT "); ok {
+			var res load.Result
+			if err := json.Unmarshal([]byte(js), &res); err != nil {
+				r.Err = "bad RESULT line: " + err.Error()
+				break
+			}
+			r.Result = &res
+		}
+	}
+	if r.Result == nil && r.Err == "" {
+		r.Err = "wsload printed no result"
+	}
+	if r.Result != nil {
+		r.Busy = r.Result.OtherCPUCores > b.c.busy
+		if r.Err != "" {
+			r.Result.Errors = append(r.Result.Errors, r.Err)
+			r.Err = ""
+		}
+	}
+	return r
+}
+
+func rand8(i int) int { return (i * 37) % 256 }
+
+func machineInfo() []string {
+	var lines []string
+	cpu := "unknown"
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(l, "model name"); ok {
+				cpu = strings.TrimSpace(strings.TrimPrefix(strings.TrimSpace(v), ":"))
+				break
+			}
+		}
+	}
+	mem := ""
+	if b, err := os.ReadFile("/proc/meminfo"); err == nil {
+		l, _, _ := strings.Cut(string(b), "\n")
+		f := strings.Fields(l)
+		if len(f) >= 2 {
+			kb, _ := strconv.Atoi(f[1])
+			mem = fmt.Sprintf("%.1f GiB", float64(kb)/(1<<20))
+		}
+	}
+	kernel := ""
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		kernel = strings.TrimSpace(string(b))
+	}
+	lines = append(lines,
+		fmt.Sprintf("CPU: %s, %d logical CPUs (server and client share them)", cpu, runtime.NumCPU()),
+		fmt.Sprintf("Memory: %s; kernel %s; %s %s/%s", mem, kernel, runtime.Version(), runtime.GOOS, runtime.GOARCH))
+	return lines
+}
