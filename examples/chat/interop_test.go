@@ -1,0 +1,111 @@
+package main
+
+import (
+	"context"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/wsloop/wsloop/engine"
+	"github.com/wsloop/wsloop/handler"
+)
+
+// echoHandler sends every message back as it came.
+type echoHandler struct{ handler.Base }
+
+func (echoHandler) OnMessage(c handler.Conn, op handler.Op, data []byte) { _ = c.WriteMessage(op, data) }
+
+// startEcho runs an echo server on the engine until the test ends.
+func startEcho(t *testing.T) net.Addr {
+	t.Helper()
+	s := engine.New(echoHandler{}, engine.Options{Addr: "127.0.0.1:0", Logger: quietLogger()})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.ListenAndServe(ctx) }()
+	select {
+	case <-s.Ready():
+	case err := <-done:
+		t.Fatalf("echo server: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("echo server not ready")
+	}
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			t.Error("echo server did not stop")
+		}
+	})
+	return s.Addr()
+}
+
+// runClient runs a third-party client script against the echo server and
+// the chat server; the script exits non-zero on any protocol error.
+func runClient(t *testing.T, name string, argv ...string) {
+	needEngine(t)
+	echo := startEcho(t)
+	app := startApp(t, Config{})
+	targets := map[string]string{
+		"echo": "ws://" + echo.String() + "/",
+		"chat": "ws://" + app.Addr().String() + "/ws?room=interop&name=" + name,
+	}
+	for _, mode := range []string{"echo", "chat"} {
+		t.Run(mode, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			args := append(append([]string(nil), argv[1:]...), targets[mode], mode)
+			out, err := exec.CommandContext(ctx, argv[0], args...).CombinedOutput()
+			if err != nil || !strings.Contains(string(out), "ok "+mode) {
+				t.Fatalf("%s client against the %s server: %v\n%s", name, mode, err, out)
+			}
+		})
+	}
+}
+
+// TestInteropNodeWS drives the servers with Node's ws package.
+func TestInteropNodeWS(t *testing.T) {
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Skip("node not installed; skipping the Node ws interop test")
+	}
+	dir := filepath.Join("testdata", "node")
+	if _, err := os.Stat(filepath.Join(dir, "node_modules", "ws", "package.json")); err != nil {
+		t.Skipf("Node's ws package is not installed: run `npm ci` in %s; skipping", dir)
+	}
+	runClient(t, "node", node, filepath.Join(dir, "client.mjs"))
+}
+
+// TestInteropPythonWebsockets drives the servers with Python's websockets
+// (Debian package python3-websockets).
+func TestInteropPythonWebsockets(t *testing.T) {
+	py := pythonWithWebsockets()
+	if py == "" {
+		t.Skip("no python3 with the websockets module (apt-get install -y python3-websockets, or set $CHAT_PYTHON); skipping")
+	}
+	runClient(t, "python", py, filepath.Join("testdata", "python", "client.py"))
+}
+
+// pythonWithWebsockets finds a python3 that can import websockets: $CHAT_PYTHON,
+// python3 on PATH, or Debian's own interpreter (which a PATH-first pyenv
+// or venv python may hide).
+func pythonWithWebsockets() string {
+	var candidates []string
+	if p := os.Getenv("CHAT_PYTHON"); p != "" {
+		candidates = append(candidates, p)
+	}
+	if p, err := exec.LookPath("python3"); err == nil {
+		candidates = append(candidates, p)
+	}
+	candidates = append(candidates, "/usr/bin/python3")
+	for _, p := range candidates {
+		if exec.Command(p, "-c", "import websockets").Run() == nil {
+			return p
+		}
+	}
+	return ""
+}
