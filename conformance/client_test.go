@@ -73,6 +73,7 @@ type frame struct {
 	payload []byte
 }
 
+// String shows a frame in test failures, its payload cut to 32 bytes.
 func (f frame) String() string {
 	p := f.payload
 	suffix := ""

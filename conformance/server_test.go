@@ -34,14 +34,17 @@ func newEchoHandler() *echoHandler {
 	return &echoHandler{notify: make(chan struct{}, 1)}
 }
 
+// OnOpen counts upgraded connections.
 func (h *echoHandler) OnOpen(handler.Conn) { h.opens.Add(1) }
 
+// OnMessage echoes the message with its type.
 func (h *echoHandler) OnMessage(c handler.Conn, op handler.Op, data []byte) {
 	// An error here means the connection is closing; the engine reports
 	// why through OnClose, which the tests check.
 	_ = c.WriteMessage(op, data)
 }
 
+// OnClose records why the connection ended and wakes waitCloses.
 func (h *echoHandler) OnClose(_ handler.Conn, err error) {
 	h.mu.Lock()
 	h.errs = append(h.errs, err)

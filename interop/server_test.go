@@ -25,6 +25,7 @@ type echoHandler struct {
 	notify chan struct{}
 }
 
+// OnMessage echoes the message, or answers askProtocol.
 func (h *echoHandler) OnMessage(c handler.Conn, op handler.Op, data []byte) {
 	if op == handler.Text && string(data) == askProtocol {
 		_ = c.WriteMessage(op, []byte("subprotocol="+c.Subprotocol()))
@@ -33,6 +34,7 @@ func (h *echoHandler) OnMessage(c handler.Conn, op handler.Op, data []byte) {
 	_ = c.WriteMessage(op, data)
 }
 
+// OnClose records why the connection ended and wakes waitClose.
 func (h *echoHandler) OnClose(_ handler.Conn, err error) {
 	h.mu.Lock()
 	h.closed = append(h.closed, err)
