@@ -517,7 +517,7 @@ func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 		return limitResponse, gnet.Close
 	}
 	lp := s.loopFor(c.EventLoop())
-	wc := &wsConn{c: c, lp: lp, remote: c.RemoteAddr(), local: c.LocalAddr()}
+	wc := &wsConn{c: c, lp: lp}
 	wc.dec.MaxMessageSize = s.opts.MaxMessageSize
 	wc.hs.Max = s.opts.MaxHeaderBytes
 	wc.opened = lp.now
@@ -660,7 +660,10 @@ func (s *Server) handshake(wc *wsConn) gnet.Action {
 
 	out := codec.AppendAccept(lp.scratch[:0], r.Key, res.Subprotocol, nil, res.Header)
 	lp.scratch = out[:0]
-	path, query := internPath(r.Path), string(r.RawQuery)
+	var info *connInfo
+	if string(r.Path) != "/" || len(r.RawQuery) > 0 || res.Subprotocol != "" {
+		info = &connInfo{subprotocol: res.Subprotocol, path: string(r.Path), rawQuery: string(r.RawQuery)}
+	}
 	if _, _ = c.Write(out); wc.getPhase() == phaseClosed {
 		return gnet.None
 	}
@@ -669,8 +672,7 @@ func (s *Server) handshake(wc *wsConn) gnet.Action {
 	wc.mu.Lock()
 	wc.phase = phaseOpen
 	wc.ctx = res.Context
-	wc.subprotocol = res.Subprotocol
-	wc.path, wc.rawQuery = path, query
+	wc.info = info
 	wc.mu.Unlock()
 	wc.handlerRan = true
 	s.wsOpen.Add(1)
@@ -686,14 +688,6 @@ func (s *Server) handshake(wc *wsConn) gnet.Action {
 		return s.frames(wc) // a frame pipelined behind the request
 	}
 	return gnet.None
-}
-
-// internPath avoids an allocation per connection for the common root path.
-func internPath(p []byte) string {
-	if string(p) == "/" {
-		return "/"
-	}
-	return string(p)
 }
 
 var errOrigin = &codec.HandshakeError{Status: http.StatusForbidden, Reason: "origin not allowed"}
@@ -722,7 +716,7 @@ func (s *Server) request(r *codec.Request, wc *wsConn) *handler.Request {
 		Host:       string(r.Host),
 		Origin:     string(r.Origin),
 		Header:     http.Header{},
-		RemoteAddr: wc.remote,
+		RemoteAddr: wc.c.RemoteAddr(),
 	}
 	r.VisitHeaders(func(k, v []byte) {
 		key := http.CanonicalHeaderKey(string(k))
@@ -739,7 +733,7 @@ func (s *Server) request(r *codec.Request, wc *wsConn) *handler.Request {
 // reject answers a failed handshake with its status and reason, then closes.
 func (s *Server) reject(wc *wsConn, he *codec.HandshakeError) gnet.Action {
 	s.countReject(he.Status, he.Reason)
-	s.log.Debug("wsloop: upgrade rejected", "remote", wc.remote, "status", he.Status, "reason", he.Reason)
+	s.log.Debug("wsloop: upgrade rejected", "remote", wc.c.RemoteAddr(), "status", he.Status, "reason", he.Reason)
 	out := codec.AppendReject(wc.lp.scratch[:0], he)
 	wc.lp.scratch = out[:0]
 	if _, _ = wc.c.Write(out); wc.getPhase() == phaseClosed {
@@ -802,7 +796,7 @@ func (s *Server) frames(wc *wsConn) gnet.Action {
 	}
 	wc.endCallbacks()
 	if perr != nil {
-		s.log.Debug("wsloop: protocol error", "remote", wc.remote, "code", perr.Code, "reason", perr.Reason)
+		s.log.Debug("wsloop: protocol error", "remote", wc.c.RemoteAddr(), "code", perr.Code, "reason", perr.Reason)
 		wc.fail(perr.Code, perr.Reason, &handler.CloseError{Code: perr.Code, Reason: perr.Reason})
 		return gnet.None
 	}
