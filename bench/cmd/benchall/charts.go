@@ -39,10 +39,12 @@ func charts(c config, runs []run) error {
 		p.Y.Label.Text = ch.ylabel
 		p.Legend.Top = true
 		w := vg.Points(float64(60 / len(ks)))
+		top := 0.0
 		for gi, k := range ks {
 			vals := make(plotter.Values, len(c.impls))
 			for i, impl := range c.impls {
 				vals[i] = collect(runs, impl, k, ch.m).Med
+				top = max(top, vals[i])
 			}
 			bars, err := plotter.NewBarChart(vals, w)
 			if err != nil {
@@ -55,6 +57,8 @@ func charts(c config, runs []run) error {
 			p.Legend.Add(k, bars)
 		}
 		p.NominalX(c.impls...)
+		// Head room for the legend above the tallest bar.
+		p.Y.Min, p.Y.Max = 0, top*(1.15+0.08*float64(len(ks)))
 		if err := p.Save(8*vg.Inch, 4.5*vg.Inch, filepath.Join(c.out, ch.file)); err != nil {
 			return err
 		}

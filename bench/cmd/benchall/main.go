@@ -81,7 +81,7 @@ func main() {
 	out := flag.String("out", "", "output directory (default results, quick: results/quick)")
 	idleN := flag.String("idle-n", "", "idle connection counts (default 5000,10000,19000; quick 500,2000)")
 	echoCases := flag.String("echo", "", "echo cases as CONNSxBYTES (default 1000x64,1000x1024,1000x16384,10000x1024; quick 200x64,200x1024)")
-	bcastN := flag.Int("bcast-n", 0, "broadcast receivers (default 10000, quick 500,2000)")
+	bcastN := flag.Int("bcast-n", 0, "broadcast receivers (default 10000, quick 1000)")
 	flag.IntVar(&c.bcastSize, "bcast-size", 64, "broadcast message bytes")
 	hold := flag.Duration("hold", 0, "idle hold (default 10s, quick 1s)")
 	settle := flag.Duration("settle", 0, "idle settle before reading RSS (default 2s, quick 500ms)")
