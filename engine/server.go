@@ -273,14 +273,14 @@ func (wc *wsConn) drain() {
 // or goroutine per connection. Closed connections are skipped; a connection
 // over its outbound cap is dropped by the slow-consumer policy.
 func (s *Server) Broadcast(conns []handler.Conn, f *codec.PreparedFrame) {
-	s.mu.Lock()
-	n := len(s.loops)
-	s.mu.Unlock()
-	groups := make([][]*wsConn, n)
+	var groups [][]*wsConn // by loop index; loops may be added meanwhile
 	for _, c := range conns {
 		wc, ok := c.(*wsConn)
 		if !ok || wc.lp.srv != s {
 			continue
+		}
+		for len(groups) <= wc.lp.idx {
+			groups = append(groups, nil)
 		}
 		groups[wc.lp.idx] = append(groups[wc.lp.idx], wc)
 	}
