@@ -72,7 +72,7 @@ func (s *HeaderScanner) Scan(p []byte) (int, error) {
 type Request struct {
 	Method   []byte
 	Target   []byte // the request-target as sent
-	Path     []byte
+	Path     []byte // "/" (shared, read-only) when the target has no path
 	RawQuery []byte
 	Major    int
 	Minor    int
@@ -273,10 +273,15 @@ func splitTarget(t []byte) (path, query []byte) {
 		path = t
 	}
 	if len(path) == 0 {
-		path = []byte("/")
+		path = rootPath[:1:1]
 	}
 	return path, query
 }
+
+// rootPath is the Path of a target with an empty path ("http://host",
+// "?q"). A shared array, so that ParseRequest does not allocate (a
+// []byte("/") literal escapes to the heap on every call).
+var rootPath = [1]byte{'/'}
 
 // VisitHeaders calls fn with every header line of the request, in order.
 func (r *Request) VisitHeaders(fn func(key, value []byte)) {
