@@ -243,6 +243,13 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	case <-s.done:
 	}
 	s.stopping.Store(true)
+	// Stop the engine now rather than at the next tick. Engine.Stop itself
+	// polls every 500 ms before returning, so it runs on its own and we wait
+	// for ListenAndServe, which returns as soon as the loops have exited.
+	s.mu.Lock()
+	eng := s.eng
+	s.mu.Unlock()
+	go func() { _ = eng.Stop(context.Background()) }()
 	<-s.done
 	return err
 }
