@@ -116,6 +116,12 @@ func (a *App) fallback(r *handler.Request) *engine.Response {
 			},
 			Body: a.page,
 		}
+	case "/ws":
+		return &engine.Response{
+			Status: http.StatusUpgradeRequired,
+			Header: http.Header{"Content-Type": {"text/plain; charset=utf-8"}, "Upgrade": {"websocket"}},
+			Body:   []byte("this is the chat's WebSocket endpoint: connect with a WebSocket client to /ws?room=ROOM&name=NAME\n"),
+		}
 	case "/healthz":
 		return &engine.Response{Status: http.StatusOK, Header: http.Header{"Content-Type": {"text/plain"}}, Body: []byte("ok\n")}
 	}

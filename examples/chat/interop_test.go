@@ -17,7 +17,9 @@ import (
 // echoHandler sends every message back as it came.
 type echoHandler struct{ handler.Base }
 
-func (echoHandler) OnMessage(c handler.Conn, op handler.Op, data []byte) { _ = c.WriteMessage(op, data) }
+func (echoHandler) OnMessage(c handler.Conn, op handler.Op, data []byte) {
+	_ = c.WriteMessage(op, data)
+}
 
 // startEcho runs an echo server on the engine until the test ends.
 func startEcho(t *testing.T) net.Addr {

@@ -23,6 +23,9 @@ func TestFallbackServesThePage(t *testing.T) {
 			t.Fatalf("%s: limit not filled in", path)
 		}
 	}
+	if res := app.fallback(&handler.Request{Method: "GET", Path: "/ws"}); res.Status != http.StatusUpgradeRequired {
+		t.Fatalf("plain GET /ws: %d", res.Status)
+	}
 	if res := app.fallback(&handler.Request{Method: "GET", Path: "/secret"}); res.Status != http.StatusNotFound {
 		t.Fatalf("/secret: %d", res.Status)
 	}
