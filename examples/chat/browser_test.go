@@ -128,7 +128,6 @@ func send(text string) chromedp.Action[chromedp.Void] {
 // Chromium join a room, talk, see the history, get refused a taken name and
 // a too long message, and come back by themselves after a server restart.
 func TestBrowserChat(t *testing.T) {
-	needEngine(t)
 	browser := newBrowser(t)
 	app, stop := runApp(t, Config{})
 	t.Cleanup(func() { stop() })

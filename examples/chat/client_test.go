@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/gobwas/ws"
-	"github.com/wsloop/wsloop/engine"
 )
 
 // startApp runs a chat App on a free loopback port until the test ends.
@@ -196,19 +195,3 @@ type readConn struct {
 }
 
 func (c readConn) Read(b []byte) (int, error) { return c.r.Read(b) }
-
-// engineImplemented reports whether the engine serves yet; while it is a
-// stub the end-to-end tests skip.
-func engineImplemented() (ok bool) {
-	defer func() { ok = recover() == nil }()
-	s := engine.New(nil, engine.Options{})
-	_ = s.Stats()
-	return true
-}
-
-func needEngine(t *testing.T) {
-	t.Helper()
-	if !engineImplemented() {
-		t.Skip("engine not implemented yet")
-	}
-}

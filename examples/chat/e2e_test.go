@@ -17,7 +17,6 @@ import (
 )
 
 func TestE2EPageIsServedOnTheSamePort(t *testing.T) {
-	needEngine(t)
 	app := startApp(t, Config{MaxText: 1234})
 	for _, path := range []string{"/", "/?room=lobby&name=ann"} {
 		resp, err := http.Get("http://" + app.Addr().String() + path)
@@ -44,7 +43,6 @@ func TestE2EPageIsServedOnTheSamePort(t *testing.T) {
 }
 
 func TestE2EChat(t *testing.T) {
-	needEngine(t)
 	app := startApp(t, Config{MaxText: 100})
 	addr := app.Addr()
 
@@ -104,7 +102,6 @@ func TestE2EChat(t *testing.T) {
 // engine drops it once its outbound buffer passes the cap, and the member
 // who reads gets every message in time.
 func TestE2ESlowConsumerDoesNotSlowTheRoom(t *testing.T) {
-	needEngine(t)
 	app := startApp(t, Config{MaxText: 4000, Engine: engine.Options{MaxOutboundBytes: 256 << 10}})
 	addr := app.Addr()
 
@@ -165,7 +162,6 @@ func TestE2ESlowConsumerDoesNotSlowTheRoom(t *testing.T) {
 // embedded NATS server: a message sent on one node reaches a client of the
 // other, and a client joining later on either node gets the same history.
 func TestE2ETwoNodesOverNATS(t *testing.T) {
-	needEngine(t)
 	url := startNATS(t)
 	a := startApp(t, Config{NATS: url, Node: "a"})
 	b := startApp(t, Config{NATS: url, Node: "b"})

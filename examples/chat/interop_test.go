@@ -49,7 +49,6 @@ func startEcho(t *testing.T) net.Addr {
 // runClient runs a third-party client script against the echo server and
 // the chat server; the script exits non-zero on any protocol error.
 func runClient(t *testing.T, name string, argv ...string) {
-	needEngine(t)
 	echo := startEcho(t)
 	app := startApp(t, Config{})
 	targets := map[string]string{
