@@ -496,4 +496,3 @@ func waitN[T any](t testing.TB, ch <-chan T, n int, timeout time.Duration) []T {
 	}
 	return out
 }
-
