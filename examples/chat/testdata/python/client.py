@@ -13,9 +13,12 @@ import sys
 import websockets
 
 
+class Failure(Exception):
+    """A step of the exchange did not behave."""
+
+
 def fail(why):
-    print("FAIL: " + why, file=sys.stderr)
-    sys.exit(1)
+    raise Failure(why)
 
 
 async def next_json(ws, kind):
@@ -68,7 +71,9 @@ async def main(url, mode):
 if __name__ == "__main__":
     try:
         asyncio.run(asyncio.wait_for(main(sys.argv[1], sys.argv[2]), 15))
+    except Failure as e:
+        sys.exit("FAIL: %s" % (e,))
     except websockets.exceptions.WebSocketException as e:
-        fail("websocket error: %r" % (e,))
+        sys.exit("FAIL: websocket error: %r" % (e,))
     except asyncio.TimeoutError:
-        fail("timed out")
+        sys.exit("FAIL: timed out")
