@@ -66,6 +66,7 @@ type Server struct {
 	open     atomic.Int64 // TCP connections, handshake included
 	wsOpen   atomic.Int64 // connections past the handshake
 	accepted atomic.Int64
+	upgraded atomic.Int64
 
 	statMu   sync.Mutex
 	rejected map[string]int64
@@ -275,13 +276,21 @@ func (wc *wsConn) drain() {
 }
 
 // Broadcast writes the prepared frame f to every connection in conns (which
-// must come from this server) with one task per event loop: the frame is
+// must come from this server; a wrapper around one is accepted when it has
+// an Unwrap() handler.Conn method) with one task per event loop: the frame is
 // encoded once and written to each connection unchanged, with no allocation
 // or goroutine per connection. Closed connections are skipped; a connection
 // over its outbound cap is dropped by the slow-consumer policy.
 func (s *Server) Broadcast(conns []handler.Conn, f *codec.PreparedFrame) {
 	var groups [][]*wsConn // by loop index; loops may be added meanwhile
 	for _, c := range conns {
+		for {
+			u, ok := c.(interface{ Unwrap() handler.Conn })
+			if !ok {
+				break
+			}
+			c = u.Unwrap()
+		}
 		wc, ok := c.(*wsConn)
 		if !ok || wc.lp.srv != s {
 			continue
@@ -416,9 +425,8 @@ func (s *Server) Stats() Stats {
 	for k, v := range s.closes {
 		st.ClosesByCode[k] = v
 	}
-	st.Upgraded = s.closes[0] // see countUpgrade
-	delete(st.ClosesByCode, 0)
 	s.statMu.Unlock()
+	st.Upgraded = s.upgraded.Load()
 	return st
 }
 
@@ -427,10 +435,6 @@ func (s *Server) countClose(code uint16) {
 	s.closes[code]++
 	s.statMu.Unlock()
 }
-
-// countUpgrade keeps the handshake count in the close map under key 0,
-// which no close frame can carry, to share its lock.
-func (s *Server) countUpgrade() { s.countClose(0) }
 
 func (s *Server) countReject(status int, reason string) {
 	s.statMu.Lock()
@@ -683,7 +687,7 @@ func (s *Server) handshake(wc *wsConn) gnet.Action {
 	wc.mu.Unlock()
 	wc.handlerRan = true
 	s.wsOpen.Add(1)
-	s.countUpgrade()
+	s.upgraded.Add(1)
 	lp.wheel.remove(wc)
 	wc.pingAt = lp.now
 	s.armTimer(wc)
