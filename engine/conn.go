@@ -82,11 +82,19 @@ func (wc *wsConn) WriteMessage(op handler.Op, data []byte) error {
 	if op != codec.OpText && op != codec.OpBinary {
 		return errBadOp
 	}
-	return wc.writeFrame(true, op, data)
+	err := wc.writeFrame(true, op, data)
+	if err == nil {
+		wc.lp.stats.messagesOut.Add(1)
+	}
+	return err
 }
 
 func (wc *wsConn) WritePrepared(f *codec.PreparedFrame) error {
-	return wc.enqueue(f.Bytes(), 0, nil)
+	err := wc.enqueue(f.Bytes(), 0, nil)
+	if err == nil && f.Op().IsData() {
+		wc.lp.stats.messagesOut.Add(1)
+	}
+	return err
 }
 
 func (wc *wsConn) Ping(data []byte) error {
@@ -202,7 +210,11 @@ func (w *fragmentWriter) Close() error {
 	if w.sent {
 		op = codec.OpContinuation
 	}
-	return w.wc.writeFrame(true, op, nil)
+	err := w.wc.writeFrame(true, op, nil)
+	if err == nil {
+		w.wc.lp.stats.messagesOut.Add(1)
+	}
+	return err
 }
 
 // --- write path -----------------------------------------------------------
