@@ -267,12 +267,19 @@ func (c *wsClient) readResponse() error {
 	return nil
 }
 
-// dialWS connects and upgrades; it fails unless the answer is a valid 101.
+// dialWSErr connects and upgrades; it fails unless the answer is a valid 101.
 func dialWSErr(addr, path string, headers ...string) (*wsClient, error) {
-	c, err := dialRaw(addr)
+	conn, err := net.DialTimeout("tcp", addr, readTimeout)
 	if err != nil {
 		return nil, err
 	}
+	return upgrade(conn, addr, path, headers...)
+}
+
+// upgrade runs the handshake on conn; it fails unless the answer is a
+// valid 101.
+func upgrade(conn net.Conn, addr, path string, headers ...string) (*wsClient, error) {
+	c := newClient(conn)
 	if err := c.request(upgradeRequest(addr, path, headers...)); err != nil {
 		c.conn.Close()
 		return nil, err
