@@ -48,6 +48,8 @@ func (op OpCode) String() string {
 type PreparedFrame struct {
 	op  OpCode
 	buf []byte
+
+	defl preparedDeflate // compressed variant for permessage-deflate (deflate.go)
 }
 
 // NewPreparedFrame encodes payload as one final frame of type op. The payload

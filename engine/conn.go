@@ -54,6 +54,7 @@ type wsConn struct {
 	pongWait   bool // a PingInterval ping is unanswered
 	handlerRan bool // the handler's OnOpen ran, so OnClose must run
 	closeErr   error
+	defl       *connDeflate // permessage-deflate, nil when not negotiated; set before OnOpen, then read-only (deflate.go)
 
 	// Fields shared with other goroutines, guarded by mu.
 	mu          sync.Mutex
@@ -62,7 +63,7 @@ type wsConn struct {
 	flushQueued bool // a flush task is queued on the loop
 	pending     []byte
 	ctx         any
-	info        *connInfo // nil when the request was "/" with no query or subprotocol
+	info        *connInfo    // nil when the request was "/" with no query or subprotocol
 	queued      atomic.Int64 // gnet's outbound bytes as of the last flush
 }
 
@@ -90,6 +91,13 @@ func (wc *wsConn) WriteMessage(op handler.Op, data []byte) error {
 }
 
 func (wc *wsConn) WritePrepared(f *codec.PreparedFrame) error {
+	if wc.defl != nil { // permessage-deflate (deflate.go)
+		err := wc.writePreparedDeflate(f)
+		if err == nil && f.Op().IsData() {
+			wc.lp.stats.messagesOut.Add(1)
+		}
+		return err
+	}
 	err := wc.enqueue(f.Bytes(), 0, nil)
 	if err == nil && f.Op().IsData() {
 		wc.lp.stats.messagesOut.Add(1)
@@ -228,6 +236,9 @@ func (w *fragmentWriter) Close() error {
 // it is the loop's: none needs to.
 
 func (wc *wsConn) writeFrame(fin bool, op codec.OpCode, payload []byte) error {
+	if wc.defl != nil && fin && (op == codec.OpText || op == codec.OpBinary) { // permessage-deflate: whole messages only (deflate.go)
+		return wc.writeDeflate(op, payload)
+	}
 	return wc.enqueueFrame(fin, op, payload)
 }
 

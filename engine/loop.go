@@ -23,6 +23,8 @@ type loop struct {
 	start time.Time
 
 	stats loopStats
+
+	defl loopDeflate // permessage-deflate compressor and decompressor (deflate.go)
 }
 
 func newLoop(s *Server, el gnet.EventLoop) *loop {

@@ -125,6 +125,10 @@ type Options struct {
 	// ReadBufferCap is the per-loop read buffer gnet reads into: the most
 	// bytes one OnTraffic sees. Default 64 KiB.
 	ReadBufferCap int
+
+	// Deflate configures permessage-deflate compression (RFC 7692). Off
+	// by default; see [Deflate].
+	Deflate Deflate
 }
 
 // Response is a plain HTTP response returned by [Options.Fallback].

@@ -68,6 +68,8 @@ type Server struct {
 	accepted atomic.Int64
 	upgraded atomic.Int64
 
+	defl serverDeflate // permessage-deflate budget and counters (deflate.go)
+
 	statMu   sync.Mutex
 	rejected map[string]int64
 	closes   map[uint16]int64
@@ -308,7 +310,7 @@ func (s *Server) Broadcast(conns []handler.Conn, f *codec.PreparedFrame) {
 		lp := s.loopAt(i)
 		_ = lp.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
 			for _, wc := range g {
-				wc.writeOnLoop(f.Bytes())
+				wc.writePreparedOnLoop(f) // permessage-deflate aware (deflate.go)
 			}
 			return nil
 		}))
@@ -324,7 +326,7 @@ func (s *Server) BroadcastAll(f *codec.PreparedFrame) {
 	for _, lp := range loops {
 		lp := lp
 		_ = lp.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
-			lp.conns.each(func(wc *wsConn) { wc.writeOnLoop(f.Bytes()) })
+			lp.conns.each(func(wc *wsConn) { wc.writePreparedOnLoop(f) }) // permessage-deflate aware (deflate.go)
 			return nil
 		}))
 	}
@@ -561,6 +563,7 @@ func (s *Server) OnClose(c gnet.Conn, err error) gnet.Action {
 		putBuf(wc.asm)
 		wc.asm = nil
 	}
+	s.closeDeflate(wc) // permessage-deflate: return the context-takeover reservation (deflate.go)
 	if wc.handlerRan {
 		s.wsOpen.Add(-1)
 		cause := wc.closeErr
@@ -669,7 +672,8 @@ func (s *Server) handshake(wc *wsConn) gnet.Action {
 		}
 	}
 
-	out := codec.AppendAccept(lp.scratch[:0], r.Key, res.Subprotocol, nil, res.Header)
+	ext := s.negotiateDeflate(wc, &r) // permessage-deflate (deflate.go): nil when off or not offered
+	out := codec.AppendAccept(lp.scratch[:0], r.Key, res.Subprotocol, ext, res.Header)
 	lp.scratch = out[:0]
 	var info *connInfo
 	if string(r.Path) != "/" || len(r.RawQuery) > 0 || res.Subprotocol != "" {
@@ -837,6 +841,10 @@ func (s *Server) deliver(wc *wsConn, ev *codec.Event) {
 	st.bytesIn.Add(int64(len(ev.Payload)))
 	if ev.Final {
 		st.messagesIn.Add(1)
+	}
+	if ev.Compressed { // permessage-deflate: decompress, check, deliver whole (deflate.go)
+		s.deliverCompressed(wc, ev)
+		return
 	}
 	if s.stream != nil {
 		s.stream.OnMessageChunk(wc, ev.Op, ev.Payload, ev.First, ev.Final)
