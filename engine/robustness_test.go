@@ -1,0 +1,278 @@
+package engine_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/wsloop/wsloop/codec"
+	"github.com/wsloop/wsloop/engine"
+	"github.com/wsloop/wsloop/handler"
+)
+
+// Goroutines that keep writing to connections while those close and new
+// ones take their descriptor numbers never reach the wrong client, and end
+// with ErrClosed.
+func TestWritesNeverCrossConnections(t *testing.T) {
+	const rounds, perRound, maxWrites = 4, 50, 400
+	h := newRecorder()
+	writerErrs := make(chan error, rounds*perRound)
+	h.open = func(c handler.Conn) {
+		go func() {
+			for i := 0; i < maxWrites; i++ {
+				if err := c.WriteMessage(handler.Text, []byte(c.Path()+"#"+strconv.Itoa(i))); err != nil {
+					writerErrs <- err
+					return
+				}
+			}
+			writerErrs <- nil
+		}()
+	}
+	srv, _ := startServer(t, h, engine.Options{EventLoops: 2})
+	addr := srv.Addr().String()
+
+	for r := 0; r < rounds; r++ {
+		var wg sync.WaitGroup
+		errc := make(chan error, perRound)
+		for i := 0; i < perRound; i++ {
+			wg.Add(1)
+			go func(id string) {
+				defer wg.Done()
+				c, err := dialWSErr(addr, id)
+				if err != nil {
+					errc <- err
+					return
+				}
+				defer c.conn.Close() // abruptly, while the writer still writes
+				want := 0
+				for want < 5 {
+					f, err := c.read(readTimeout)
+					if err != nil {
+						errc <- fmt.Errorf("%s: %w", id, err)
+						return
+					}
+					if string(f.data) != id+"#"+strconv.Itoa(want) {
+						errc <- fmt.Errorf("%s got %v, want message %d of its own", id, f, want)
+						return
+					}
+					want++
+				}
+			}("/r" + strconv.Itoa(r) + "c" + strconv.Itoa(i))
+		}
+		wg.Wait()
+		close(errc)
+		for err := range errc {
+			t.Error(err)
+		}
+	}
+	for i := 0; i < rounds*perRound; i++ {
+		select {
+		case err := <-writerErrs:
+			if err != nil && !errors.Is(err, handler.ErrClosed) {
+				t.Errorf("writer ended with %v, want ErrClosed", err)
+			}
+		case <-time.After(readTimeout):
+			t.Fatalf("%d writers still running", rounds*perRound-i)
+		}
+	}
+	waitN(t, h.closed, rounds*perRound, readTimeout)
+	h.check(t)
+}
+
+// Cancelling ListenAndServe's context drains like Shutdown.
+func TestListenAndServeContextDrains(t *testing.T) {
+	t.Parallel()
+	h := newRecorder()
+	srv := engine.New(h, engine.Options{Addr: "127.0.0.1:0", Logger: discardLogger})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	served := make(chan error, 1)
+	go func() { served <- srv.ListenAndServe(ctx) }()
+	<-srv.Ready()
+	c := dialWS(t, srv.Addr().String(), "/")
+	c.roundTrip(t, "hi")
+	cancel()
+	c.expectClose(t, codec.CloseGoingAway)
+	if err := c.sendClose(codec.CloseGoingAway, ""); err != nil {
+		t.Fatal(err)
+	}
+	c.expectEOF(t, readTimeout)
+	select {
+	case err := <-served:
+		if err != nil {
+			t.Errorf("ListenAndServe: %v", err)
+		}
+	case <-time.After(readTimeout):
+		t.Fatal("ListenAndServe did not return after its context was cancelled")
+	}
+	if err := srv.ListenAndServe(context.Background()); err == nil {
+		t.Error("a second ListenAndServe succeeded")
+	}
+	h.waitClose(t)
+}
+
+// A busy address makes ListenAndServe fail at once, with Ready closed and
+// Addr nil.
+func TestListenError(t *testing.T) {
+	t.Parallel()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	srv := engine.New(newRecorder(), engine.Options{Addr: l.Addr().String(), Logger: discardLogger})
+	served := make(chan error, 1)
+	go func() { served <- srv.ListenAndServe(context.Background()) }()
+	select {
+	case err := <-served:
+		if err == nil {
+			t.Error("ListenAndServe on a busy address returned nil")
+		}
+	case <-time.After(readTimeout):
+		t.Fatal("ListenAndServe on a busy address did not return")
+	}
+	select {
+	case <-srv.Ready():
+	default:
+		t.Error("Ready not closed after a failed start")
+	}
+	if srv.Addr() != nil {
+		t.Errorf("Addr() = %v after a failed start", srv.Addr())
+	}
+	if err := srv.Shutdown(context.Background()); err != nil {
+		t.Errorf("Shutdown after a failed start: %v", err)
+	}
+}
+
+// A server listens on a unix socket as well.
+func TestUnixSocket(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "ws.sock")
+	srv, _ := startServer(t, newRecorder(), engine.Options{Addr: "unix://" + path})
+	if a, ok := srv.Addr().(*net.UnixAddr); !ok || a.Name != path {
+		t.Fatalf("Addr() = %#v, want the unix socket %s", srv.Addr(), path)
+	}
+	conn, err := net.DialTimeout("unix", path, readTimeout)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := upgrade(conn, "localhost", "/")
+	if err != nil {
+		conn.Close()
+		t.Fatal(err)
+	}
+	defer c.conn.Close()
+	c.roundTrip(t, "over a unix socket")
+	c.closeCleanly(t)
+}
+
+// Messages over MaxMessageSize, whole or summed over fragments, close the
+// connection with 1009 before their payload is buffered.
+func TestMaxMessageSize(t *testing.T) {
+	t.Parallel()
+	const max = 1000
+	h := newRecorder()
+	srv, _ := startServer(t, h, engine.Options{MaxMessageSize: max})
+	addr := srv.Addr().String()
+
+	c := dialWS(t, addr, "/")
+	c.roundTrip(t, strings.Repeat("m", max)) // at the limit: fine
+	// Only the header of a 1 GiB frame: refused on the header alone.
+	hdr := codec.AppendMaskedFrame(nil, true, codec.OpBinary, 0, randomMask(), nil)
+	hdr = append(codec.AppendFrameHeader(nil, true, codec.OpBinary, 0, 1<<30), hdr[2:]...)
+	hdr[1] |= 0x80
+	if _, err := c.conn.Write(hdr); err != nil {
+		t.Fatal(err)
+	}
+	c.expectClose(t, codec.CloseMessageTooBig)
+	c.expectEOF(t, readTimeout)
+	c.conn.Close()
+	ev := h.waitClose(t)
+	var ce *handler.CloseError
+	if !errors.As(ev.err, &ce) || ce.Code != codec.CloseMessageTooBig || ce.Remote {
+		t.Errorf("OnClose err %v, want the server's 1009", ev.err)
+	}
+
+	c = dialWS(t, addr, "/")
+	for i := 0; i < 3; i++ {
+		op := codec.OpText
+		if i > 0 {
+			op = codec.OpContinuation
+		}
+		if err := c.sendFrame(false, op, bytes.Repeat([]byte("f"), 400)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.expectClose(t, codec.CloseMessageTooBig)
+	c.expectEOF(t, readTimeout)
+	h.check(t)
+}
+
+// A client that reads nothing while the server has written less than the
+// outbound cap is closed after WriteStallTimeout.
+func TestWriteStallTimeout(t *testing.T) {
+	t.Parallel()
+	const stall = 300 * time.Millisecond
+	h := newRecorder()
+	big := bytes.Repeat([]byte{2}, 64<<10)
+	h.message = func(c handler.Conn, op handler.Op, data []byte) {
+		for i := 0; i < 128; i++ { // 8 MiB: more than the kernel takes
+			if err := c.WriteMessage(handler.Binary, big); err != nil {
+				h.problem("write %d: %v", i, err)
+				return
+			}
+		}
+	}
+	srv, _ := startServer(t, h, engine.Options{WriteStallTimeout: stall, MaxOutboundBytes: 64 << 20})
+	c := dialSmallWindow(t, srv.Addr().String(), "/")
+	if err := c.send(codec.OpText, []byte("send me a lot")); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	ev := h.waitClose(t)
+	checkElapsed(t, "write stall close", start, stall)
+	if !errors.Is(ev.err, handler.ErrWriteStall) {
+		t.Errorf("OnClose err %v, want ErrWriteStall", ev.err)
+	}
+	if st := srv.Stats(); st.Timeouts != 1 {
+		t.Errorf("Timeouts %d", st.Timeouts)
+	}
+	h.check(t)
+}
+
+// A HEAD request to the fallback gets the headers without the body.
+func TestFallbackHead(t *testing.T) {
+	t.Parallel()
+	srv, _ := startServer(t, newRecorder(), engine.Options{
+		Fallback: func(r *handler.Request) *engine.Response {
+			return &engine.Response{Status: http.StatusOK, Body: []byte("page")}
+		},
+	})
+	addr := srv.Addr().String()
+	c, err := dialRaw(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.conn.Close()
+	if _, err := c.conn.Write([]byte("HEAD / HTTP/1.1\r\nHost: " + addr + "\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.conn.SetReadDeadline(time.Now().Add(readTimeout))
+	resp, err := http.ReadResponse(c.br, &http.Request{Method: http.MethodHead})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != 200 {
+		t.Errorf("HEAD: %s", resp.Status)
+	}
+	c.expectEOF(t, readTimeout) // no body bytes follow the header
+}
