@@ -40,10 +40,13 @@ type Deflate struct {
 	Enabled bool
 
 	// Level is the compress/flate level for sent messages: 1
-	// (flate.BestSpeed) to 9, or flate.HuffmanOnly. 0 means 1. Without
-	// context takeover the compressor is reset before every message,
-	// which at levels other than 1 clears 640 KB of hash tables each
-	// time: level 1 is the right choice for many small messages.
+	// (flate.BestSpeed) to 9, or flate.HuffmanOnly. 0 picks per
+	// connection: 1 without context takeover, 6 with it. Without context
+	// takeover the compressor is reset before every message, which at
+	// levels other than 1 clears 640 KB of hash tables each time. With
+	// context takeover level 1 is a poor choice: compress/flate's
+	// BestSpeed encodes a message under 128 bytes on its own, ignoring
+	// the previous ones, which is where takeover pays most.
 	Level int
 
 	// Threshold is the size below which a sent message goes
@@ -55,8 +58,8 @@ type Deflate struct {
 	// ContextTakeoverBudget is the most memory, in bytes, that
 	// connections keeping a compression context may reserve together. A
 	// connection whose offer allows context takeover reserves what it
-	// needs at the handshake: about 1.2 MB (level 1; 0.8 MB at other
-	// levels) for its own compressor unless the client asked for
+	// needs at the handshake: about 0.8 MB (1.2 MB at level 1) for its
+	// own compressor unless the client asked for
 	// server_no_context_takeover, and 32 KiB for the window of the
 	// client's messages unless the client offered
 	// client_no_context_takeover. If that does not fit, the connection
@@ -65,6 +68,17 @@ type Deflate struct {
 	// reservation is returned when the connection closes. 0 (the
 	// default) grants no context takeover at all.
 	ContextTakeoverBudget int64
+}
+
+// level returns the compress/flate level for a connection.
+func (o *Deflate) level(takeover bool) int {
+	switch {
+	case o.Level != 0:
+		return o.Level
+	case takeover:
+		return flate.DefaultCompression
+	}
+	return flate.BestSpeed
 }
 
 func (o *Deflate) threshold() int {
@@ -88,7 +102,7 @@ const (
 
 func deflateWriterCost(level int) int64 {
 	switch level {
-	case 0, flate.BestSpeed:
+	case flate.BestSpeed:
 		return deflateWriterCostL1
 	case flate.HuffmanOnly:
 		return deflateWriterCostHuff
@@ -158,7 +172,7 @@ func (lp *loop) compressor() func(dst, payload []byte) ([]byte, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if d.compress == nil {
-		level := lp.srv.opts.Deflate.Level
+		level := lp.srv.opts.Deflate.level(false)
 		d.compress = func(dst, payload []byte) ([]byte, error) {
 			d.mu.Lock()
 			defer d.mu.Unlock()
@@ -214,7 +228,7 @@ func (s *Server) negotiateDeflate(wc *wsConn, r *codec.Request) []byte {
 	if !p.ServerNoContextTakeover || !p.ClientNoContextTakeover {
 		var cost int64
 		if !p.ServerNoContextTakeover {
-			cost += deflateWriterCost(o.Level)
+			cost += deflateWriterCost(o.level(true))
 		}
 		if !p.ClientNoContextTakeover {
 			cost += deflateHistoryCost
@@ -368,7 +382,7 @@ func (wc *wsConn) writeDeflate(op codec.OpCode, payload []byte) error {
 			if d, ok := s.defl.writers.Get().(*codec.Deflater); ok {
 				cd.def = d
 			} else {
-				cd.def = &codec.Deflater{Level: s.opts.Deflate.Level}
+				cd.def = &codec.Deflater{Level: s.opts.Deflate.level(true)}
 			}
 		}
 		c, err := cd.def.Deflate(buf, payload, true)
@@ -382,7 +396,7 @@ func (wc *wsConn) writeDeflate(op codec.OpCode, payload []byte) error {
 	}
 	d := &wc.lp.defl
 	d.mu.Lock()
-	d.def.Level = s.opts.Deflate.Level
+	d.def.Level = s.opts.Deflate.level(false)
 	c, err := d.def.Deflate(buf, payload, false)
 	d.mu.Unlock()
 	if err != nil || len(c)-codec.MaxHeaderSize >= len(payload) {
