@@ -3,6 +3,7 @@ package codec
 import (
 	"bytes"
 	"testing"
+	"unsafe"
 )
 
 // The decoder and the encoders work in the caller's buffers: steady state
@@ -95,5 +96,13 @@ func TestAllocsHandshake(t *testing.T) {
 		if a := testing.AllocsPerRun(100, f); a != 0 {
 			t.Errorf("%s: %v allocs per run", name, a)
 		}
+	}
+}
+
+// TestDecoderSize: the per-connection decoder state stays small (it is
+// kept for every idle connection) and holds no buffer.
+func TestDecoderSize(t *testing.T) {
+	if s := unsafe.Sizeof(Decoder{}); s > 64 {
+		t.Fatalf("Decoder is %d bytes", s)
 	}
 }

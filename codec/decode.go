@@ -53,7 +53,7 @@ type Event struct {
 //
 // Set the configuration fields before the first call. The zero value decodes
 // frames sent by a client to a server with [DefaultMaxMessageSize].
-// A Decoder is about 40 bytes and holds no buffer.
+// A Decoder is under 64 bytes and holds no buffer.
 type Decoder struct {
 	// MaxMessageSize caps the total payload of a data message. A frame
 	// header announcing a length that would pass it is rejected at once
@@ -91,9 +91,10 @@ func (d *Decoder) InMessage() bool { return d.msgOp != 0 }
 
 // Decode decodes the next unit from p. It returns the number of bytes of p
 // it consumed and what they were. With EventNone, n may still be positive
-// (a data frame header, or an empty data frame piece, was consumed); call
-// again when more bytes have arrived. A partial frame header or a partial
-// control frame is never consumed.
+// (the header of a data frame whose payload has not arrived was consumed);
+// call again when more bytes have arrived. A data frame with an empty
+// payload gives an EventData with an empty Payload. A partial frame header
+// or a partial control frame is never consumed.
 //
 // Payload bytes are unmasked in place in p. An error is a *[ProtocolError]
 // whose Code is the close status to send; after an error the stream is
