@@ -197,7 +197,28 @@ func (s *Server) ListenAndServe(ctx context.Context) error {
 	if !strings.Contains(addr, "://") {
 		addr = "tcp://" + addr
 	}
+	if s.opts.ReusePort {
+		addr = pinPort(addr)
+	}
 	return gnet.Run(s, addr, gopts...)
+}
+
+// pinPort replaces a TCP port of 0 with a free port. With ReusePort every
+// event loop binds its own listener to the address: with port 0 each would
+// get a different port, Addr would report the first, and the other loops
+// would never see a connection.
+func pinPort(addr string) string {
+	network, hostport, _ := strings.Cut(addr, "://")
+	host, port, err := net.SplitHostPort(hostport)
+	if err != nil || port != "0" || !strings.HasPrefix(network, "tcp") {
+		return addr
+	}
+	ln, err := net.Listen(network, hostport)
+	if err != nil {
+		return addr // gnet reports the error
+	}
+	defer ln.Close()
+	return network + "://" + net.JoinHostPort(host, fmt.Sprint(ln.Addr().(*net.TCPAddr).Port))
 }
 
 // Ready is closed once the server listens (Addr is valid from then on), or
