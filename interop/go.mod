@@ -1,18 +1,17 @@
 module github.com/wsloop/wsloop/interop
 
-go 1.24
+go 1.26
 
 replace github.com/wsloop/wsloop => ../
 
 require (
-	github.com/gobwas/ws v1.4.0
+	github.com/gobwas/ws v1.5.0
 	github.com/gorilla/websocket v1.5.3
 	github.com/wsloop/wsloop v0.0.0
 )
 
 require (
 	github.com/gobwas/httphead v0.1.0 // indirect
-	github.com/gobwas/pool v0.2.1 // indirect
 	github.com/panjf2000/ants/v2 v2.12.1 // indirect
 	github.com/panjf2000/gnet/v2 v2.10.0 // indirect
 	github.com/valyala/bytebufferpool v1.0.0 // indirect
