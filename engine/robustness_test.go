@@ -276,3 +276,50 @@ func TestFallbackHead(t *testing.T) {
 	}
 	c.expectEOF(t, readTimeout) // no body bytes follow the header
 }
+
+// Shutdown does not wait for a connection still in its handshake: it is
+// closed at once, and the drain ends as soon as the WebSocket connections
+// answered.
+func TestShutdownClosesHandshakes(t *testing.T) {
+	t.Parallel()
+	h := newRecorder()
+	srv, _ := startServer(t, h, engine.Options{})
+	addr := srv.Addr().String()
+	half, err := dialRaw(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer half.conn.Close()
+	if _, err := half.conn.Write([]byte("GET / HTTP/1.1\r\nHost: " + addr + "\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	ws := dialWS(t, addr, "/")
+	ws.roundTrip(t, "hi") // the half request has surely been read by now too
+
+	shut := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		shut <- srv.Shutdown(ctx)
+	}()
+	if err := half.waitEOF(readTimeout); err != nil {
+		t.Errorf("connection in the handshake: %v", err)
+	}
+	ws.expectClose(t, codec.CloseGoingAway)
+	if err := ws.sendClose(codec.CloseGoingAway, ""); err != nil {
+		t.Fatal(err)
+	}
+	ws.expectEOF(t, readTimeout)
+	select {
+	case err := <-shut:
+		if err != nil {
+			t.Errorf("Shutdown: %v", err)
+		}
+	case <-time.After(readTimeout):
+		t.Fatal("Shutdown waited for the connection in its handshake")
+	}
+	if ev := h.waitClose(t); ev.c.Path() != "/" {
+		t.Errorf("OnClose for %q", ev.c.Path())
+	}
+	h.check(t)
+}
