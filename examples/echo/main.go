@@ -5,6 +5,7 @@
 // large-message conformance cases pass.
 //
 //	go run ./examples/echo -addr 127.0.0.1:9001
+//	go run ./examples/echo -deflate            # with permessage-deflate
 //
 // On SIGINT or SIGTERM it drains: every open connection receives a 1001
 // close frame before its TCP close, then the process exits.
@@ -40,6 +41,9 @@ func main() {
 	flag.DurationVar(&o.IdleTimeout, "idle", 0, "idle timeout (0: default 2m, negative: off)")
 	flag.DurationVar(&o.HandshakeTimeout, "handshake-timeout", 0, "handshake timeout (0: default 10s)")
 	flag.BoolVar(&o.ReusePort, "reuseport", false, "one SO_REUSEPORT listener per loop")
+	flag.BoolVar(&o.Deflate.Enabled, "deflate", false, "accept permessage-deflate (RFC 7692), without context takeover unless -deflate-budget")
+	flag.Int64Var(&o.Deflate.ContextTakeoverBudget, "deflate-budget", 0, "bytes all connections together may spend on deflate context takeover (0: none)")
+	flag.IntVar(&o.Deflate.Threshold, "deflate-threshold", 0, "messages shorter than this go uncompressed (0: default 128, negative: compress all)")
 	drain := flag.Duration("drain", 5*time.Second, "how long a shutdown waits for close replies")
 	verbose := flag.Bool("v", false, "debug logging (every rejected handshake and protocol error)")
 	flag.Parse()
