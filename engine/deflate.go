@@ -34,6 +34,14 @@ const DefaultDeflateThreshold = 128
 
 // Deflate configures permessage-deflate (RFC 7692). The zero value leaves it
 // off: the server then declines every offer and never sets RSV1.
+//
+// With it on, a compressed message is decompressed whole before the handler
+// sees it (a [handler.StreamHandler] gets it as one chunk, first and final),
+// under Options.MaxMessageSize applied to the decompressed size. Messages
+// sent with WriteMessage, WritePrepared, Broadcast and BroadcastAll are
+// compressed from Threshold bytes on; NextWriter sends its fragments
+// uncompressed. A message that does not shrink is sent uncompressed unless
+// the connection keeps its compression context.
 type Deflate struct {
 	// Enabled accepts the first acceptable permessage-deflate offer of
 	// each client (see codec.NegotiateDeflate for what is accepted).
@@ -46,7 +54,8 @@ type Deflate struct {
 	// levels other than 1 clears 640 KB of hash tables each time. With
 	// context takeover level 1 is a poor choice: compress/flate's
 	// BestSpeed encodes a message under 128 bytes on its own, ignoring
-	// the previous ones, which is where takeover pays most.
+	// the previous ones, which is where takeover pays most. Values that
+	// are not a compress/flate level count as 0.
 	Level int
 
 	// Threshold is the size below which a sent message goes
@@ -73,7 +82,7 @@ type Deflate struct {
 // level returns the compress/flate level for a connection.
 func (o *Deflate) level(takeover bool) int {
 	switch {
-	case o.Level != 0:
+	case o.Level >= flate.HuffmanOnly && o.Level <= flate.BestCompression && o.Level != flate.NoCompression:
 		return o.Level
 	case takeover:
 		return flate.DefaultCompression
