@@ -63,8 +63,9 @@ type wsConn struct {
 	flushQueued bool // a flush task is queued on the loop
 	pending     []byte
 	ctx         any
-	info        *connInfo    // nil when the request was "/" with no query or subprotocol
-	queued      atomic.Int64 // gnet's outbound bytes as of the last flush
+	sentClose   *handler.CloseError // what Conn.Close sent, reported to OnClose
+	info        *connInfo           // nil when the request was "/" with no query or subprotocol
+	queued      atomic.Int64        // gnet's outbound bytes as of the last flush
 }
 
 // connInfo holds the request details most connections do not need, behind
@@ -125,8 +126,12 @@ func (wc *wsConn) Close(code uint16, reason string) error {
 	}
 	var p [125]byte
 	payload := codec.AppendClosePayload(p[:0], code, reason)
+	sent := &handler.CloseError{Code: code, Reason: string(payload[min(2, len(payload)):])}
 	err := wc.enqueue(nil, codec.OpClose, payload)
 	if err == nil {
+		wc.mu.Lock()
+		wc.sentClose = sent
+		wc.mu.Unlock()
 		wc.lp.srv.countClose(code)
 	}
 	return err

@@ -80,13 +80,18 @@ type Options struct {
 	// server sent one. Default 5 s.
 	CloseTimeout time.Duration
 
-	// MaxOutboundBytes caps the bytes queued for one connection and not yet
-	// accepted by the kernel. The slow-consumer policy: a write that would
-	// take a non-empty backlog past the cap is refused with
+	// MaxOutboundBytes caps the bytes one connection may hold in the
+	// server's memory: written by the application and not yet accepted by
+	// the kernel. The slow-consumer policy: a write that would take a
+	// non-empty backlog past the cap is refused with
 	// [handler.ErrSlowConsumer] and the connection is closed with 1008
 	// "slow consumer", so one stuck client never grows the server's memory
-	// or slows a broadcast. A single message larger than the cap is still
-	// accepted when nothing is queued. Default 4 MiB.
+	// or slows a broadcast. The cap counts bytes, not their cause: a burst
+	// written from a goroutine faster than the loop can hand it to the
+	// kernel counts too, even to a fast reader, so size the cap for the
+	// largest burst you write at once (or pace the writer). A single
+	// message larger than the cap is still accepted when nothing is queued.
+	// Default 4 MiB.
 	MaxOutboundBytes int
 
 	// MaxConns caps open connections (including those still in the

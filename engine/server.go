@@ -915,13 +915,31 @@ func (s *Server) control(wc *wsConn, ev *codec.Event) bool {
 			s.countClose(ev.CloseCode)
 			return true
 		}
-		// The answer to our close frame: the handshake is complete.
+		// The answer to our close frame: the handshake is complete. OnClose
+		// reports the close the server sent, whether or not it is answered.
 		if wc.closeErr == nil {
-			wc.closeErr = &handler.CloseError{Code: ev.CloseCode, Reason: string(ev.CloseReason)}
+			wc.closeErr = wc.serverClose(ev.CloseCode)
 		}
 		return true
 	}
 	return false
+}
+
+// serverClose returns what OnClose reports for a close the application
+// started with Conn.Close: the code and reason it sent. fallback is used if
+// none was recorded (the peer's echoed code, or 0 for a timeout, which then
+// reports ErrCloseTimeout).
+func (wc *wsConn) serverClose(fallback uint16) error {
+	wc.mu.Lock()
+	sent := wc.sentClose
+	wc.mu.Unlock()
+	switch {
+	case sent != nil:
+		return sent
+	case fallback != 0:
+		return &handler.CloseError{Code: fallback}
+	}
+	return handler.ErrCloseTimeout
 }
 
 // armTimer schedules the connection's next deadline from its state. Loop only.
@@ -989,7 +1007,7 @@ func (wc *wsConn) onTimer() {
 		}
 		if now-wc.closeAt >= s.ticks(o.CloseTimeout) {
 			if wc.closeErr == nil {
-				wc.closeErr = handler.ErrCloseTimeout
+				wc.closeErr = wc.serverClose(0)
 			}
 			lp.stats.timeouts.Add(1)
 			wc.closeNow()
