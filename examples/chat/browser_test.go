@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"github.com/wsloop/wsloop/engine"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -129,7 +130,10 @@ func send(text string) chromedp.Action[chromedp.Void] {
 // a too long message, and come back by themselves after a server restart.
 func TestBrowserChat(t *testing.T) {
 	browser := newBrowser(t)
-	app, stop := runApp(t, Config{})
+	// permessage-deflate on, compressing every message: Chromium offers it
+	// on its own, so the page's traffic runs compressed both ways.
+	deflate := engine.Options{Deflate: engine.Deflate{Enabled: true, Threshold: -1}}
+	app, stop := runApp(t, Config{Engine: deflate})
 	t.Cleanup(func() { stop() })
 	base := "http://" + app.Addr().String()
 
@@ -155,6 +159,9 @@ func TestBrowserChat(t *testing.T) {
 		shows("hello from ann"), shows("hi ann, the room works"), membersAre("ann", "bob", "cy"))
 	do(t, bob, "bob sees three members", membersAre("ann", "bob", "cy"), send("welcome cy"))
 	do(t, cy, "cy sees bob", shows("welcome cy"))
+	if n := app.Server.DeflateStats().Negotiated; n < 3 {
+		t.Errorf("%d of the 3 tabs negotiated permessage-deflate with Chromium", n)
+	}
 
 	shot := screenshot(t, bob, "chat.png")
 	if *updateDocs {
@@ -183,7 +190,7 @@ func TestBrowserChat(t *testing.T) {
 	addr := app.Addr().String()
 	stop()
 	do(t, ann, "ann notices the server is gone", statusIs("reconnecting"))
-	_, stop2 := runApp(t, Config{Addr: addr})
+	_, stop2 := runApp(t, Config{Addr: addr, Engine: deflate})
 	t.Cleanup(stop2)
 	for name, tab := range map[string]context.Context{"ann": ann, "bob": bob, "cy": cy} {
 		do(t, tab, name+" reconnects", statusIs("connected"), membersAre("ann", "bob", "cy"))

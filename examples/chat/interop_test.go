@@ -22,9 +22,10 @@ func (echoHandler) OnMessage(c handler.Conn, op handler.Op, data []byte) {
 }
 
 // startEcho runs an echo server on the engine until the test ends.
-func startEcho(t *testing.T) net.Addr {
+func startEcho(t *testing.T, opts engine.Options) net.Addr {
 	t.Helper()
-	s := engine.New(echoHandler{}, engine.Options{Addr: "127.0.0.1:0", Logger: quietLogger()})
+	opts.Addr, opts.Logger = "127.0.0.1:0", quietLogger()
+	s := engine.New(echoHandler{}, opts)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.ListenAndServe(ctx) }()
@@ -49,13 +50,17 @@ func startEcho(t *testing.T) net.Addr {
 // runClient runs a third-party client script against the echo server and
 // the chat server; the script exits non-zero on any protocol error.
 func runClient(t *testing.T, name string, argv ...string) {
-	echo := startEcho(t)
+	echo := startEcho(t, engine.Options{})
+	// The same exchange with permessage-deflate on: both clients offer it by
+	// default, and the scripts fail unless it was negotiated.
+	deflate := startEcho(t, engine.Options{Deflate: engine.Deflate{Enabled: true}})
 	app := startApp(t, Config{})
 	targets := map[string]string{
-		"echo": "ws://" + echo.String() + "/",
-		"chat": "ws://" + app.Addr().String() + "/ws?room=interop&name=" + name,
+		"echo":         "ws://" + echo.String() + "/",
+		"echo-deflate": "ws://" + deflate.String() + "/",
+		"chat":         "ws://" + app.Addr().String() + "/ws?room=interop&name=" + name,
 	}
-	for _, mode := range []string{"echo", "chat"} {
+	for _, mode := range []string{"echo", "echo-deflate", "chat"} {
 		t.Run(mode, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()

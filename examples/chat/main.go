@@ -9,6 +9,7 @@ package main
 import (
 	"context"
 	"flag"
+	"github.com/wsloop/wsloop/engine"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -22,6 +23,7 @@ func main() {
 	history := flag.Int("history", 50, "messages of a room replayed to whoever joins")
 	maxText := flag.Int("max-text", 2000, "largest message text in bytes")
 	verbose := flag.Bool("v", false, "log joins and leaves")
+	deflate := flag.Bool("deflate", false, "accept permessage-deflate (compressed messages)")
 	flag.Parse()
 
 	level := slog.LevelInfo
@@ -33,7 +35,8 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	app := NewApp(Config{Addr: *addr, NATS: *natsURL, Node: *node, HistorySize: *history, MaxText: *maxText, Logger: log})
+	app := NewApp(Config{Addr: *addr, NATS: *natsURL, Node: *node, HistorySize: *history, MaxText: *maxText, Logger: log,
+		Engine: engine.Options{Deflate: engine.Deflate{Enabled: *deflate}}})
 	go func() {
 		select {
 		case <-app.Server.Ready():

@@ -1,5 +1,5 @@
 // A third-party client (the npm "ws" package) against a wsloop server.
-// Usage: node client.mjs URL echo|chat
+// Usage: node client.mjs URL echo|echo-deflate|chat
 // It exchanges text and binary, pings, closes with 4000, and exits 0 only if
 // every step behaved and no protocol error was seen. interop_test.go runs it.
 import WebSocket from "ws";
@@ -45,7 +45,10 @@ const closed = () => new Promise((resolve) => ws.once("close", (code, reason) =>
 ws.on("open", async () => {
   try {
     const bin = Buffer.from([0, 1, 2, 0xfe, 0xff]);
-    if (mode === "echo") {
+    if (mode === "echo-deflate" && !String(ws.extensions).includes("permessage-deflate")) {
+      fail("permessage-deflate was not negotiated: " + JSON.stringify(ws.extensions));
+    }
+    if (mode === "echo" || mode === "echo-deflate") {
       ws.send("hello from node ✓");
       let m = await next("text echo");
       if (m.isBinary || m.data.toString() !== "hello from node ✓") fail("bad text echo: " + m.data);

@@ -1,6 +1,6 @@
 """A third-party client (Python's websockets) against a wsloop server.
 
-Usage: python3 client.py URL echo|chat
+Usage: python3 client.py URL echo|echo-deflate|chat
 
 It exchanges text and binary, pings, closes with 4000, and exits 0 only if
 every step behaved and no protocol error was seen. interop_test.go runs it.
@@ -34,7 +34,11 @@ async def next_json(ws, kind):
 async def main(url, mode):
     binary = bytes([0, 1, 2, 0xFE, 0xFF])
     async with websockets.connect(url, max_size=2**22) as ws:
-        if mode == "echo":
+        if mode == "echo-deflate":
+            names = [getattr(e, "name", "") for e in ws.extensions]
+            if "permessage-deflate" not in names:
+                fail("permessage-deflate was not negotiated: %r" % (names,))
+        if mode in ("echo", "echo-deflate"):
             await ws.send("hello from python \u2713")
             m = await asyncio.wait_for(ws.recv(), 5)
             if m != "hello from python \u2713":
