@@ -402,6 +402,16 @@ func (wc *wsConn) flush() {
 	}
 }
 
+// queueCloseLocked appends a close frame to the pending frames, after
+// whatever the application queued before it. The caller holds mu and sets
+// the phase that follows.
+func (wc *wsConn) queueCloseLocked(code uint16, reason string) {
+	var p [125]byte
+	payload := codec.AppendClosePayload(p[:0], code, reason)
+	wc.pending = growBuf(wc.pending, len(payload)+codec.MaxHeaderSize)
+	wc.pending = codec.AppendFrame(wc.pending, true, codec.OpClose, 0, payload)
+}
+
 func (wc *wsConn) getPhase() uint8 {
 	wc.mu.Lock()
 	defer wc.mu.Unlock()
@@ -436,11 +446,8 @@ func (wc *wsConn) fail(code uint16, reason string, cause error) {
 		wc.mu.Unlock()
 		return
 	}
-	var p [125]byte
-	payload := codec.AppendClosePayload(p[:0], code, reason)
 	if wc.phase == phaseOpen {
-		wc.pending = growBuf(wc.pending, len(payload)+codec.MaxHeaderSize)
-		wc.pending = codec.AppendFrame(wc.pending, true, codec.OpClose, 0, payload)
+		wc.queueCloseLocked(code, reason)
 	}
 	wc.phase = phaseFailing
 	wc.mu.Unlock()

@@ -285,12 +285,10 @@ func (wc *wsConn) drain() {
 		wc.closeErr = handler.ErrShutdown
 		wc.closeNow()
 	case phaseOpen:
-		wc.closeErr = &handler.CloseError{Code: codec.CloseGoingAway, Reason: "server shutting down"}
-		var p [125]byte
-		payload := codec.AppendClosePayload(p[:0], codec.CloseGoingAway, "server shutting down")
+		const reason = "server shutting down"
+		wc.closeErr = &handler.CloseError{Code: codec.CloseGoingAway, Reason: reason}
 		wc.mu.Lock()
-		wc.pending = growBuf(wc.pending, len(payload)+codec.MaxHeaderSize)
-		wc.pending = codec.AppendFrame(wc.pending, true, codec.OpClose, 0, payload)
+		wc.queueCloseLocked(codec.CloseGoingAway, reason)
 		wc.phase = phaseClosing
 		wc.mu.Unlock()
 		wc.lp.srv.countClose(codec.CloseGoingAway)
@@ -905,11 +903,8 @@ func (s *Server) control(wc *wsConn, ev *codec.Event) bool {
 			// echoing the status code it received", then the server
 			// closes the TCP connection first (§7.1.1).
 			wc.closeErr = &handler.CloseError{Code: ev.CloseCode, Reason: string(ev.CloseReason), Remote: true}
-			var p [2]byte
-			payload := codec.AppendClosePayload(p[:0], ev.CloseCode, "")
 			wc.mu.Lock()
-			wc.pending = growBuf(wc.pending, len(payload)+codec.MaxHeaderSize)
-			wc.pending = codec.AppendFrame(wc.pending, true, codec.OpClose, 0, payload)
+			wc.queueCloseLocked(ev.CloseCode, "")
 			wc.phase = phaseClosing
 			wc.mu.Unlock()
 			s.countClose(ev.CloseCode)
