@@ -13,9 +13,12 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -40,17 +43,26 @@ type wsloopEcho struct{ handler.Base }
 
 func (wsloopEcho) OnMessage(c handler.Conn, op handler.Op, data []byte) { _ = c.WriteMessage(op, data) }
 
+// The servers start once per process and live until it exits: gws's
+// RunListener keeps retrying Accept on a closed listener (a busy loop that
+// would slow every later benchmark), so neither is ever stopped.
+var (
+	wsloopOnce, gwsOnce sync.Once
+	wsloopAddr, gwsAddr string
+)
+
 func startWsloop(tb testing.TB) string {
-	srv := engine.New(wsloopEcho{}, engine.Options{
-		Addr:    "127.0.0.1:0",
-		Deflate: engine.Deflate{Enabled: true, Level: 1, Threshold: 128},
+	wsloopOnce.Do(func() {
+		srv := engine.New(wsloopEcho{}, engine.Options{
+			Addr:    "127.0.0.1:0",
+			Deflate: engine.Deflate{Enabled: true, Level: 1, Threshold: 128},
+			Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
+		})
+		go func() { _ = srv.ListenAndServe(context.Background()) }()
+		<-srv.Ready()
+		wsloopAddr = srv.Addr().String()
 	})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { _ = srv.ListenAndServe(ctx); close(done) }()
-	<-srv.Ready()
-	tb.Cleanup(func() { cancel(); <-done })
-	return srv.Addr().String()
+	return wsloopAddr
 }
 
 type gwsEcho struct{ gws.BuiltinEventHandler }
@@ -61,17 +73,25 @@ func (gwsEcho) OnMessage(c *gws.Conn, m *gws.Message) {
 	_ = c.WriteMessage(m.Opcode, m.Bytes())
 }
 
+// quiet drops gws's log lines so they do not interleave with the results.
+type quiet struct{}
+
+func (quiet) Error(...any) {}
+
 func startGWS(tb testing.TB) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	srv := gws.NewServer(gwsEcho{}, &gws.ServerOption{
-		PermessageDeflate: gws.PermessageDeflate{Enabled: true, Level: 1, Threshold: 128},
+	gwsOnce.Do(func() {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			tb.Fatal(err)
+		}
+		srv := gws.NewServer(gwsEcho{}, &gws.ServerOption{
+			PermessageDeflate: gws.PermessageDeflate{Enabled: true, Level: 1, Threshold: 128},
+			Logger:            quiet{},
+		})
+		go func() { _ = srv.RunListener(ln) }()
+		gwsAddr = ln.Addr().String()
 	})
-	go func() { _ = srv.RunListener(ln) }()
-	tb.Cleanup(func() { _ = ln.Close() })
-	return ln.Addr().String()
+	return gwsAddr
 }
 
 func dial(tb testing.TB, addr string) *websocket.Conn {
