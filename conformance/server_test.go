@@ -1,8 +1,6 @@
 package conformance
 
 import (
-	"context"
-	"errors"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -10,6 +8,7 @@ import (
 	"time"
 
 	"github.com/wsloop/wsloop/engine"
+	"github.com/wsloop/wsloop/engine/enginetest"
 	"github.com/wsloop/wsloop/handler"
 )
 
@@ -95,31 +94,9 @@ func startEchoHooks(t testing.TB, opts engine.Options) (string, *echoHandler) {
 	if a := os.Getenv(addrEnv); a != "" {
 		return a, nil
 	}
-	opts.Addr = "127.0.0.1:0"
 	opts.MaxMessageSize = 64 << 20
 	h := newEchoHandler()
-	srv := engine.New(h, opts)
-	done := make(chan error, 1)
-	go func() { done <- srv.ListenAndServe(context.Background()) }()
-	select {
-	case <-srv.Ready():
-	case err := <-done:
-		t.Fatalf("echo server did not start: %v", err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("echo server not ready after 10s")
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
-			t.Errorf("Shutdown: %v", err)
-		}
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			t.Error("ListenAndServe did not return 10s after Shutdown")
-		}
-	})
+	srv := enginetest.Start(t, h, opts)
 	return srv.Addr().String(), h
 }
 

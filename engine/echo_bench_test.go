@@ -1,16 +1,15 @@
 package engine_test
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"net"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/wsloop/wsloop/codec"
 	"github.com/wsloop/wsloop/engine"
+	"github.com/wsloop/wsloop/engine/enginetest"
 	"github.com/wsloop/wsloop/handler"
 )
 
@@ -47,19 +46,7 @@ func dialUpgraded(tb testing.TB, addr string) net.Conn {
 
 func startBenchServer(tb testing.TB, loops int) string {
 	tb.Helper()
-	srv := engine.New(benchEcho{}, engine.Options{Addr: "127.0.0.1:0", EventLoops: loops, Logger: quietLogger()})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { _ = srv.ListenAndServe(ctx); close(done) }()
-	<-srv.Ready()
-	tb.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			tb.Error("server did not stop")
-		}
-	})
+	srv := enginetest.Start(tb, benchEcho{}, engine.Options{EventLoops: loops, Logger: quietLogger()})
 	return srv.Addr().String()
 }
 

@@ -1,13 +1,12 @@
 package interop
 
 import (
-	"context"
-	"errors"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/wsloop/wsloop/engine"
+	"github.com/wsloop/wsloop/engine/enginetest"
 	"github.com/wsloop/wsloop/handler"
 )
 
@@ -70,31 +69,9 @@ func (h *echoHandler) waitClose(n int, timeout time.Duration) (error, bool) {
 // and stops it when the test ends.
 func startEcho(t testing.TB, opts engine.Options) (string, *echoHandler) {
 	t.Helper()
-	opts.Addr = "127.0.0.1:0"
 	opts.MaxMessageSize = 64 << 20
 	h := &echoHandler{notify: make(chan struct{}, 1)}
-	srv := engine.New(h, opts)
-	done := make(chan error, 1)
-	go func() { done <- srv.ListenAndServe(context.Background()) }()
-	select {
-	case <-srv.Ready():
-	case err := <-done:
-		t.Fatalf("echo server did not start: %v", err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("echo server not ready after 10s")
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		if err := srv.Shutdown(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
-			t.Errorf("Shutdown: %v", err)
-		}
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			t.Error("ListenAndServe did not return 10s after Shutdown")
-		}
-	})
+	srv := enginetest.Start(t, h, opts)
 	return srv.Addr().String(), h
 }
 
