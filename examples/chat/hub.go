@@ -54,8 +54,9 @@ type HubConfig struct {
 // out with one encoded frame per message.
 //
 // Every callback runs on an event loop, so the hub never blocks: room state
-// is guarded by a per-room mutex held only while the state is read or
-// changed, never while writing to a connection or publishing to the broker.
+// is guarded by a per-room mutex held only briefly, while the state is read
+// or changed and its frames are queued (queuing never blocks and never runs
+// a callback; see send), never while publishing to the broker.
 type Hub struct {
 	handler.Base
 
@@ -228,12 +229,13 @@ func (h *Hub) OnOpen(c handler.Conn) {
 	}
 	names := r.namesLocked()
 	all := r.conns
-	r.mu.Unlock()
-	m.room = r
-
+	// Queue the snapshots before releasing the lock (see send).
 	_ = c.WriteMessage(handler.Text, mustJSON(historyMsg{Type: "history", Messages: hist}))
 	h.send(others, mustJSON(presenceMsg{Type: "join", Name: m.name}))
 	h.send(all, mustJSON(membersMsg{Type: "members", Names: names}))
+	r.mu.Unlock()
+	m.room = r
+
 	h.publish(&Event{Type: EvJoin, Node: h.cfg.Node, Room: m.roomName, Name: m.name})
 	h.log.Debug("join", "room", m.roomName, "name", m.name, "remote", c.RemoteAddr())
 }
@@ -303,10 +305,10 @@ func (h *Hub) OnClose(c handler.Conn, err error) {
 	r.conns = slices.DeleteFunc(slices.Clone(r.conns), func(x handler.Conn) bool { return x == c })
 	names := r.namesLocked()
 	conns := r.conns
-	r.mu.Unlock()
-
 	h.send(conns, mustJSON(presenceMsg{Type: "leave", Name: m.name}))
 	h.send(conns, mustJSON(membersMsg{Type: "members", Names: names}))
+	r.mu.Unlock()
+
 	h.publish(&Event{Type: EvLeave, Node: h.cfg.Node, Room: m.roomName, Name: m.name})
 	h.log.Debug("leave", "room", m.roomName, "name", m.name, "err", err)
 }
@@ -374,9 +376,8 @@ func (h *Hub) store(msg StoredMessage) {
 	if n := len(r.history) - h.cfg.HistorySize; n > 0 {
 		r.history = slices.Delete(r.history, 0, n)
 	}
-	conns := r.conns
+	h.send(r.conns, raw)
 	r.mu.Unlock()
-	h.send(conns, raw)
 }
 
 // remoteMember applies a join or leave that happened on another node.
@@ -400,10 +401,9 @@ func (h *Hub) remoteMember(ev *Event) {
 		}
 	}
 	names := r.namesLocked()
-	conns := r.conns
+	h.send(r.conns, mustJSON(presenceMsg{Type: ev.Type, Name: ev.Name}))
+	h.send(r.conns, mustJSON(membersMsg{Type: "members", Names: names}))
 	r.mu.Unlock()
-	h.send(conns, mustJSON(presenceMsg{Type: ev.Type, Name: ev.Name}))
-	h.send(conns, mustJSON(membersMsg{Type: "members", Names: names}))
 }
 
 // setPresence replaces what the hub knows of node's members (nil: none)
@@ -443,10 +443,8 @@ func (h *Hub) setPresence(node string, presence map[string][]string) {
 			}
 			r.remote[node] = set
 		}
-		all := r.namesLocked()
-		conns := r.conns
+		h.send(r.conns, mustJSON(membersMsg{Type: "members", Names: r.namesLocked()}))
 		r.mu.Unlock()
-		h.send(conns, mustJSON(membersMsg{Type: "members", Names: all}))
 	}
 }
 
@@ -509,6 +507,13 @@ func (h *Hub) room(name string, create bool) *room {
 }
 
 // send writes payload as one text frame, encoded once, to conns.
+//
+// Callers hold the room's lock while they send a room's snapshots (history,
+// members) and deltas (join, leave, messages): the frames are then queued
+// on every connection in the order the room's state changed, so a member
+// list computed before a join can never arrive after that join's notice and
+// undo it. This is safe because wsloop's writes and Broadcast only queue:
+// they never run a handler callback (which could take the lock) themselves.
 func (h *Hub) send(conns []handler.Conn, payload []byte) {
 	if len(conns) == 0 {
 		return
