@@ -250,3 +250,30 @@ func TestConcurrentRooms(t *testing.T) {
 		t.Fatalf("history sizes sum to %d, want 148", total)
 	}
 }
+
+// TestConcurrentJoinsConverge joins many members at once and checks that the
+// last member list each of them received names everyone: snapshots and
+// join notices must reach every connection in the order the room changed,
+// or a stale snapshot can overwrite a newer one (as a browser tab once
+// showed after a server restart).
+func TestConcurrentJoinsConverge(t *testing.T) {
+	for round := range 50 {
+		h := newTestHub(t, HubConfig{})
+		const n = 8
+		conns := make([]*fakeConn, n)
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				conns[i] = connect(t, h, "lobby", fmt.Sprintf("m%d", i))
+			}()
+		}
+		wg.Wait()
+		for i, c := range conns {
+			if got := names(c.last("members")); len(got) != n {
+				t.Fatalf("round %d: m%d's last member list is %v, want all %d members", round, i, got, n)
+			}
+		}
+	}
+}
