@@ -478,6 +478,25 @@ func (c *wsClient) roundTrip(t testing.TB, msg string) {
 	c.expect(t, codec.OpText, msg)
 }
 
+// roundTripAnsweringProbes is roundTrip for a server with an idle timeout:
+// a probe ping may arrive before the echo, and is answered as a browser
+// would.
+func (c *wsClient) roundTripAnsweringProbes(t testing.TB, msg string) {
+	t.Helper()
+	if err := c.send(codec.OpText, []byte(msg)); err != nil {
+		t.Fatal(err)
+	}
+	f, err := c.read(readTimeout)
+	for err == nil && f.op == codec.OpPing {
+		if err = c.send(codec.OpPong, f.data); err == nil {
+			f, err = c.read(readTimeout)
+		}
+	}
+	if err != nil || f.op != codec.OpText || string(f.data) != msg {
+		t.Fatalf("got %v %v, want the echo %q", f, err, msg)
+	}
+}
+
 // closeCleanly runs the client side of a client-initiated close handshake.
 func (c *wsClient) closeCleanly(t testing.TB) {
 	t.Helper()

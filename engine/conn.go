@@ -384,20 +384,15 @@ func (wc *wsConn) flush() {
 		return
 	}
 	_, _ = c.Write(p) // a failed write runs OnClose, which sets phaseClosed
-	s.countOut(wc.lp, len(p))
+	wc.lp.stats.bytesOut.Add(int64(len(p)))
 	putBuf(p)
 	if wc.getPhase() == phaseClosed {
 		return
 	}
-	ob := c.OutboundBuffered()
-	wc.queued.Store(int64(ob))
-	if ob > 0 && wc.stallSince == 0 && s.opts.WriteStallTimeout > 0 {
-		wc.stallSince, wc.stallBytes = wc.lp.now|1, ob
-		wc.lp.wheel.schedule(wc, wc.lp.now+s.ticks(s.opts.WriteStallTimeout))
-	}
+	wc.afterWrite()
 	if phase == phaseClosing && wc.closeAt == 0 {
 		// Our close frame just went out: wait for the answer, bounded.
-		wc.closeAt = wc.lp.now | 1
+		wc.closeAt = wc.lp.now
 		wc.lp.wheel.schedule(wc, wc.lp.now+s.ticks(s.opts.CloseTimeout))
 	}
 }
@@ -475,6 +470,6 @@ func (wc *wsConn) flushFailing() {
 	if wc.c.OutboundBuffered() == 0 {
 		_ = syscall.Shutdown(wc.c.Fd(), syscall.SHUT_WR)
 	}
-	wc.closeAt = wc.lp.now | 1
+	wc.closeAt = wc.lp.now
 	wc.lp.wheel.schedule(wc, wc.lp.now+s.ticks(s.opts.CloseTimeout))
 }

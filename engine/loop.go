@@ -19,8 +19,7 @@ type loop struct {
 
 	conns wsList // every connection on this loop, handshake phase included
 	wheel wheel
-	now   uint32 // ticks since the server started, advanced by tick
-	start time.Time
+	now   uint32 // ticks since the server started, from 1: a zero tick stamp means "unset"
 
 	stats loopStats
 
@@ -28,8 +27,7 @@ type loop struct {
 }
 
 func newLoop(s *Server, el gnet.EventLoop) *loop {
-	lp := &loop{srv: s, el: el, start: s.start}
-	lp.wheel.init()
+	lp := &loop{srv: s, el: el}
 	lp.now = s.ticksSince(time.Now())
 	return lp
 }
@@ -90,8 +88,6 @@ type wheel struct {
 }
 
 const wheelSlots = 1024
-
-func (w *wheel) init() {}
 
 // schedule arms wc's entry for tick at, moving it if it is armed for a later
 // tick; an earlier entry is kept (it will reschedule when it fires).

@@ -463,8 +463,6 @@ func (s *Server) countReject(status int, reason string) {
 	s.statMu.Unlock()
 }
 
-func (s *Server) countOut(lp *loop, n int) { lp.stats.bytesOut.Add(int64(n)) }
-
 // --- gnet.EventHandler ----------------------------------------------------
 
 // OnBoot records the engine and the bound address. It is part of the

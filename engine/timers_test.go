@@ -173,8 +173,8 @@ func TestIdleTimeoutKeepsLiveClients(t *testing.T) {
 	if err := <-talkDone; err != nil {
 		t.Fatal(err)
 	}
-	ponger.roundTrip(t, "still here")
-	talker.roundTrip(t, "me too")
+	ponger.roundTripAnsweringProbes(t, "still here")
+	talker.roundTripAnsweringProbes(t, "me too")
 	if st := srv.Stats(); st.Open != 2 || st.Timeouts != 0 {
 		t.Errorf("Stats: Open %d, Timeouts %d", st.Open, st.Timeouts)
 	}
