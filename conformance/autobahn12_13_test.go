@@ -246,45 +246,7 @@ func (c *pmdClient) sendMessage(op byte, msg []byte, compressed bool, fragSize i
 // that RSV1 is allowed where RFC 7692 §6 allows it; the caller checks that
 // it is on a first data frame.
 func (c *pmdClient) readPMDFrame(timeout time.Duration) (frame, error) {
-	c.conn.SetReadDeadline(time.Now().Add(timeout))
-	var h [2]byte
-	if _, err := io.ReadFull(c.br, h[:]); err != nil {
-		return frame{}, err
-	}
-	f := frame{fin: h[0]&0x80 != 0, rsv: h[0] & 0x70, op: h[0] & 0x0F}
-	if h[1]&0x80 != 0 {
-		return f, errors.New("server frame is masked (RFC 6455 §5.1)")
-	}
-	if f.rsv&^rsv1 != 0 || f.rsv == rsv1 && c.params == nil {
-		return f, fmt.Errorf("server frame has RSV bits %#x not negotiated (RFC 6455 §5.2)", f.rsv)
-	}
-	if f.rsv == rsv1 && (f.op == opCont || f.op >= opClose) {
-		return f, fmt.Errorf("server set RSV1 on a %s frame (RFC 7692 §6: first data frame only)", opName(f.op))
-	}
-	n := uint64(h[1] & 0x7F)
-	switch n {
-	case 126:
-		var e [2]byte
-		if _, err := io.ReadFull(c.br, e[:]); err != nil {
-			return f, err
-		}
-		n = uint64(binary.BigEndian.Uint16(e[:]))
-	case 127:
-		var e [8]byte
-		if _, err := io.ReadFull(c.br, e[:]); err != nil {
-			return f, err
-		}
-		n = binary.BigEndian.Uint64(e[:])
-	}
-	if f.op >= opClose && (n > 125 || !f.fin) {
-		return f, fmt.Errorf("server control frame op=%#x fin=%v len=%d (§5.5)", f.op, f.fin, n)
-	}
-	if n > 64<<20 {
-		return f, fmt.Errorf("server frame announces %d bytes", n)
-	}
-	f.payload = make([]byte, n)
-	_, err := io.ReadFull(c.br, f.payload)
-	return f, err
+	return c.readFrameExt(timeout, c.params != nil)
 }
 
 // readPMDMessage reads the next message, reassembled and decompressed, or

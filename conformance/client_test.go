@@ -303,6 +303,13 @@ func (c *client) writeFrame(f frame) error { return c.write(encodeFrame(f), 0) }
 // was negotiated (§5.2), no reserved opcodes (§5.2), control frames final
 // and at most 125 bytes (§5.5).
 func (c *client) readFrame(timeout time.Duration) (frame, error) {
+	return c.readFrameExt(timeout, false)
+}
+
+// readFrameExt is readFrame for a connection that negotiated
+// permessage-deflate when deflate is set: RSV1 is then allowed, on the first
+// frame of a data message only (RFC 7692 §6).
+func (c *client) readFrameExt(timeout time.Duration, deflate bool) (frame, error) {
 	c.conn.SetReadDeadline(time.Now().Add(timeout))
 	var h [2]byte
 	if _, err := io.ReadFull(c.br, h[:]); err != nil {
@@ -312,8 +319,13 @@ func (c *client) readFrame(timeout time.Duration) (frame, error) {
 	if h[1]&0x80 != 0 {
 		return f, errors.New("server frame is masked (RFC 6455 §5.1 forbids it)")
 	}
-	if f.rsv != 0 {
-		return f, fmt.Errorf("server frame has RSV bits %#x without an extension (§5.2)", f.rsv)
+	switch {
+	case deflate && f.rsv == rsv1:
+		if f.op == opCont || f.op >= opClose {
+			return f, fmt.Errorf("server set RSV1 on a %s frame (RFC 7692 §6: first data frame only)", opName(f.op))
+		}
+	case f.rsv != 0:
+		return f, fmt.Errorf("server frame has RSV bits %#x not negotiated (§5.2)", f.rsv)
 	}
 	if f.op > opBinary && f.op < opClose || f.op > opPong {
 		return f, fmt.Errorf("server frame has reserved opcode %#x (§5.2)", f.op)
