@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/wsloop/wsloop/engine"
+	"github.com/wsloop/wsloop/engine/enginetest"
 	"github.com/wsloop/wsloop/handler"
 )
 
@@ -24,27 +25,8 @@ func (echoHandler) OnMessage(c handler.Conn, op handler.Op, data []byte) {
 // startEcho runs an echo server on the engine until the test ends.
 func startEcho(t *testing.T, opts engine.Options) net.Addr {
 	t.Helper()
-	opts.Addr, opts.Logger = "127.0.0.1:0", quietLogger()
-	s := engine.New(echoHandler{}, opts)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.ListenAndServe(ctx) }()
-	select {
-	case <-s.Ready():
-	case err := <-done:
-		t.Fatalf("echo server: %v", err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("echo server not ready")
-	}
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(15 * time.Second):
-			t.Error("echo server did not stop")
-		}
-	})
-	return s.Addr()
+	opts.Logger = quietLogger()
+	return enginetest.Start(t, echoHandler{}, opts).Addr()
 }
 
 // runClient runs a third-party client script against the echo server and
