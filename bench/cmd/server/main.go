@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/pprof"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -26,6 +27,7 @@ func main() {
 	statsFile := flag.String("stats", "", "file to write runtime statistics to on SIGUSR1")
 	maxLife := flag.Duration("max-life", time.Hour, "exit after this long whatever happens")
 	list := flag.Bool("list", false, "list implementations and exit")
+	memProfile := flag.String("memprofile", "", "also write a heap profile (pprof) to this file on SIGUSR1")
 	flag.Parse()
 	if *list {
 		for _, n := range servers.Names() {
@@ -33,6 +35,11 @@ func main() {
 			fmt.Printf("%-8s %s %s  %s\n", n, d.Module, d.Version, d.Notes)
 		}
 		return
+	}
+	if *memProfile != "" {
+		// Every allocation sampled: exact per-connection attribution, at a
+		// CPU cost that only profiling runs pay.
+		runtime.MemProfileRate = 1
 	}
 	run, err := servers.Get(*impl)
 	if err != nil {
@@ -56,6 +63,9 @@ func main() {
 			if *statsFile != "" {
 				writeStats(*impl, *statsFile, time.Now().UnixNano()+seq.Add(1))
 			}
+			if *memProfile != "" {
+				writeHeapProfile(*memProfile)
+			}
 		}
 	}()
 
@@ -64,6 +74,22 @@ func main() {
 	})
 	fmt.Fprintln(os.Stderr, "server:", err)
 	os.Exit(1)
+}
+
+// writeHeapProfile records where the live heap was allocated, so that
+// the bytes behind "heap per connection" can be attributed (go tool pprof
+// -sample_index=inuse_space).
+func writeHeapProfile(path string) {
+	f, err := os.Create(path)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "server: memprofile:", err)
+		return
+	}
+	runtime.GC()
+	if err := pprof.WriteHeapProfile(f); err != nil {
+		fmt.Fprintln(os.Stderr, "server: memprofile:", err)
+	}
+	_ = f.Close()
 }
 
 func writeStats(impl, path string, seq int64) {
