@@ -53,13 +53,19 @@ type Event struct {
 //
 // Set the configuration fields before the first call. The zero value decodes
 // frames sent by a client to a server with [DefaultMaxMessageSize].
-// A Decoder is under 64 bytes and holds no buffer.
+// A Decoder is 40 bytes and holds no buffer.
 type Decoder struct {
 	// MaxMessageSize caps the total payload of a data message. A frame
 	// header announcing a length that would pass it is rejected at once
 	// with [ErrMessageTooBig] (1009). Zero means [DefaultMaxMessageSize];
 	// negative means no limit.
 	MaxMessageSize int64
+
+	// Unexported state sits between the exported fields so that the whole
+	// struct packs into 40 bytes: a server embeds one per connection.
+	remaining int64 // payload bytes of the current data frame not yet consumed
+	msgLen    int64 // payload bytes of the current message so far
+
 	// Client makes the decoder read frames sent by a server: unmasked
 	// (RFC 6455 §5.1) instead of masked.
 	Client bool
@@ -67,16 +73,14 @@ type Decoder struct {
 	// permessage-deflate does (RFC 7692 §6).
 	Compression bool
 
-	remaining int64 // payload bytes of the current data frame not yet consumed
-	msgLen    int64 // payload bytes of the current message so far
-	mask      [4]byte
-	maskPos   uint8 // offset into mask, for chunked unmasking
-	msgOp     OpCode
-	inFrame   bool // a data frame header was consumed, its payload is pending
-	fin       bool // the current data frame is the last of its message
-	first     bool // the next data event is the first of its message
-	comp      bool // the current message is compressed
-	utf8      UTF8Validator
+	mask    [4]byte
+	maskPos uint8 // offset into mask, for chunked unmasking
+	msgOp   OpCode
+	inFrame bool // a data frame header was consumed, its payload is pending
+	fin     bool // the current data frame is the last of its message
+	first   bool // the next data event is the first of its message
+	comp    bool // the current message is compressed
+	utf8    UTF8Validator
 }
 
 // Reset returns the decoder to the start of a stream, keeping its

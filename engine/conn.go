@@ -26,50 +26,121 @@ const (
 )
 
 // wsConn is the per-connection state. It is allocated at accept and is kept
-// small because a million of them are the point: the decoder holds no
-// buffer, the assembly and outbound buffers are taken from pools only while
-// a message is in flight, and timers are one entry in the loop's wheel.
+// small because a million of them are the point: 144 bytes (a Go size
+// class), checked by TestConnSize. The decoder holds no buffer, outbound and
+// assembly buffers come from pools only while something is in flight,
+// timers are one entry in the loop's wheel, and state that most connections
+// never need (a request header that arrived in pieces, a fragmented message,
+// a close in progress, a stalled writer, permessage-deflate, a non-root
+// path) lives in a connExtra allocated on first use.
 type wsConn struct {
-	c   gnet.Conn
-	lp  *loop
-	dec codec.Decoder
-	hs  codec.HeaderScanner
+	c  gnet.Conn
+	lp *loop
+	x  atomic.Pointer[connExtra] // nil until first needed; never reset once set
 
-	// Loop-only fields.
-	asm        []byte // assembly buffer of a fragmented or split message
-	lnext      *wsConn
-	lprev      *wsConn
-	tnext      *wsConn
-	tprev      *wsConn
-	deadline   uint32 // tick of the wheel entry
-	opened     uint32 // tick of accept
-	lastRead   uint32 // tick of the last bytes received
-	msgStart   uint32 // tick a message or partial frame started; 0 if none
-	closeAt    uint32 // tick our close frame was sent
-	pingAt     uint32 // tick of the last server ping
-	stallSince uint32 // tick the outbound buffer stopped draining; 0 if it drains
-	stallBytes int    // outbound bytes seen at stallSince
-	timerArmed bool
-	probeSent  bool // idle probe ping sent since the last read
-	pongWait   bool // a PingInterval ping is unanswered
-	handlerRan bool // the handler's OnOpen ran, so OnClose must run
-	closeErr   error
-	defl       *connDeflate // permessage-deflate, nil when not negotiated; set before OnOpen, then read-only (deflate.go)
+	// Loop only: the wheel's intrusive list links. Every connection is on
+	// one of the loop's lists from accept to close (see wheel).
+	tnext, tprev *wsConn
+
+	dec codec.Decoder // loop only
 
 	// Fields shared with other goroutines, guarded by mu.
-	mu          sync.Mutex
-	phase       uint8
-	inLoop      bool // the loop is inside a callback and will flush after it
-	flushQueued bool // a flush task is queued on the loop
-	pending     []byte
-	ctx         any
-	sentClose   *handler.CloseError // what Conn.Close sent, reported to OnClose
-	info        *connInfo           // nil when the request was "/" with no query or subprotocol
-	queued      atomic.Int64        // gnet's outbound bytes as of the last flush
+	mu     sync.Mutex
+	ctx    any
+	out    *outBuf // frames queued and not yet handed to gnet; nil when none
+	phase  uint8
+	mflags uint8 // mInLoop, mFlushQueued
+
+	// Loop only.
+	lflags   uint8  // lArmed, lProbeSent, lPongWait, lHandlerRan, lCloseTimed
+	deadline uint32 // tick of the wheel entry, when lArmed
+	lastRead uint32 // tick of the last bytes received
+	// msgStart is, in the handshake phase, the tick of accept; when open,
+	// the tick a message or a partial frame started, 0 if none.
+	msgStart uint32
+	// pingAt is, when open, the tick of the last server ping; once our
+	// close frame went out (lCloseTimed), the tick it did.
+	pingAt uint32
+
+	queued atomic.Uint32 // gnet's outbound bytes as of the last flush, saturated
 }
 
-// connInfo holds the request details most connections do not need, behind
-// one pointer, so that the common case costs 8 bytes instead of 48.
+// Bits of wsConn.mflags, guarded by mu.
+const (
+	mInLoop      uint8 = 1 << iota // the loop is inside a callback and will flush after it
+	mFlushQueued                   // a flush task is queued on the loop
+)
+
+// Bits of wsConn.lflags, loop only.
+const (
+	lArmed      uint8 = 1 << iota // in a wheel slot for tick deadline (else on the parked list)
+	lProbeSent                    // idle probe ping sent since the last read
+	lPongWait                     // a PingInterval ping is unanswered
+	lHandlerRan                   // the handler's OnOpen ran, so OnClose must run
+	lCloseTimed                   // our close frame went out at tick pingAt
+)
+
+func (wc *wsConn) has(f uint8) bool { return wc.lflags&f != 0 }
+
+func (wc *wsConn) set(f uint8, on bool) {
+	if on {
+		wc.lflags |= f
+	} else {
+		wc.lflags &^= f
+	}
+}
+
+// connExtra is the state few connections need, behind one pointer so that
+// an idle connection pays 8 bytes for it.
+type connExtra struct {
+	// Loop only.
+	hs         codec.HeaderScanner // a request header not complete after the first read
+	hsSaved    bool                // hs holds the scan position
+	asm        []byte              // assembly buffer of a fragmented or split message
+	closeErr   error               // what OnClose reports, when the server knows better than gnet
+	stallSince uint32              // tick the outbound buffer stopped draining; 0 if it drains
+	stallBytes int                 // outbound bytes seen at stallSince
+	defl       *connDeflate        // permessage-deflate; set before OnOpen, then read-only (deflate.go)
+
+	// Guarded by mu.
+	sentClose *handler.CloseError // what Conn.Close sent, reported to OnClose
+	info      *connInfo           // nil when the request was "/" with no query or subprotocol
+}
+
+// extra returns the connection's connExtra, allocating it on first use.
+// Safe from any goroutine: the pointer is published once with a CAS.
+func (wc *wsConn) extra() *connExtra {
+	if x := wc.x.Load(); x != nil {
+		return x
+	}
+	x := new(connExtra)
+	if wc.x.CompareAndSwap(nil, x) {
+		return x
+	}
+	return wc.x.Load()
+}
+
+// closeErr returns the close cause recorded by the server, if any. Loop only.
+func (wc *wsConn) closeErr() error {
+	if x := wc.x.Load(); x != nil {
+		return x.closeErr
+	}
+	return nil
+}
+
+// setCloseErr records the close cause OnClose will report. Loop only.
+func (wc *wsConn) setCloseErr(err error) { wc.extra().closeErr = err }
+
+// deflate returns the connection's permessage-deflate state, nil when the
+// extension was not negotiated.
+func (wc *wsConn) deflate() *connDeflate {
+	if x := wc.x.Load(); x != nil {
+		return x.defl
+	}
+	return nil
+}
+
+// connInfo holds the request details most connections do not need.
 type connInfo struct {
 	subprotocol, path, rawQuery string
 }
@@ -92,7 +163,7 @@ func (wc *wsConn) WriteMessage(op handler.Op, data []byte) error {
 }
 
 func (wc *wsConn) WritePrepared(f *codec.PreparedFrame) error {
-	if wc.defl != nil { // permessage-deflate (deflate.go)
+	if wc.deflate() != nil { // permessage-deflate (deflate.go)
 		err := wc.writePreparedDeflate(f)
 		if err == nil && f.Op().IsData() {
 			wc.lp.stats.messagesOut.Add(1)
@@ -130,7 +201,7 @@ func (wc *wsConn) Close(code uint16, reason string) error {
 	err := wc.enqueue(nil, codec.OpClose, payload)
 	if err == nil {
 		wc.mu.Lock()
-		wc.sentClose = sent
+		wc.extra().sentClose = sent
 		wc.mu.Unlock()
 		wc.lp.srv.countClose(code)
 	}
@@ -179,10 +250,10 @@ func (wc *wsConn) LocalAddr() net.Addr {
 func (wc *wsConn) getInfo() *connInfo {
 	wc.mu.Lock()
 	defer wc.mu.Unlock()
-	if wc.info == nil {
-		return &rootInfo
+	if x := wc.x.Load(); x != nil && x.info != nil {
+		return x.info
 	}
-	return wc.info
+	return &rootInfo
 }
 
 var rootInfo = connInfo{path: "/"}
@@ -241,7 +312,7 @@ func (w *fragmentWriter) Close() error {
 // it is the loop's: none needs to.
 
 func (wc *wsConn) writeFrame(fin bool, op codec.OpCode, payload []byte) error {
-	if wc.defl != nil && fin && (op == codec.OpText || op == codec.OpBinary) { // permessage-deflate: whole messages only (deflate.go)
+	if fin && wc.deflate() != nil && (op == codec.OpText || op == codec.OpBinary) { // permessage-deflate: whole messages only (deflate.go)
 		return wc.writeDeflate(op, payload)
 	}
 	return wc.enqueueFrame(fin, op, payload)
@@ -253,8 +324,8 @@ func (wc *wsConn) enqueueFrame(fin bool, op codec.OpCode, payload []byte) error 
 	if err := wc.admit(n); err != nil {
 		return wc.refused(err)
 	}
-	wc.pending = growBuf(wc.pending, n)
-	wc.pending = codec.AppendFrame(wc.pending, fin, op, 0, payload)
+	wc.out = growOut(wc.out, n)
+	wc.out.b = codec.AppendFrame(wc.out.b, fin, op, 0, payload)
 	schedule := wc.markDirty()
 	wc.mu.Unlock()
 	if schedule {
@@ -271,11 +342,11 @@ func (wc *wsConn) enqueue(raw []byte, op codec.OpCode, payload []byte) error {
 	if err := wc.admit(n); err != nil {
 		return wc.refused(err)
 	}
-	wc.pending = growBuf(wc.pending, n)
+	wc.out = growOut(wc.out, n)
 	if raw != nil {
-		wc.pending = append(wc.pending, raw...)
+		wc.out.b = append(wc.out.b, raw...)
 	} else {
-		wc.pending = codec.AppendFrame(wc.pending, true, op, 0, payload)
+		wc.out.b = codec.AppendFrame(wc.out.b, true, op, 0, payload)
 		wc.phase = phaseClosing
 	}
 	schedule := wc.markDirty()
@@ -296,9 +367,10 @@ func (wc *wsConn) admit(n int) error {
 	// The cap bounds the backlog: a message larger than the cap may still
 	// go to a connection that has nothing queued.
 	max := wc.lp.srv.opts.MaxOutboundBytes
-	if backlog := int(wc.queued.Load()) + len(wc.pending); max > 0 && backlog > 0 && backlog+n > max {
+	if backlog := int(wc.queued.Load()) + wc.outLen(); max > 0 && backlog > 0 && backlog+n > max {
 		wc.phase = phaseFailing
-		wc.pending = append(wc.pending[:0], slowConsumerClose...)
+		wc.out = growOut(wc.out, len(slowConsumerClose))
+		wc.out.b = append(wc.out.b[:0], slowConsumerClose...)
 		wc.lp.stats.slowConsumers.Add(1)
 		return handler.ErrSlowConsumer
 	}
@@ -320,18 +392,26 @@ var slowConsumerClose = codec.AppendCloseFrame(nil, codec.ClosePolicyViolation, 
 
 // markDirty reports, under mu, whether a flush task must be queued.
 func (wc *wsConn) markDirty() bool {
-	if wc.inLoop || wc.flushQueued {
+	if wc.mflags&(mInLoop|mFlushQueued) != 0 {
 		return false
 	}
-	wc.flushQueued = true
+	wc.mflags |= mFlushQueued
 	return true
+}
+
+// outLen is the number of queued bytes, under mu.
+func (wc *wsConn) outLen() int {
+	if wc.out == nil {
+		return 0
+	}
+	return len(wc.out.b)
 }
 
 func (wc *wsConn) scheduleFlush() {
 	if err := wc.lp.el.Execute(context.Background(), wc); err != nil {
 		// The engine is stopping; the connection goes with it.
 		wc.mu.Lock()
-		wc.flushQueued = false
+		wc.mflags &^= mFlushQueued
 		wc.mu.Unlock()
 	}
 }
@@ -339,7 +419,7 @@ func (wc *wsConn) scheduleFlush() {
 // Run is the flush task queued by writes from outside the loop.
 func (wc *wsConn) Run(context.Context) error {
 	wc.mu.Lock()
-	wc.flushQueued = false
+	wc.mflags &^= mFlushQueued
 	wc.mu.Unlock()
 	wc.flush()
 	return nil
@@ -349,13 +429,13 @@ func (wc *wsConn) Run(context.Context) error {
 // made meanwhile are flushed by endCallbacks.
 func (wc *wsConn) beginCallbacks() {
 	wc.mu.Lock()
-	wc.inLoop = true
+	wc.mflags |= mInLoop
 	wc.mu.Unlock()
 }
 
 func (wc *wsConn) endCallbacks() {
 	wc.mu.Lock()
-	wc.inLoop = false
+	wc.mflags &^= mInLoop
 	wc.mu.Unlock()
 	wc.flush()
 }
@@ -363,38 +443,46 @@ func (wc *wsConn) endCallbacks() {
 // flush writes the pending frames with one system call. Loop only.
 func (wc *wsConn) flush() {
 	wc.mu.Lock()
-	p := wc.pending
-	wc.pending = nil
+	o := wc.out
+	wc.out = nil
 	phase := wc.phase
 	wc.mu.Unlock()
-	if len(p) == 0 || phase == phaseClosed {
-		if p != nil {
-			putBuf(p)
-		}
+	if o == nil {
+		return
+	}
+	if len(o.b) == 0 || phase == phaseClosed {
+		putOut(o)
 		return
 	}
 	c := wc.c
-	s := wc.lp.srv
-	if phase == phaseFailing && wc.closeErr == nil {
+	if phase == phaseFailing && wc.closeErr() == nil {
 		// The slow-consumer policy switched the phase off the loop.
-		wc.closeErr = handler.ErrSlowConsumer
-		_, _ = c.Write(p)
-		putBuf(p)
+		wc.setCloseErr(handler.ErrSlowConsumer)
+		_, _ = c.Write(o.b)
+		putOut(o)
 		wc.closeNow()
 		return
 	}
-	_, _ = c.Write(p) // a failed write runs OnClose, which sets phaseClosed
-	wc.lp.stats.bytesOut.Add(int64(len(p)))
-	putBuf(p)
+	_, _ = c.Write(o.b) // a failed write runs OnClose, which sets phaseClosed
+	wc.lp.stats.bytesOut.Add(int64(len(o.b)))
+	putOut(o)
 	if wc.getPhase() == phaseClosed {
 		return
 	}
 	wc.afterWrite()
-	if phase == phaseClosing && wc.closeAt == 0 {
+	if phase == phaseClosing && !wc.has(lCloseTimed) {
 		// Our close frame just went out: wait for the answer, bounded.
-		wc.closeAt = wc.lp.now
-		wc.lp.wheel.schedule(wc, wc.lp.now+s.ticks(s.opts.CloseTimeout))
+		wc.startCloseTimer()
 	}
+}
+
+// startCloseTimer bounds the wait for the peer's close frame or FIN from
+// now. Loop only.
+func (wc *wsConn) startCloseTimer() {
+	s := wc.lp.srv
+	wc.pingAt = wc.lp.now
+	wc.set(lCloseTimed, true)
+	wc.lp.wheel.schedule(wc, wc.lp.now+s.ticks(s.opts.CloseTimeout))
 }
 
 // queueCloseLocked appends a close frame to the pending frames, after
@@ -403,8 +491,8 @@ func (wc *wsConn) flush() {
 func (wc *wsConn) queueCloseLocked(code uint16, reason string) {
 	var p [125]byte
 	payload := codec.AppendClosePayload(p[:0], code, reason)
-	wc.pending = growBuf(wc.pending, len(payload)+codec.MaxHeaderSize)
-	wc.pending = codec.AppendFrame(wc.pending, true, codec.OpClose, 0, payload)
+	wc.out = growOut(wc.out, len(payload)+codec.MaxHeaderSize)
+	wc.out.b = codec.AppendFrame(wc.out.b, true, codec.OpClose, 0, payload)
 }
 
 func (wc *wsConn) getPhase() uint8 {
@@ -433,8 +521,8 @@ func (wc *wsConn) closeNow() {
 // connection for a protocol error, a limit, a timeout or a shutdown.
 // Loop only.
 func (wc *wsConn) fail(code uint16, reason string, cause error) {
-	if wc.closeErr == nil {
-		wc.closeErr = cause
+	if wc.closeErr() == nil {
+		wc.setCloseErr(cause)
 	}
 	wc.mu.Lock()
 	if wc.phase == phaseClosed {
@@ -456,20 +544,20 @@ func (wc *wsConn) fail(code uint16, reason string, cause error) {
 // instead could turn into a reset that destroys the close frame in flight.
 func (wc *wsConn) flushFailing() {
 	wc.mu.Lock()
-	p := wc.pending
-	wc.pending = nil
+	o := wc.out
+	wc.out = nil
 	wc.mu.Unlock()
-	if len(p) > 0 {
-		_, _ = wc.c.Write(p)
-		putBuf(p)
+	if o != nil {
+		if len(o.b) > 0 {
+			_, _ = wc.c.Write(o.b)
+		}
+		putOut(o)
 	}
 	if wc.getPhase() == phaseClosed {
 		return
 	}
-	s := wc.lp.srv
 	if wc.c.OutboundBuffered() == 0 {
 		_ = syscall.Shutdown(wc.c.Fd(), syscall.SHUT_WR)
 	}
-	wc.closeAt = wc.lp.now
-	wc.lp.wheel.schedule(wc, wc.lp.now+s.ticks(s.opts.CloseTimeout))
+	wc.startCloseTimer()
 }

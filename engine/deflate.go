@@ -259,7 +259,7 @@ func (s *Server) negotiateDeflate(wc *wsConn, r *codec.Request) []byte {
 		}
 	}
 	s.defl.negotiated.Add(1)
-	wc.defl = cd
+	wc.extra().defl = cd
 	// RFC 7692 §6: RSV1 marks the first frame of a compressed message.
 	wc.dec.Compression = true
 	d := &wc.lp.defl
@@ -270,7 +270,7 @@ func (s *Server) negotiateDeflate(wc *wsConn, r *codec.Request) []byte {
 // closeDeflate returns a closed connection's reservation and compressor.
 // Loop only, from OnClose.
 func (s *Server) closeDeflate(wc *wsConn) {
-	cd := wc.defl
+	cd := wc.deflate()
 	if cd == nil || cd.reserved == 0 {
 		return
 	}
@@ -296,15 +296,16 @@ func (s *Server) deliverCompressed(wc *wsConn, ev *codec.Event) {
 	payload := ev.Payload
 	assembled := false
 	if !(ev.First && ev.Final) {
-		wc.asm = growBuf(wc.asm, len(ev.Payload))
-		wc.asm = append(wc.asm, ev.Payload...)
+		x := wc.extra()
+		x.asm = growBuf(x.asm, len(ev.Payload))
+		x.asm = append(x.asm, ev.Payload...)
 		if !ev.Final {
 			return
 		}
-		payload, assembled = wc.asm, true
-		wc.asm = nil
+		payload, assembled = x.asm, true
+		x.asm = nil
 	}
-	cd := wc.defl
+	cd := wc.deflate()
 	var dict []byte
 	if cd.clientTakeover {
 		dict = cd.hist.Bytes()
@@ -372,7 +373,7 @@ func frameInPlace(b []byte, op codec.OpCode) []byte {
 // permessage-deflate: compressed when it is large enough and the window
 // limit allows, as a plain frame otherwise. Safe from any goroutine.
 func (wc *wsConn) writeDeflate(op codec.OpCode, payload []byte) error {
-	cd := wc.defl
+	cd := wc.deflate()
 	s := wc.lp.srv
 	if len(payload) < s.opts.Deflate.threshold() || cd.limit > 0 && len(payload) > cd.limit {
 		return wc.enqueueFrame(true, op, payload)
@@ -424,7 +425,7 @@ func (wc *wsConn) writeDeflate(op codec.OpCode, payload []byte) error {
 // server context takeover. ok is false when the connection keeps a
 // compression context, so f must be compressed with its own compressor.
 func (wc *wsConn) preparedFrame(f *codec.PreparedFrame) (b []byte, ok bool) {
-	cd := wc.defl
+	cd := wc.deflate()
 	if cd == nil || f.Op().IsControl() {
 		return f.Bytes(), true
 	}

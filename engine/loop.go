@@ -5,20 +5,22 @@ import (
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
+
+	"github.com/wsloop/wsloop/handler"
 )
 
 // loop is the state wsloop keeps per gnet event loop. Everything in it is
 // touched only on that loop's goroutine, so it needs no locks: the scratch
-// buffer for handshake responses, the list of connections (for shutdown and
-// broadcast to all), and a timer wheel.
+// buffer for handshake responses and the timer wheel, which also lists the
+// loop's connections (for shutdown and broadcast to all).
 type loop struct {
 	srv     *Server
 	el      gnet.EventLoop
 	idx     int // position in Server.loops
 	scratch []byte
+	upRes   handler.UpgradeResponse // the handshake's response, reused
 
-	conns wsList // every connection on this loop, handshake phase included
-	wheel wheel
+	wheel wheel // every connection on this loop, handshake phase included, with its timer
 	now   uint32 // ticks since the server started, from 1: a zero tick stamp means "unset"
 
 	stats loopStats
@@ -43,85 +45,92 @@ func (lp *loop) Run(context.Context) error {
 	return nil
 }
 
-// wsList is an intrusive doubly linked list of connections.
-type wsList struct{ head *wsConn }
-
-func (l *wsList) push(wc *wsConn) {
-	wc.lnext, wc.lprev = l.head, nil
-	if l.head != nil {
-		l.head.lprev = wc
-	}
-	l.head = wc
-}
-
-func (l *wsList) remove(wc *wsConn) {
-	if wc.lprev != nil {
-		wc.lprev.lnext = wc.lnext
-	} else if l.head == wc {
-		l.head = wc.lnext
-	}
-	if wc.lnext != nil {
-		wc.lnext.lprev = wc.lprev
-	}
-	wc.lnext, wc.lprev = nil, nil
-}
-
-// each calls fn for every connection; fn may remove the current one.
-func (l *wsList) each(fn func(*wsConn)) {
-	for wc := l.head; wc != nil; {
-		next := wc.lnext
-		fn(wc)
-		wc = next
-	}
-}
-
 // wheel is a hashed timer wheel: one slot per tick modulo its size, each slot
-// an intrusive list of connections whose deadline falls on it. A connection
-// has at most one entry, for its earliest deadline; when that fires the
-// connection checks all its timeouts and schedules the next one. Activity
-// (bytes read) does not touch the wheel: it only updates a tick stamp that
-// the firing entry compares against. So a tick costs O(expired entries),
-// never O(connections), and a busy connection costs at most one wheel move
-// per timeout period.
+// an intrusive list of connections whose deadline falls on it, plus one
+// more list, parked, for connections with no deadline. Every connection of
+// the loop is on exactly one of these lists from accept to close, so the
+// wheel is also the loop's list of connections (for shutdown and
+// BroadcastAll) and a connection needs no second pair of links.
+//
+// A connection has at most one timed entry, for its earliest deadline; when
+// that fires the connection checks all its timeouts and schedules the next
+// one. Activity (bytes read) does not touch the wheel: it only updates a
+// tick stamp that the firing entry compares against. So a tick costs
+// O(expired entries), never O(connections), and a busy connection costs at
+// most one wheel move per timeout period.
 type wheel struct {
-	slots [wheelSlots]*wsConn
+	slots [wheelSlots + 1]*wsConn // slots[parked]: no deadline
+	n     int                     // connections on all lists
+	tmp   []*wsConn               // each's snapshot, reused
 }
 
-const wheelSlots = 1024
+const (
+	wheelSlots = 1024
+	parked     = wheelSlots
+)
 
-// schedule arms wc's entry for tick at, moving it if it is armed for a later
-// tick; an earlier entry is kept (it will reschedule when it fires).
-func (w *wheel) schedule(wc *wsConn, at uint32) {
-	if wc.timerArmed {
-		if int32(at-wc.deadline) >= 0 {
-			return
-		}
-		w.remove(wc)
+// slot returns the head of the list wc is on.
+func (w *wheel) slot(wc *wsConn) **wsConn {
+	if wc.has(lArmed) {
+		return &w.slots[wc.deadline%wheelSlots]
 	}
-	wc.deadline = at
-	wc.timerArmed = true
-	slot := &w.slots[at%wheelSlots]
-	wc.tnext, wc.tprev = *slot, nil
-	if *slot != nil {
-		(*slot).tprev = wc
-	}
-	*slot = wc
+	return &w.slots[parked]
 }
 
-func (w *wheel) remove(wc *wsConn) {
-	if !wc.timerArmed {
-		return
+func (w *wheel) push(head **wsConn, wc *wsConn) {
+	wc.tnext, wc.tprev = *head, nil
+	if *head != nil {
+		(*head).tprev = wc
 	}
+	*head = wc
+}
+
+func (w *wheel) unlink(wc *wsConn) {
 	if wc.tprev != nil {
 		wc.tprev.tnext = wc.tnext
-	} else {
-		w.slots[wc.deadline%wheelSlots] = wc.tnext
+	} else if head := w.slot(wc); *head == wc {
+		*head = wc.tnext
 	}
 	if wc.tnext != nil {
 		wc.tnext.tprev = wc.tprev
 	}
 	wc.tnext, wc.tprev = nil, nil
-	wc.timerArmed = false
+}
+
+// add puts a new connection on the parked list.
+func (w *wheel) add(wc *wsConn) {
+	wc.set(lArmed, false)
+	w.push(&w.slots[parked], wc)
+	w.n++
+}
+
+// drop takes a closed connection off the wheel for good.
+func (w *wheel) drop(wc *wsConn) {
+	w.unlink(wc)
+	wc.set(lArmed, false)
+	w.n--
+}
+
+// schedule arms wc's entry for tick at, moving it if it is armed for a later
+// tick; an earlier entry is kept (it will reschedule when it fires).
+func (w *wheel) schedule(wc *wsConn, at uint32) {
+	if wc.has(lArmed) && int32(at-wc.deadline) >= 0 {
+		return
+	}
+	w.unlink(wc)
+	wc.deadline = at
+	wc.set(lArmed, true)
+	w.push(&w.slots[at%wheelSlots], wc)
+}
+
+// disarm moves wc's entry to the parked list.
+func (w *wheel) disarm(wc *wsConn) {
+	if !wc.has(lArmed) {
+		return
+	}
+	w.unlink(wc)
+	wc.set(lArmed, false)
+	w.push(&w.slots[parked], wc)
 }
 
 // advance fires the entries due at tick now. Entries in the slot that belong
@@ -130,9 +139,25 @@ func (w *wheel) advance(now uint32, fire func(*wsConn)) {
 	for wc := w.slots[now%wheelSlots]; wc != nil; {
 		next := wc.tnext
 		if int32(now-wc.deadline) >= 0 {
-			w.remove(wc)
+			w.disarm(wc)
 			fire(wc)
 		}
 		wc = next
 	}
+}
+
+// each calls fn for every connection on the loop. It works on a snapshot,
+// so fn may close, reschedule or disarm any connection.
+func (w *wheel) each(fn func(*wsConn)) {
+	all := w.tmp[:0]
+	for _, head := range w.slots {
+		for wc := head; wc != nil; wc = wc.tnext {
+			all = append(all, wc)
+		}
+	}
+	for i, wc := range all {
+		fn(wc)
+		all[i] = nil
+	}
+	w.tmp = all[:0]
 }

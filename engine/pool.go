@@ -74,3 +74,63 @@ func growBuf(b []byte, extra int) []byte {
 	}
 	return nb
 }
+
+// outBuf holds a connection's queued outbound frames. The connection keeps a
+// pointer to it (8 bytes instead of a 24-byte slice header) only while
+// frames are queued; buffers of each class come from their own pool with
+// the outBuf that carries them, so taking and releasing one is one pool
+// operation, as for getBuf.
+type outBuf struct{ b []byte }
+
+var outPools = [...]struct {
+	size int
+	pool sync.Pool
+}{{size: class0}, {size: class1}, {size: class2}, {size: class3}, {size: class4}}
+
+func init() {
+	for i := range outPools {
+		n := outPools[i].size
+		outPools[i].pool.New = func() any { return &outBuf{b: make([]byte, 0, n)} }
+	}
+}
+
+// getOut returns an empty outBuf with room for at least n bytes.
+func getOut(n int) *outBuf {
+	for i := range outPools {
+		if n <= outPools[i].size {
+			return outPools[i].pool.Get().(*outBuf)
+		}
+	}
+	return &outBuf{b: make([]byte, 0, n)}
+}
+
+// putOut gives o back to the pool of its class; one larger than the largest
+// class is left to the garbage collector.
+func putOut(o *outBuf) {
+	for i := range outPools {
+		if cap(o.b) == outPools[i].size {
+			o.b = o.b[:0]
+			outPools[i].pool.Put(o)
+			return
+		}
+	}
+}
+
+// growOut makes room for extra more bytes after what o holds (o may be
+// nil), moving to a buffer of a larger class when needed.
+func growOut(o *outBuf, extra int) *outBuf {
+	if o == nil {
+		return getOut(extra)
+	}
+	if len(o.b)+extra <= cap(o.b) {
+		return o
+	}
+	need := len(o.b) + extra
+	if need > class4 && need < 2*cap(o.b) {
+		need = 2 * cap(o.b) // past the classes, grow geometrically
+	}
+	no := getOut(need)
+	no.b = append(no.b, o.b...)
+	putOut(o)
+	return no
+}

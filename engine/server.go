@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
@@ -251,7 +252,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		for _, lp := range loops {
 			lp := lp
 			_ = lp.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
-				lp.conns.each(func(wc *wsConn) { wc.drain() })
+				lp.wheel.each(func(wc *wsConn) { wc.drain() })
 				return nil
 			}))
 		}
@@ -282,11 +283,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 func (wc *wsConn) drain() {
 	switch wc.getPhase() {
 	case phaseHandshake:
-		wc.closeErr = handler.ErrShutdown
+		wc.setCloseErr(handler.ErrShutdown)
 		wc.closeNow()
 	case phaseOpen:
 		const reason = "server shutting down"
-		wc.closeErr = &handler.CloseError{Code: codec.CloseGoingAway, Reason: reason}
+		wc.setCloseErr(&handler.CloseError{Code: codec.CloseGoingAway, Reason: reason})
 		wc.mu.Lock()
 		wc.queueCloseLocked(codec.CloseGoingAway, reason)
 		wc.phase = phaseClosing
@@ -345,7 +346,7 @@ func (s *Server) BroadcastAll(f *codec.PreparedFrame) {
 	for _, lp := range loops {
 		lp := lp
 		_ = lp.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
-			lp.conns.each(func(wc *wsConn) { wc.writePreparedOnLoop(f) }) // permessage-deflate aware (deflate.go)
+			lp.wheel.each(func(wc *wsConn) { wc.writePreparedOnLoop(f) }) // permessage-deflate aware (deflate.go)
 			return nil
 		}))
 	}
@@ -370,7 +371,7 @@ func (wc *wsConn) writeOnLoop(frame []byte) {
 	s := wc.lp.srv
 	if ob, max := wc.c.OutboundBuffered(), s.opts.MaxOutboundBytes; max > 0 && ob > 0 && ob+len(frame) > max {
 		wc.lp.stats.slowConsumers.Add(1)
-		wc.closeErr = handler.ErrSlowConsumer
+		wc.setCloseErr(handler.ErrSlowConsumer)
 		wc.setPhase(phaseFailing)
 		_, _ = wc.c.Write(slowConsumerClose)
 		wc.closeNow()
@@ -389,10 +390,12 @@ func (wc *wsConn) writeOnLoop(frame []byte) {
 func (wc *wsConn) afterWrite() {
 	s := wc.lp.srv
 	ob := wc.c.OutboundBuffered()
-	wc.queued.Store(int64(ob))
-	if ob > 0 && wc.stallSince == 0 && s.opts.WriteStallTimeout > 0 {
-		wc.stallSince, wc.stallBytes = wc.lp.now, ob
-		wc.lp.wheel.schedule(wc, wc.lp.now+s.ticks(s.opts.WriteStallTimeout))
+	wc.queued.Store(uint32(min(ob, math.MaxUint32)))
+	if ob > 0 && s.opts.WriteStallTimeout > 0 {
+		if x := wc.extra(); x.stallSince == 0 {
+			x.stallSince, x.stallBytes = wc.lp.now, ob
+			wc.lp.wheel.schedule(wc, wc.lp.now+s.ticks(s.opts.WriteStallTimeout))
+		}
 	}
 }
 
@@ -549,10 +552,9 @@ func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	lp := s.loopFor(c.EventLoop())
 	wc := &wsConn{c: c, lp: lp}
 	wc.dec.MaxMessageSize = s.opts.MaxMessageSize
-	wc.hs.Max = s.opts.MaxHeaderBytes
-	wc.opened = lp.now
+	wc.msgStart = lp.now // the handshake timeout runs from accept
 	wc.lastRead = lp.now
-	lp.conns.push(wc)
+	lp.wheel.add(wc)
 	lp.wheel.schedule(wc, lp.now+s.ticks(s.opts.HandshakeTimeout))
 	c.SetContext(wc)
 	return nil, gnet.None
@@ -568,22 +570,21 @@ func (s *Server) OnClose(c gnet.Conn, err error) gnet.Action {
 	c.SetContext(nil)
 	wc.mu.Lock()
 	wc.phase = phaseClosed
-	if wc.pending != nil {
-		putBuf(wc.pending)
-		wc.pending = nil
+	if wc.out != nil {
+		putOut(wc.out)
+		wc.out = nil
 	}
 	wc.mu.Unlock()
 	lp := wc.lp
-	lp.conns.remove(wc)
-	lp.wheel.remove(wc)
-	if wc.asm != nil {
-		putBuf(wc.asm)
-		wc.asm = nil
+	lp.wheel.drop(wc)
+	if x := wc.x.Load(); x != nil && x.asm != nil {
+		putBuf(x.asm)
+		x.asm = nil
 	}
 	s.closeDeflate(wc) // permessage-deflate: return the context-takeover reservation (deflate.go)
-	if wc.handlerRan {
+	if wc.has(lHandlerRan) {
 		s.wsOpen.Add(-1)
-		cause := wc.closeErr
+		cause := wc.closeErr()
 		if cause == nil {
 			cause = err
 			if s.draining.Load() {
@@ -613,7 +614,7 @@ func (s *Server) OnTraffic(c gnet.Conn) gnet.Action {
 		return gnet.Close
 	}
 	wc.lastRead = wc.lp.now
-	wc.probeSent = false
+	wc.set(lProbeSent, false)
 	switch wc.getPhase() {
 	case phaseHandshake:
 		return s.handshake(wc)
@@ -630,12 +631,25 @@ func (s *Server) handshake(wc *wsConn) gnet.Action {
 	c := wc.c
 	lp := wc.lp
 	buf, _ := c.Peek(-1)
-	n, err := wc.hs.Scan(buf)
+	// Most requests arrive in one read: scan with a scanner on the stack
+	// and keep its position in the connection's extra state only when the
+	// header is not complete yet.
+	hs := codec.HeaderScanner{Max: s.opts.MaxHeaderBytes}
+	x := wc.x.Load()
+	if x != nil && x.hsSaved {
+		hs = x.hs
+	}
+	n, err := hs.Scan(buf)
 	if err != nil {
 		return s.reject(wc, codec.ErrRequestTooLarge)
 	}
 	if n == 0 {
+		x = wc.extra()
+		x.hs, x.hsSaved = hs, true
 		return gnet.None // the handshake timer bounds the wait
+	}
+	if x != nil {
+		x.hsSaved = false
 	}
 	var r codec.Request
 	if err := codec.ParseRequest(buf[:n], &r); err != nil {
@@ -664,7 +678,12 @@ func (s *Server) handshake(wc *wsConn) gnet.Action {
 	} else if !sameOrigin(r.Origin, r.Host) {
 		return s.reject(wc, errOrigin)
 	}
-	res := handler.UpgradeResponse{}
+	// The response lives in the loop, not on the stack: passing it to the
+	// Upgrader through an interface would move it to the heap on every
+	// handshake, hook or not.
+	res := &lp.upRes
+	*res = handler.UpgradeResponse{}
+	defer func() { *res = handler.UpgradeResponse{} }() // hold no references
 	if len(s.opts.Subprotocols) > 0 {
 		r.Protocols(func(p []byte) bool {
 			for _, sp := range s.opts.Subprotocols {
@@ -680,7 +699,7 @@ func (s *Server) handshake(wc *wsConn) gnet.Action {
 		if req == nil {
 			req = s.request(&r, wc)
 		}
-		if err := s.up.OnUpgrade(req, &res); err != nil {
+		if err := s.up.OnUpgrade(req, res); err != nil {
 			var he *handler.HTTPError
 			if errors.As(err, &he) {
 				return s.reject(wc, &codec.HandshakeError{Status: he.Status, Reason: he.Reason, Header: he.Header})
@@ -704,12 +723,15 @@ func (s *Server) handshake(wc *wsConn) gnet.Action {
 	wc.mu.Lock()
 	wc.phase = phaseOpen
 	wc.ctx = res.Context
-	wc.info = info
+	if info != nil {
+		wc.extra().info = info
+	}
 	wc.mu.Unlock()
-	wc.handlerRan = true
+	wc.set(lHandlerRan, true)
 	s.wsOpen.Add(1)
 	s.upgraded.Add(1)
-	lp.wheel.remove(wc)
+	lp.wheel.disarm(wc)
+	wc.msgStart = 0
 	wc.pingAt = lp.now
 	s.armTimer(wc)
 
@@ -871,11 +893,12 @@ func (s *Server) deliver(wc *wsConn, ev *codec.Event) {
 		s.h.OnMessage(wc, ev.Op, ev.Payload)
 		return
 	}
-	wc.asm = growBuf(wc.asm, len(ev.Payload))
-	wc.asm = append(wc.asm, ev.Payload...)
+	x := wc.extra()
+	x.asm = growBuf(x.asm, len(ev.Payload))
+	x.asm = append(x.asm, ev.Payload...)
 	if ev.Final {
-		msg := wc.asm
-		wc.asm = nil
+		msg := x.asm
+		x.asm = nil
 		s.h.OnMessage(wc, ev.Op, msg)
 		putBuf(msg)
 	}
@@ -891,7 +914,7 @@ func (s *Server) control(wc *wsConn, ev *codec.Event) bool {
 			s.h.OnPing(wc, ev.Payload)
 		}
 	case codec.OpPong:
-		wc.pongWait = false
+		wc.set(lPongWait, false)
 		if phase == phaseOpen {
 			s.h.OnPong(wc, ev.Payload)
 		}
@@ -900,7 +923,7 @@ func (s *Server) control(wc *wsConn, ev *codec.Event) bool {
 			// RFC 6455 §5.5.1: answer with a close frame, "typically
 			// echoing the status code it received", then the server
 			// closes the TCP connection first (§7.1.1).
-			wc.closeErr = &handler.CloseError{Code: ev.CloseCode, Reason: string(ev.CloseReason), Remote: true}
+			wc.setCloseErr(&handler.CloseError{Code: ev.CloseCode, Reason: string(ev.CloseReason), Remote: true})
 			wc.mu.Lock()
 			wc.queueCloseLocked(ev.CloseCode, "")
 			wc.phase = phaseClosing
@@ -910,8 +933,8 @@ func (s *Server) control(wc *wsConn, ev *codec.Event) bool {
 		}
 		// The answer to our close frame: the handshake is complete. OnClose
 		// reports the close the server sent, whether or not it is answered.
-		if wc.closeErr == nil {
-			wc.closeErr = wc.serverClose(ev.CloseCode)
+		if wc.closeErr() == nil {
+			wc.setCloseErr(wc.serverClose(ev.CloseCode))
 		}
 		return true
 	}
@@ -923,8 +946,11 @@ func (s *Server) control(wc *wsConn, ev *codec.Event) bool {
 // none was recorded (the peer's echoed code, or 0 for a timeout, which then
 // reports ErrCloseTimeout).
 func (wc *wsConn) serverClose(fallback uint16) error {
+	var sent *handler.CloseError
 	wc.mu.Lock()
-	sent := wc.sentClose
+	if x := wc.x.Load(); x != nil {
+		sent = x.sentClose
+	}
 	wc.mu.Unlock()
 	switch {
 	case sent != nil:
@@ -947,7 +973,7 @@ func (s *Server) armTimer(wc *wsConn) {
 	o := &s.opts
 	if o.IdleTimeout > 0 {
 		idle := s.ticks(o.IdleTimeout)
-		if !wc.probeSent {
+		if !wc.has(lProbeSent) {
 			consider(wc.lastRead + idle/2)
 		} else {
 			consider(wc.lastRead + idle)
@@ -957,14 +983,14 @@ func (s *Server) armTimer(wc *wsConn) {
 		consider(wc.msgStart + s.ticks(o.MessageTimeout))
 	}
 	if o.PingInterval > 0 {
-		if wc.pongWait {
+		if wc.has(lPongWait) {
 			consider(wc.pingAt + s.ticks(o.PongTimeout))
 		} else {
 			consider(wc.pingAt + s.ticks(o.PingInterval))
 		}
 	}
-	if wc.stallSince != 0 {
-		consider(wc.stallSince + s.ticks(o.WriteStallTimeout))
+	if x := wc.x.Load(); x != nil && x.stallSince != 0 {
+		consider(x.stallSince + s.ticks(o.WriteStallTimeout))
 	}
 	if next != 0 {
 		if int32(next-lp.now) <= 0 {
@@ -983,7 +1009,7 @@ func (wc *wsConn) onTimer() {
 	o := &s.opts
 	switch wc.getPhase() {
 	case phaseHandshake:
-		if now-wc.opened >= s.ticks(o.HandshakeTimeout) {
+		if now-wc.msgStart >= s.ticks(o.HandshakeTimeout) {
 			lp.stats.timeouts.Add(1)
 			s.countReject(http.StatusRequestTimeout, "handshake timeout")
 			_, _ = wc.c.Write(timeoutResp)
@@ -992,21 +1018,22 @@ func (wc *wsConn) onTimer() {
 			}
 			return
 		}
-		lp.wheel.schedule(wc, wc.opened+s.ticks(o.HandshakeTimeout))
+		lp.wheel.schedule(wc, wc.msgStart+s.ticks(o.HandshakeTimeout))
 		return
 	case phaseClosing, phaseFailing:
-		if wc.closeAt == 0 {
-			wc.closeAt = now
+		if !wc.has(lCloseTimed) {
+			wc.pingAt = now
+			wc.set(lCloseTimed, true)
 		}
-		if now-wc.closeAt >= s.ticks(o.CloseTimeout) {
-			if wc.closeErr == nil {
-				wc.closeErr = wc.serverClose(0)
+		if now-wc.pingAt >= s.ticks(o.CloseTimeout) {
+			if wc.closeErr() == nil {
+				wc.setCloseErr(wc.serverClose(0))
 			}
 			lp.stats.timeouts.Add(1)
 			wc.closeNow()
 			return
 		}
-		lp.wheel.schedule(wc, wc.closeAt+s.ticks(o.CloseTimeout))
+		lp.wheel.schedule(wc, wc.pingAt+s.ticks(o.CloseTimeout))
 		return
 	case phaseClosed:
 		return
@@ -1020,8 +1047,8 @@ func (wc *wsConn) onTimer() {
 			wc.fail(codec.CloseGoingAway, "idle timeout", handler.ErrIdleTimeout)
 			return
 		}
-		if since >= idle/2 && !wc.probeSent {
-			wc.probeSent = true
+		if since >= idle/2 && !wc.has(lProbeSent) {
+			wc.set(lProbeSent, true)
 			_ = wc.Ping(nil)
 		}
 	}
@@ -1031,26 +1058,27 @@ func (wc *wsConn) onTimer() {
 		return
 	}
 	if o.PingInterval > 0 {
-		if wc.pongWait && now-wc.pingAt >= s.ticks(o.PongTimeout) {
+		if wc.has(lPongWait) && now-wc.pingAt >= s.ticks(o.PongTimeout) {
 			lp.stats.timeouts.Add(1)
 			wc.fail(codec.ClosePolicyViolation, "pong timeout", handler.ErrPongTimeout)
 			return
 		}
-		if !wc.pongWait && now-wc.pingAt >= s.ticks(o.PingInterval) {
-			wc.pingAt, wc.pongWait = now, true
+		if !wc.has(lPongWait) && now-wc.pingAt >= s.ticks(o.PingInterval) {
+			wc.pingAt = now
+			wc.set(lPongWait, true)
 			_ = wc.Ping(nil)
 		}
 	}
-	if wc.stallSince != 0 {
+	if x := wc.x.Load(); x != nil && x.stallSince != 0 {
 		ob := wc.c.OutboundBuffered()
 		switch {
 		case ob == 0:
-			wc.stallSince = 0
-		case ob < wc.stallBytes:
-			wc.stallSince, wc.stallBytes = now, ob // it drains, slowly
-		case now-wc.stallSince >= s.ticks(o.WriteStallTimeout):
+			x.stallSince = 0
+		case ob < x.stallBytes:
+			x.stallSince, x.stallBytes = now, ob // it drains, slowly
+		case now-x.stallSince >= s.ticks(o.WriteStallTimeout):
 			lp.stats.timeouts.Add(1)
-			wc.closeErr = handler.ErrWriteStall
+			x.closeErr = handler.ErrWriteStall
 			wc.setPhase(phaseFailing)
 			wc.closeNow()
 			return

@@ -98,7 +98,8 @@ func writeStats(impl, path string, seq int64) {
 	runtime.ReadMemStats(&m)
 	st := proc.ServerStats{
 		Impl: impl, HeapAlloc: m.HeapAlloc, HeapInuse: m.HeapInuse, HeapSys: m.HeapSys,
-		StackInuse: m.StackInuse, Sys: m.Sys, NumGoroutine: runtime.NumGoroutine(), NumGC: m.NumGC, Seq: seq,
+		StackInuse: m.StackInuse, Sys: m.Sys, HeapReleased: m.HeapReleased, GCSys: m.GCSys,
+		MSpanInuse: m.MSpanInuse, OtherSys: m.OtherSys, NumGoroutine: runtime.NumGoroutine(), NumGC: m.NumGC, Seq: seq,
 	}
 	b, _ := json.Marshal(st)
 	tmp := path + ".tmp"

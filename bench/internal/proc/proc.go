@@ -132,6 +132,10 @@ type ServerStats struct {
 	HeapSys      uint64 `json:"heap_sys"`
 	StackInuse   uint64 `json:"stack_inuse"`
 	Sys          uint64 `json:"sys"`
+	HeapReleased uint64 `json:"heap_released"`
+	GCSys        uint64 `json:"gc_sys"`
+	MSpanInuse   uint64 `json:"mspan_inuse"`
+	OtherSys     uint64 `json:"other_sys"`
 	NumGoroutine int    `json:"goroutines"`
 	NumGC        uint32 `json:"num_gc"`
 	Seq          int64  `json:"seq"`

@@ -1,0 +1,137 @@
+package engine
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+	"unsafe"
+
+	"github.com/wsloop/wsloop/codec"
+	"github.com/wsloop/wsloop/handler"
+)
+
+// TestConnSize guards the per-connection memory budget: an idle connection
+// costs one wsConn (plus gnet's own state), so a field added to it must be
+// paid for. 144 bytes is a Go allocator size class; the next is 160. State
+// that few connections need belongs in connExtra.
+func TestConnSize(t *testing.T) {
+	if got := unsafe.Sizeof(wsConn{}); got > 144 {
+		t.Errorf("wsConn is %d bytes, budget 144: move rarely used fields to connExtra", got)
+	}
+	if got := unsafe.Sizeof(codec.Decoder{}); got > 40 {
+		t.Errorf("codec.Decoder is %d bytes, budget 40", got)
+	}
+}
+
+// echoRecorder echoes and hands over each connection it opens.
+type echoRecorder struct {
+	handler.Base
+	opened chan *wsConn
+}
+
+func (e *echoRecorder) OnOpen(c handler.Conn) { e.opened <- c.(*wsConn) }
+func (e *echoRecorder) OnMessage(c handler.Conn, op handler.Op, data []byte) {
+	_ = c.WriteMessage(op, data)
+}
+
+// An ordinary connection (path "/", no extension, whole messages) must not
+// allocate its connExtra nor keep an outbound buffer: that is what keeps an
+// idle connection at one wsConn. A fragmented message then takes the
+// connExtra path and still echoes whole.
+func TestPlainConnStaysSmall(t *testing.T) {
+	h := &echoRecorder{opened: make(chan *wsConn, 1)}
+	srv := New(h, Options{Addr: "127.0.0.1:0", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	served := make(chan error, 1)
+	go func() { served <- srv.ListenAndServe(context.Background()) }()
+	<-srv.Ready()
+	if srv.Addr() == nil {
+		t.Fatal(<-served)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+	})
+	addr := srv.Addr().String()
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	req := "GET / HTTP/1.1\r\nHost: " + addr + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+	if _, err := io.WriteString(c, req); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %v %v", resp, err)
+	}
+	wc := <-h.opened
+
+	mask := [4]byte{1, 2, 3, 4}
+	echo := func(frames []byte, want []byte) {
+		t.Helper()
+		if _, err := c.Write(frames); err != nil {
+			t.Fatal(err)
+		}
+		var dec codec.Decoder
+		dec.Client = true
+		var buf, got []byte
+		for {
+			b := make([]byte, 4096)
+			n, err := br.Read(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			buf = append(buf, b[:n]...)
+			for {
+				m, ev, err := dec.Decode(buf)
+				if err != nil {
+					t.Fatal(err)
+				}
+				buf = buf[m:]
+				if ev.Kind == codec.EventData {
+					got = append(got, ev.Payload...)
+					if ev.Final {
+						if string(got) != string(want) {
+							t.Fatalf("echo of %d bytes came back as %d bytes", len(want), len(got))
+						}
+						return
+					}
+				}
+				if m == 0 || ev.Kind == codec.EventNone {
+					break
+				}
+			}
+		}
+	}
+	msg := make([]byte, 1024)
+	for i := range msg {
+		msg[i] = byte(i)
+	}
+	echo(codec.AppendMaskedFrame(nil, true, codec.OpBinary, 0, mask, msg), msg)
+	wc.mu.Lock()
+	out := wc.out
+	wc.mu.Unlock()
+	if x := wc.x.Load(); x != nil {
+		t.Errorf("a plain connection allocated its connExtra: %+v", *x)
+	}
+	if out != nil {
+		t.Errorf("a connection with nothing queued keeps an outbound buffer of %d bytes", cap(out.b))
+	}
+
+	frag := codec.AppendMaskedFrame(nil, false, codec.OpBinary, 0, mask, msg[:300])
+	frag = codec.AppendMaskedFrame(frag, true, codec.OpContinuation, 0, mask, msg[300:])
+	echo(frag, msg)
+	if x := wc.x.Load(); x == nil {
+		t.Error("a fragmented message was assembled without the connExtra")
+	}
+}
