@@ -20,7 +20,7 @@ type loop struct {
 	scratch []byte
 	upRes   handler.UpgradeResponse // the handshake's response, reused
 
-	wheel wheel // every connection on this loop, handshake phase included, with its timer
+	wheel wheel  // every connection on this loop, handshake phase included, with its timer
 	now   uint32 // ticks since the server started, from 1: a zero tick stamp means "unset"
 
 	stats loopStats
