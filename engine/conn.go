@@ -52,7 +52,7 @@ type wsConn struct {
 	mflags uint8 // mInLoop, mFlushQueued
 
 	// Loop only.
-	lflags   uint8  // lArmed, lProbeSent, lPongWait, lHandlerRan, lCloseTimed
+	lflags   uint8  // lArmed, lProbeSent, lPongWait, lHandlerRan, lCloseTimed, lTouched
 	deadline uint32 // tick of the wheel entry, when lArmed
 	lastRead uint32 // tick of the last bytes received
 	// msgStart is, in the handshake phase, the tick of accept; when open,
@@ -78,6 +78,7 @@ const (
 	lPongWait                     // a PingInterval ping is unanswered
 	lHandlerRan                   // the handler's OnOpen ran, so OnClose must run
 	lCloseTimed                   // our close frame went out at tick pingAt
+	lTouched                      // on the broadcast batch's flush list (broadcast.go)
 )
 
 func (wc *wsConn) has(f uint8) bool { return wc.lflags&f != 0 }
@@ -368,13 +369,20 @@ func (wc *wsConn) admit(n int) error {
 	// go to a connection that has nothing queued.
 	max := wc.lp.srv.opts.MaxOutboundBytes
 	if backlog := int(wc.queued.Load()) + wc.outLen(); max > 0 && backlog > 0 && backlog+n > max {
-		wc.phase = phaseFailing
-		wc.out = growOut(wc.out, len(slowConsumerClose))
-		wc.out.b = append(wc.out.b[:0], slowConsumerClose...)
-		wc.lp.stats.slowConsumers.Add(1)
+		wc.dropSlowLocked()
 		return handler.ErrSlowConsumer
 	}
 	return nil
+}
+
+// dropSlowLocked applies the slow-consumer policy, under mu: what is queued
+// is replaced by a 1008 close frame and the connection fails once the loop
+// flushes it.
+func (wc *wsConn) dropSlowLocked() {
+	wc.phase = phaseFailing
+	wc.out = growOut(wc.out, len(slowConsumerClose))
+	wc.out.b = append(wc.out.b[:0], slowConsumerClose...)
+	wc.lp.stats.slowConsumers.Add(1)
 }
 
 // refused unlocks mu after admit refused a write and, when the refusal

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
@@ -26,10 +27,16 @@ type loop struct {
 	stats loopStats
 
 	defl loopDeflate // permessage-deflate compressor and decompressor (deflate.go)
+
+	bmu sync.Mutex     // guards bq.q, bq.spare and bq.running
+	bq  broadcastQueue // broadcasts waiting for the loop (broadcast.go)
+
+	bcastTask gnet.Runnable // runBroadcasts, made once
 }
 
 func newLoop(s *Server, el gnet.EventLoop) *loop {
 	lp := &loop{srv: s, el: el}
+	lp.bcastTask = gnet.RunnableFunc(lp.runBroadcasts)
 	lp.now = s.ticksSince(time.Now())
 	return lp
 }

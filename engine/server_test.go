@@ -471,3 +471,60 @@ func TestStreamHandler(t *testing.T) {
 	}
 	rec.check(t)
 }
+
+// Broadcasts queued while the loop is busy are written as one batch: every
+// connection still gets every frame meant for it, once and in order, a
+// frame for others is not sent to it, and frames of one batch do not count
+// against each other under the outbound cap (no client here reads slowly).
+func TestBroadcastBatch(t *testing.T) {
+	const n = 20
+	h := newRecorder()
+	entered, release := make(chan struct{}), make(chan struct{})
+	h.message = func(c handler.Conn, op handler.Op, data []byte) {
+		if string(data) == "hold" {
+			close(entered)
+			<-release // keep the loop busy while the test queues broadcasts
+		}
+	}
+	big := bytes.Repeat([]byte("x"), 3000)
+	srv, _ := startServer(t, h, engine.Options{EventLoops: 1, MaxOutboundBytes: 4096})
+	addr := srv.Addr().String()
+	clients := make([]*wsClient, n)
+	for i := range clients {
+		clients[i] = dialWS(t, addr, "/"+strconv.Itoa(i))
+	}
+	conns := waitN(t, h.opened, n, readTimeout)
+	var odd []handler.Conn
+	for _, c := range conns {
+		if i, _ := strconv.Atoi(c.Path()[1:]); i%2 == 1 {
+			odd = append(odd, c)
+		}
+	}
+	if err := clients[0].send(codec.OpText, []byte("hold")); err != nil {
+		t.Fatal(err)
+	}
+	<-entered
+	srv.Broadcast(conns, codec.NewPreparedFrame(codec.OpBinary, big))
+	srv.BroadcastAll(codec.NewPreparedFrame(codec.OpText, []byte("second")))
+	srv.Broadcast(odd, codec.NewPreparedFrame(codec.OpBinary, big))
+	srv.BroadcastAll(codec.NewPreparedFrame(codec.OpText, []byte("last")))
+	close(release)
+
+	for i, c := range clients {
+		c.expect(t, codec.OpBinary, string(big))
+		c.expect(t, codec.OpText, "second")
+		if i%2 == 1 {
+			c.expect(t, codec.OpBinary, string(big))
+		}
+		c.expect(t, codec.OpText, "last")
+		if err := c.send(codec.OpPing, []byte("end")); err != nil {
+			t.Fatal(err)
+		}
+		c.expect(t, codec.OpPong, "end")
+	}
+	st := srv.Stats()
+	if want := int64(3*n + n/2); st.MessagesOut != want || st.SlowConsumers != 0 {
+		t.Errorf("MessagesOut %d, SlowConsumers %d; want %d, 0", st.MessagesOut, st.SlowConsumers, want)
+	}
+	h.check(t)
+}

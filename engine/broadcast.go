@@ -1,0 +1,224 @@
+package engine
+
+import (
+	"context"
+
+	"github.com/wsloop/wsloop/codec"
+	"github.com/wsloop/wsloop/handler"
+)
+
+// Broadcasts are queued per event loop and run by one task that takes
+// everything queued so far. A lone broadcast writes the prepared frame
+// straight from its shared bytes, one write(2) per connection. When several
+// are waiting (a burst of chat messages, a feed ticking faster than the
+// loop drains), each connection's frames are gathered into its outbound
+// buffer and flushed once: one write(2) per connection per batch instead of
+// one per frame, which is where a fan-out spends its time.
+
+// bcast is one queued broadcast: a frame for the given connections of a
+// loop, or for all of them when all is set.
+type bcast struct {
+	conns []*wsConn
+	all   bool
+	f     *codec.PreparedFrame
+}
+
+// broadcastQueue is the per-loop queue; mu guards it against the
+// goroutines that broadcast.
+type broadcastQueue struct {
+	q       []bcast
+	spare   []bcast
+	running bool // a task to drain q is queued on the loop
+	touched []*wsConn
+}
+
+// Broadcast writes the prepared frame f to every connection in conns (which
+// must come from this server; a wrapper around one is accepted when it has
+// an Unwrap() handler.Conn method). The frame is encoded once and written to
+// each connection unchanged, with no goroutine per connection and one task
+// per event loop; broadcasts queued meanwhile are written together. Closed
+// connections are skipped; a connection over its outbound cap is dropped
+// by the slow-consumer policy. Broadcast does not keep conns.
+func (s *Server) Broadcast(conns []handler.Conn, f *codec.PreparedFrame) {
+	var groups [][]*wsConn // by loop index; loops may be added meanwhile
+	for _, c := range conns {
+		for {
+			u, ok := c.(interface{ Unwrap() handler.Conn })
+			if !ok {
+				break
+			}
+			c = u.Unwrap()
+		}
+		wc, ok := c.(*wsConn)
+		if !ok || wc.lp.srv != s {
+			continue
+		}
+		for len(groups) <= wc.lp.idx {
+			groups = append(groups, nil)
+		}
+		groups[wc.lp.idx] = append(groups[wc.lp.idx], wc)
+	}
+	for i, g := range groups {
+		if len(g) > 0 {
+			s.loopAt(i).enqueueBroadcast(bcast{conns: g, f: f})
+		}
+	}
+}
+
+// BroadcastAll writes f to every open connection of the server, from the
+// loops' own connection lists: nothing is allocated per connection.
+func (s *Server) BroadcastAll(f *codec.PreparedFrame) {
+	s.mu.Lock()
+	loops := append([]*loop(nil), s.loops...)
+	s.mu.Unlock()
+	for _, lp := range loops {
+		lp.enqueueBroadcast(bcast{all: true, f: f})
+	}
+}
+
+func (s *Server) loopAt(i int) *loop {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.loops[i]
+}
+
+func (lp *loop) enqueueBroadcast(b bcast) {
+	lp.bmu.Lock()
+	lp.bq.q = append(lp.bq.q, b)
+	start := !lp.bq.running
+	lp.bq.running = true
+	lp.bmu.Unlock()
+	if !start {
+		return
+	}
+	if err := lp.el.Execute(context.Background(), lp.bcastTask); err != nil {
+		// The engine is stopping; its connections go with it.
+		lp.bmu.Lock()
+		clear(lp.bq.q)
+		lp.bq.q = lp.bq.q[:0]
+		lp.bq.running = false
+		lp.bmu.Unlock()
+	}
+}
+
+// runBroadcasts is the loop task that writes every queued broadcast.
+func (lp *loop) runBroadcasts(context.Context) error {
+	lp.bmu.Lock()
+	batch := lp.bq.q
+	lp.bq.q = lp.bq.spare[:0]
+	lp.bq.running = false
+	lp.bmu.Unlock()
+
+	if len(batch) == 1 {
+		b := batch[0]
+		write := func(wc *wsConn) { wc.writePreparedOnLoop(b.f) } // permessage-deflate aware (deflate.go)
+		if b.all {
+			lp.wheel.each(write)
+		} else {
+			for _, wc := range b.conns {
+				write(wc)
+			}
+		}
+	} else {
+		lp.gatherBroadcasts(batch)
+	}
+	clear(batch)
+	lp.bmu.Lock()
+	lp.bq.spare = batch[:0]
+	lp.bmu.Unlock()
+	return nil
+}
+
+// gatherBroadcasts queues every frame of the batch on its connections, in
+// order, then flushes each connection once.
+func (lp *loop) gatherBroadcasts(batch []bcast) {
+	touched := lp.bq.touched[:0]
+	for _, b := range batch {
+		queue := func(wc *wsConn) {
+			if wc.queuePreparedOnLoop(b.f) && !wc.has(lTouched) {
+				wc.set(lTouched, true)
+				touched = append(touched, wc)
+			}
+		}
+		if b.all {
+			lp.wheel.each(queue)
+		} else {
+			for _, wc := range b.conns {
+				queue(wc)
+			}
+		}
+	}
+	for i, wc := range touched {
+		wc.set(lTouched, false)
+		wc.flush()
+		touched[i] = nil
+	}
+	lp.bq.touched = touched[:0]
+}
+
+// queuePreparedOnLoop appends f, as this connection must see it, to its
+// outbound buffer without flushing. It reports whether anything was queued
+// that a flush must send. Loop only.
+func (wc *wsConn) queuePreparedOnLoop(f *codec.PreparedFrame) bool {
+	b, ok := wc.preparedFrame(f)
+	if !ok {
+		// A context-takeover connection compresses with its own context,
+		// through the ordinary write path (deflate.go).
+		if wc.writeDeflate(f.Op(), f.Payload()) == nil && f.Op().IsData() {
+			wc.lp.stats.messagesOut.Add(1)
+		}
+		return true
+	}
+	wc.mu.Lock()
+	if wc.phase != phaseOpen {
+		wc.mu.Unlock()
+		return false
+	}
+	// The cap applies as in writeOnLoop, to what the socket has not taken
+	// yet: frames of the same batch do not count against each other, or a
+	// burst would drop a reader that keeps up.
+	if ob, max := wc.c.OutboundBuffered(), wc.lp.srv.opts.MaxOutboundBytes; max > 0 && ob > 0 && ob+len(b) > max {
+		wc.dropSlowLocked()
+		wc.mu.Unlock()
+		return true // flush sends the close frame and fails the connection
+	}
+	wc.out = growOut(wc.out, len(b))
+	wc.out.b = append(wc.out.b, b...)
+	wc.mu.Unlock()
+	if f.Op().IsData() {
+		wc.lp.stats.messagesOut.Add(1)
+	}
+	return true
+}
+
+// writeOnLoop writes an immutable frame straight to the socket, after what
+// is pending, applying the outbound cap. Loop only.
+func (wc *wsConn) writeOnLoop(frame []byte) {
+	wc.mu.Lock()
+	phase, queued := wc.phase, wc.out != nil
+	wc.mu.Unlock()
+	if phase != phaseOpen {
+		return
+	}
+	if queued {
+		wc.flush()
+		if wc.getPhase() != phaseOpen {
+			return
+		}
+	}
+	s := wc.lp.srv
+	if ob, max := wc.c.OutboundBuffered(), s.opts.MaxOutboundBytes; max > 0 && ob > 0 && ob+len(frame) > max {
+		wc.lp.stats.slowConsumers.Add(1)
+		wc.setCloseErr(handler.ErrSlowConsumer)
+		wc.setPhase(phaseFailing)
+		_, _ = wc.c.Write(slowConsumerClose)
+		wc.closeNow()
+		return
+	}
+	_, _ = wc.c.Write(frame)
+	wc.lp.stats.messagesOut.Add(1)
+	wc.lp.stats.bytesOut.Add(int64(len(frame)))
+	if wc.getPhase() != phaseClosed {
+		wc.afterWrite()
+	}
+}
