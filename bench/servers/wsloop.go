@@ -4,7 +4,6 @@ package servers
 
 import (
 	"context"
-	"os"
 
 	"github.com/wsloop/wsloop/codec"
 	"github.com/wsloop/wsloop/engine"
@@ -40,7 +39,7 @@ func (h *wsloopHandler) OnMessage(c handler.Conn, op handler.Op, data []byte) {
 
 func runWsloop(addr string, ready func()) error {
 	h := &wsloopHandler{}
-	h.srv = engine.New(h, engine.Options{Addr: addr, ReusePort: os.Getenv("XREUSE") != ""})
+	h.srv = engine.New(h, engine.Options{Addr: addr})
 	errc := make(chan error, 1)
 	go func() { errc <- h.srv.ListenAndServe(context.Background()) }()
 	select {
