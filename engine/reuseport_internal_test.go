@@ -1,12 +1,6 @@
 package engine
 
 import (
-	"bufio"
-	"context"
-	"io"
-	"log/slog"
-	"net"
-	"net/http"
 	"testing"
 	"time"
 
@@ -28,38 +22,9 @@ func (l *loopRecorder) OnOpen(c handler.Conn) { l.opened <- c.(*wsConn).lp.idx }
 func TestReusePortSpreadsOverLoops(t *testing.T) {
 	const loops, conns = 2, 40
 	h := &loopRecorder{opened: make(chan int, conns)}
-	srv := New(h, Options{
-		Addr: "127.0.0.1:0", EventLoops: loops, ReusePort: true,
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
-	served := make(chan error, 1)
-	go func() { served <- srv.ListenAndServe(context.Background()) }()
-	<-srv.Ready()
-	if srv.Addr() == nil {
-		t.Fatal(<-served)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-	})
-	addr := srv.Addr().String()
+	srv := startLocal(t, h, Options{EventLoops: loops, ReusePort: true})
 	for i := 0; i < conns; i++ {
-		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-		req := "GET / HTTP/1.1\r\nHost: " + addr + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-			"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-		if _, err := io.WriteString(c, req); err != nil {
-			t.Fatal(err)
-		}
-		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-		if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
-			t.Fatalf("upgrade %d: %v %v", i, resp, err)
-		}
+		upgradeLocal(t, srv.Addr().String())
 	}
 	used := map[int]int{}
 	for i := 0; i < conns; i++ {
@@ -71,6 +36,6 @@ func TestReusePortSpreadsOverLoops(t *testing.T) {
 		}
 	}
 	if len(used) != loops {
-		t.Errorf("%d connections to %s landed on loops %v; want all %d loops used", conns, addr, used, loops)
+		t.Errorf("%d connections to %s landed on loops %v; want all %d loops used", conns, srv.Addr(), used, loops)
 	}
 }

@@ -1,14 +1,7 @@
 package engine
 
 import (
-	"bufio"
-	"context"
-	"io"
-	"log/slog"
-	"net"
-	"net/http"
 	"testing"
-	"time"
 	"unsafe"
 
 	"github.com/wsloop/wsloop/codec"
@@ -45,35 +38,8 @@ func (e *echoRecorder) OnMessage(c handler.Conn, op handler.Op, data []byte) {
 // connExtra path and still echoes whole.
 func TestPlainConnStaysSmall(t *testing.T) {
 	h := &echoRecorder{opened: make(chan *wsConn, 1)}
-	srv := New(h, Options{Addr: "127.0.0.1:0", Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	served := make(chan error, 1)
-	go func() { served <- srv.ListenAndServe(context.Background()) }()
-	<-srv.Ready()
-	if srv.Addr() == nil {
-		t.Fatal(<-served)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-	})
-	addr := srv.Addr().String()
-	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-	req := "GET / HTTP/1.1\r\nHost: " + addr + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-	if _, err := io.WriteString(c, req); err != nil {
-		t.Fatal(err)
-	}
-	br := bufio.NewReader(c)
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
-		t.Fatalf("upgrade: %v %v", resp, err)
-	}
+	srv := startLocal(t, h, Options{})
+	c, br := upgradeLocal(t, srv.Addr().String())
 	wc := <-h.opened
 
 	mask := [4]byte{1, 2, 3, 4}
