@@ -157,8 +157,8 @@ func (w *wheel) advance(now uint32, fire func(*wsConn)) {
 // so fn may close, reschedule or disarm any connection.
 func (w *wheel) each(fn func(*wsConn)) {
 	all := w.tmp[:0]
-	for _, head := range w.slots {
-		for wc := head; wc != nil; wc = wc.tnext {
+	for i := range w.slots { // by index: ranging over the array would copy it
+		for wc := w.slots[i]; wc != nil; wc = wc.tnext {
 			all = append(all, wc)
 		}
 	}
