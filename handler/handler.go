@@ -176,7 +176,8 @@ type UpgradeResponse struct {
 // Origin, choose the subprotocol, attach per-connection state. Returning an
 // error rejects the request: a *[HTTPError] with its status and reason, any
 // other error with 403 Forbidden. OnUpgrade runs on the event loop: it must
-// not block either.
+// not block either. res is reused for the next request once OnUpgrade
+// returns: set its fields, do not keep the pointer.
 type Upgrader interface {
 	OnUpgrade(r *Request, res *UpgradeResponse) error
 }
