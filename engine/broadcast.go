@@ -177,7 +177,7 @@ func (wc *wsConn) queuePreparedOnLoop(f *codec.PreparedFrame) bool {
 	// The cap applies as in writeOnLoop, to what the socket has not taken
 	// yet: frames of the same batch do not count against each other, or a
 	// burst would drop a reader that keeps up.
-	if ob, max := wc.c.OutboundBuffered(), wc.lp.srv.opts.MaxOutboundBytes; max > 0 && ob > 0 && ob+len(b) > max {
+	if wc.overCap(len(b)) {
 		wc.dropSlowLocked()
 		wc.mu.Unlock()
 		return true // flush sends the close frame and fails the connection
@@ -189,6 +189,14 @@ func (wc *wsConn) queuePreparedOnLoop(f *codec.PreparedFrame) bool {
 		wc.lp.stats.messagesOut.Add(1)
 	}
 	return true
+}
+
+// overCap reports whether n more bytes would take the socket's unsent
+// backlog past MaxOutboundBytes. A connection with no backlog may take a
+// frame of any size. Loop only.
+func (wc *wsConn) overCap(n int) bool {
+	ob, max := wc.c.OutboundBuffered(), wc.lp.srv.opts.MaxOutboundBytes
+	return max > 0 && ob > 0 && ob+n > max
 }
 
 // writeOnLoop writes an immutable frame straight to the socket, after what
@@ -206,8 +214,7 @@ func (wc *wsConn) writeOnLoop(frame []byte) {
 			return
 		}
 	}
-	s := wc.lp.srv
-	if ob, max := wc.c.OutboundBuffered(), s.opts.MaxOutboundBytes; max > 0 && ob > 0 && ob+len(frame) > max {
+	if wc.overCap(len(frame)) {
 		wc.lp.stats.slowConsumers.Add(1)
 		wc.setCloseErr(handler.ErrSlowConsumer)
 		wc.setPhase(phaseFailing)

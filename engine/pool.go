@@ -58,17 +58,25 @@ func putBuf(b []byte) {
 	}
 }
 
+// grownSize is the capacity to ask for when a buffer holding n bytes of
+// capacity c needs extra more: exactly enough within the classes, and past
+// them at least double, so that growth by small steps copies O(n) bytes, not
+// O(n²).
+func grownSize(n, c, extra int) int {
+	need := n + extra
+	if need > class4 && need < 2*c {
+		need = 2 * c
+	}
+	return need
+}
+
 // growBuf makes room for extra more bytes in b, moving to a buffer of a
 // larger class when b is full and giving the old one back.
 func growBuf(b []byte, extra int) []byte {
 	if len(b)+extra <= cap(b) {
 		return b
 	}
-	need := len(b) + extra
-	if need > class4 && need < 2*cap(b) {
-		need = 2 * cap(b) // past the classes, grow geometrically: no O(n²) copying
-	}
-	nb := append(getBuf(need), b...)
+	nb := append(getBuf(grownSize(len(b), cap(b), extra)), b...)
 	if b != nil {
 		putBuf(b)
 	}
@@ -125,11 +133,7 @@ func growOut(o *outBuf, extra int) *outBuf {
 	if len(o.b)+extra <= cap(o.b) {
 		return o
 	}
-	need := len(o.b) + extra
-	if need > class4 && need < 2*cap(o.b) {
-		need = 2 * cap(o.b) // past the classes, grow geometrically
-	}
-	no := getOut(need)
+	no := getOut(grownSize(len(o.b), cap(o.b), extra))
 	no.b = append(no.b, o.b...)
 	putOut(o)
 	return no
