@@ -53,19 +53,14 @@ type Event struct {
 //
 // Set the configuration fields before the first call. The zero value decodes
 // frames sent by a client to a server with [DefaultMaxMessageSize].
-// A Decoder is 40 bytes and holds no buffer.
+// A Decoder holds no buffer. A server that keeps one decoder per connection
+// and one limit for all of them can use a [DecoderState] instead.
 type Decoder struct {
 	// MaxMessageSize caps the total payload of a data message. A frame
 	// header announcing a length that would pass it is rejected at once
 	// with [ErrMessageTooBig] (1009). Zero means [DefaultMaxMessageSize];
 	// negative means no limit.
 	MaxMessageSize int64
-
-	// Unexported state sits between the exported fields so that the whole
-	// struct packs into 40 bytes: a server embeds one per connection.
-	remaining int64 // payload bytes of the current data frame not yet consumed
-	msgLen    int64 // payload bytes of the current message so far
-
 	// Client makes the decoder read frames sent by a server: unmasked
 	// (RFC 6455 §5.1) instead of masked.
 	Client bool
@@ -73,25 +68,16 @@ type Decoder struct {
 	// permessage-deflate does (RFC 7692 §6).
 	Compression bool
 
-	mask    [4]byte
-	maskPos uint8 // offset into mask, for chunked unmasking
-	msgOp   OpCode
-	inFrame bool // a data frame header was consumed, its payload is pending
-	fin     bool // the current data frame is the last of its message
-	first   bool // the next data event is the first of its message
-	comp    bool // the current message is compressed
-	utf8    UTF8Validator
+	st DecoderState
 }
 
 // Reset returns the decoder to the start of a stream, keeping its
 // configuration.
-func (d *Decoder) Reset() {
-	*d = Decoder{MaxMessageSize: d.MaxMessageSize, Client: d.Client, Compression: d.Compression}
-}
+func (d *Decoder) Reset() { d.st = DecoderState{} }
 
 // InMessage reports whether a data message has started and not finished:
 // useful to bound the time a peer may keep a message incomplete.
-func (d *Decoder) InMessage() bool { return d.msgOp != 0 }
+func (d *Decoder) InMessage() bool { return d.st.InMessage() }
 
 // Decode decodes the next unit from p. It returns the number of bytes of p
 // it consumed and what they were. With EventNone, n may still be positive
@@ -104,8 +90,50 @@ func (d *Decoder) InMessage() bool { return d.msgOp != 0 }
 // whose Code is the close status to send; after an error the stream is
 // unusable and the connection must be failed (RFC 6455 §7.1.7).
 func (d *Decoder) Decode(p []byte) (n int, ev Event, err error) {
+	d.st.Client, d.st.Compression = d.Client, d.Compression
+	return d.st.Decode(p, d.MaxMessageSize)
+}
+
+// DecoderState is a [Decoder] without its message size limit, which the
+// caller passes to each [DecoderState.Decode] call instead. It exists for
+// servers that hold a decoder per connection and one limit for all of them:
+// a DecoderState is 32 bytes, where storing the limit in every connection
+// would take it to 40. The zero value decodes client frames; set Client
+// and Compression as on a Decoder.
+type DecoderState struct {
+	remaining int64 // payload bytes of the current data frame not yet consumed
+	msgLen    int64 // payload bytes of the current message so far
+
+	// Client and Compression mean what they mean on a [Decoder].
+	Client      bool
+	Compression bool
+
+	mask    [4]byte
+	maskPos uint8 // offset into mask, for chunked unmasking
+	msgOp   OpCode
+	inFrame bool // a data frame header was consumed, its payload is pending
+	fin     bool // the current data frame is the last of its message
+	first   bool // the next data event is the first of its message
+	comp    bool // the current message is compressed
+	utf8    UTF8Validator
+}
+
+// Reset returns the state to the start of a stream, keeping Client and
+// Compression.
+func (d *DecoderState) Reset() {
+	*d = DecoderState{Client: d.Client, Compression: d.Compression}
+}
+
+// InMessage reports whether a data message has started and not finished.
+func (d *DecoderState) InMessage() bool { return d.msgOp != 0 }
+
+// Decode is [Decoder.Decode] with maxMessageSize in place of the
+// Decoder's MaxMessageSize field (same meaning: zero is
+// [DefaultMaxMessageSize], negative is no limit). Pass the same limit on
+// every call of one stream.
+func (d *DecoderState) Decode(p []byte, maxMessageSize int64) (n int, ev Event, err error) {
 	if !d.inFrame {
-		hn, err := d.header(p, &ev)
+		hn, err := d.header(p, &ev, maxMessageSize)
 		if hn == 0 || err != nil || ev.Kind == EventControl {
 			return hn, ev, err
 		}
@@ -147,7 +175,7 @@ func (d *Decoder) Decode(p []byte) (n int, ev Event, err error) {
 
 // header decodes a frame header from p. For a control frame it also takes
 // the whole payload and fills ev. It returns 0 when p holds too little.
-func (d *Decoder) header(p []byte, ev *Event) (int, error) {
+func (d *DecoderState) header(p []byte, ev *Event, max int64) (int, error) {
 	if len(p) < MinHeaderSize {
 		return 0, nil
 	}
@@ -248,7 +276,6 @@ func (d *Decoder) header(p []byte, ev *Event) (int, error) {
 		return total, nil
 	}
 
-	max := d.MaxMessageSize
 	if max == 0 {
 		max = DefaultMaxMessageSize
 	}

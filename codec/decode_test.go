@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"unsafe"
 )
 
 // Expected events.
@@ -652,5 +653,52 @@ func TestDecoderReset(t *testing.T) {
 	n, ev, err := d.Decode(sframe(true, OpText, 0, []byte("ok")))
 	if err != nil || n != 4 || string(ev.Payload) != "ok" || !ev.First || !ev.Final || ev.Compressed {
 		t.Fatalf("after Reset: n=%d %+v %v", n, ev, err)
+	}
+}
+
+// TestDecoderState: the limit passed to each call means what
+// Decoder.MaxMessageSize means (zero the default, negative none), Client
+// and Compression are honoured, and Reset keeps them.
+func TestDecoderState(t *testing.T) {
+	hdr := func(n int) []byte { // a masked binary header announcing n bytes, n < 65536
+		return cat(bits("1 000 0010 1 1111110"), []byte{byte(n >> 8), byte(n)}, testMask[:])
+	}
+	for _, c := range []struct {
+		name  string
+		limit int64
+		n     int
+		err   error
+	}{
+		{"at the limit", 100, 100, nil},
+		{"one over", 100, 101, ErrMessageTooBig},
+		{"no limit", -1, 65535, nil},
+		{"zero is the default", 0, 65535, nil},
+	} {
+		var st DecoderState
+		n, ev, err := st.Decode(hdr(c.n), c.limit)
+		if err != c.err {
+			t.Errorf("%s: err = %v, want %v", c.name, err, c.err)
+			continue
+		}
+		if err == nil && (n != 8 || ev.Kind != EventNone || !st.InMessage()) {
+			t.Errorf("%s: n=%d kind=%d in=%v, want the header consumed", c.name, n, ev.Kind, st.InMessage())
+		}
+	}
+
+	st := DecoderState{Client: true, Compression: true}
+	if _, _, err := st.Decode(mframe(true, OpText, 0, []byte("x")), 10); err != ErrMaskedFrame {
+		t.Fatalf("client state took a masked frame: %v", err)
+	}
+	st = DecoderState{Client: true, Compression: true}
+	if _, ev, err := st.Decode(sframe(false, OpText, 0x40, []byte("\xE2")), 10); err != nil || !ev.Compressed {
+		t.Fatalf("compressed first fragment: %+v %v", ev, err)
+	}
+	st.Reset()
+	if st.InMessage() || !st.Client || !st.Compression {
+		t.Fatalf("after Reset: %+v", st)
+	}
+	// The stream state is 32 bytes: it is what a server keeps per connection.
+	if got := unsafe.Sizeof(DecoderState{}); got != 32 {
+		t.Errorf("DecoderState is %d bytes, want 32", got)
 	}
 }

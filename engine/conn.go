@@ -26,8 +26,10 @@ const (
 )
 
 // wsConn is the per-connection state. It is allocated at accept and is kept
-// small because a million of them are the point: 144 bytes (a Go size
-// class), checked by TestConnSize. The decoder holds no buffer, outbound and
+// small because a million of them are the point: 128 bytes (a Go size
+// class), checked by TestConnSize. The decoder holds no buffer and not the
+// message size limit (that is the server's). The handler's context is boxed
+// once set, so a connection without one pays a pointer. Outbound and
 // assembly buffers come from pools only while something is in flight,
 // timers are one entry in the loop's wheel, and state that most connections
 // never need (a request header that arrived in pieces, a fragmented message,
@@ -42,11 +44,11 @@ type wsConn struct {
 	// one of the loop's lists from accept to close (see wheel).
 	tnext, tprev *wsConn
 
-	dec codec.Decoder // loop only
+	dec codec.DecoderState // loop only; the limit is the server's (Options.MaxMessageSize)
 
 	// Fields shared with other goroutines, guarded by mu.
 	mu     sync.Mutex
-	ctx    any
+	ctx    *any    // SetContext's value, boxed: nil until set, so a connection without one pays 8 bytes, not 16
 	out    *outBuf // frames queued and not yet handed to gnet; nil when none
 	phase  uint8
 	mflags uint8 // mInLoop, mFlushQueued
@@ -219,13 +221,28 @@ func (wc *wsConn) NextWriter(op handler.Op) (io.WriteCloser, error) {
 func (wc *wsConn) Context() any {
 	wc.mu.Lock()
 	defer wc.mu.Unlock()
-	return wc.ctx
+	if wc.ctx == nil {
+		return nil
+	}
+	return *wc.ctx
 }
 
 func (wc *wsConn) SetContext(v any) {
 	wc.mu.Lock()
-	wc.ctx = v
+	wc.setContextLocked(v)
 	wc.mu.Unlock()
+}
+
+// setContextLocked stores v, under mu. The box is allocated on the first
+// non-nil value and then reused.
+func (wc *wsConn) setContextLocked(v any) {
+	if wc.ctx == nil {
+		if v == nil {
+			return
+		}
+		wc.ctx = new(any)
+	}
+	*wc.ctx = v
 }
 
 // RemoteAddr and LocalAddr read gnet's copy under mu while the connection is

@@ -463,7 +463,6 @@ func (s *Server) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	}
 	lp := s.loopFor(c.EventLoop())
 	wc := &wsConn{c: c, lp: lp}
-	wc.dec.MaxMessageSize = s.opts.MaxMessageSize
 	wc.msgStart = lp.now // the handshake timeout runs from accept
 	wc.lastRead = lp.now
 	lp.wheel.add(wc)
@@ -634,7 +633,7 @@ func (s *Server) handshake(wc *wsConn) gnet.Action {
 
 	wc.mu.Lock()
 	wc.phase = phaseOpen
-	wc.ctx = res.Context
+	wc.setContextLocked(res.Context)
 	if info != nil {
 		wc.extra().info = info
 	}
@@ -732,7 +731,7 @@ func (s *Server) frames(wc *wsConn) gnet.Action {
 	off := 0
 	wc.beginCallbacks()
 	for {
-		n, ev, err := wc.dec.Decode(buf[off:])
+		n, ev, err := wc.dec.Decode(buf[off:], s.opts.MaxMessageSize)
 		if err != nil {
 			var ok bool // a type assertion, not errors.As: &perr would escape on every call
 			if perr, ok = err.(*codec.ProtocolError); !ok {

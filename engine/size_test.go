@@ -10,14 +10,14 @@ import (
 
 // TestConnSize guards the per-connection memory budget: an idle connection
 // costs one wsConn (plus gnet's own state), so a field added to it must be
-// paid for. 144 bytes is a Go allocator size class; the next is 160. State
+// paid for. 128 bytes is a Go allocator size class; the next is 144. State
 // that few connections need belongs in connExtra.
 func TestConnSize(t *testing.T) {
-	if got := unsafe.Sizeof(wsConn{}); got > 144 {
-		t.Errorf("wsConn is %d bytes, budget 144: move rarely used fields to connExtra", got)
+	if got := unsafe.Sizeof(wsConn{}); got > 128 {
+		t.Errorf("wsConn is %d bytes, budget 128: move rarely used fields to connExtra", got)
 	}
-	if got := unsafe.Sizeof(codec.Decoder{}); got > 40 {
-		t.Errorf("codec.Decoder is %d bytes, budget 40", got)
+	if got := unsafe.Sizeof(codec.DecoderState{}); got > 32 {
+		t.Errorf("codec.DecoderState is %d bytes, budget 32", got)
 	}
 }
 
@@ -85,8 +85,11 @@ func TestPlainConnStaysSmall(t *testing.T) {
 	}
 	echo(codec.AppendMaskedFrame(nil, true, codec.OpBinary, 0, mask, msg), msg)
 	wc.mu.Lock()
-	out := wc.out
+	out, ctx := wc.out, wc.ctx
 	wc.mu.Unlock()
+	if ctx != nil {
+		t.Error("a connection that never set a context holds a context box")
+	}
 	if x := wc.x.Load(); x != nil {
 		t.Errorf("a plain connection allocated its connExtra: %+v", *x)
 	}
@@ -99,5 +102,35 @@ func TestPlainConnStaysSmall(t *testing.T) {
 	echo(frag, msg)
 	if x := wc.x.Load(); x == nil {
 		t.Error("a fragmented message was assembled without the connExtra")
+	}
+}
+
+// The context is boxed on the first non-nil value: it still reads back what
+// was set, nil included, from any goroutine.
+func TestContextBox(t *testing.T) {
+	wc := &wsConn{}
+	if v := wc.Context(); v != nil {
+		t.Fatalf("fresh connection: Context() = %v", v)
+	}
+	wc.SetContext(nil)
+	if wc.ctx != nil {
+		t.Fatal("SetContext(nil) on a fresh connection allocated a box")
+	}
+	done := make(chan struct{})
+	go func() {
+		wc.SetContext("a")
+		close(done)
+	}()
+	<-done
+	if v := wc.Context(); v != "a" {
+		t.Fatalf("Context() = %v, want a", v)
+	}
+	wc.SetContext(42)
+	if v := wc.Context(); v != 42 {
+		t.Fatalf("Context() = %v, want 42", v)
+	}
+	wc.SetContext(nil)
+	if v := wc.Context(); v != nil {
+		t.Fatalf("after SetContext(nil): Context() = %v", v)
 	}
 }
