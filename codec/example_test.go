@@ -7,6 +7,25 @@ import (
 	"github.com/wsloop/wsloop/codec"
 )
 
+// A server holding many connections keeps a DecoderState in each and the
+// limit once: here a 1 KiB cap, shared by every connection.
+func ExampleDecoderState() {
+	const maxMessage = 1 << 10
+	conns := make([]codec.DecoderState, 2) // 32 bytes each
+
+	mask := [4]byte{1, 2, 3, 4}
+	small := codec.AppendMaskedFrame(nil, true, codec.OpBinary, 0, mask, make([]byte, 100))
+	large := codec.AppendMaskedFrame(nil, true, codec.OpBinary, 0, mask, make([]byte, 2000))
+
+	_, ev, err := conns[0].Decode(small, maxMessage)
+	fmt.Println(len(ev.Payload), err)
+	_, _, err = conns[1].Decode(large, maxMessage)
+	fmt.Println(err.(*codec.ProtocolError).Code)
+	// Output:
+	// 100 <nil>
+	// 1009
+}
+
 // A decoder fed like an event loop feeds it: the bytes that have arrived
 // so far, consumed as far as they go; what is left is offered again with
 // whatever arrives next.
