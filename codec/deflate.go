@@ -330,6 +330,11 @@ func negotiateDeflateValue(v []byte, pol DeflatePolicy) (p DeflateParams, ok boo
 // payload is not consistent with the message's type.
 var ErrDeflateData = &ProtocolError{CloseInvalidPayload, "invalid permessage-deflate data"}
 
+// ErrInflateRefused is returned by [Inflater.Inflate] when its Grow
+// function refused to grow the output: the server is short of memory, for a
+// while, so the close code is 1013 Try Again Later.
+var ErrInflateRefused = &ProtocolError{CloseTryAgainLater, "server busy: no memory to decompress the message"}
+
 // ErrInflatedTooBig is returned by [Inflater.Inflate] when a message
 // decompresses to more than the size limit (a decompression bomb): 1009.
 var ErrInflatedTooBig = &ProtocolError{CloseMessageTooBig, "decompressed message exceeds the size limit"}
@@ -443,7 +448,9 @@ var fixedHuffmanOnce sync.Once
 // loop. It is not safe for concurrent use.
 type Inflater struct {
 	// Grow, if set, returns b with room for at least n more bytes (a
-	// pooled buffer); nil uses append.
+	// pooled buffer); nil uses append. A Grow that returns a buffer with
+	// no room left refuses: Inflate then stops with [ErrInflateRefused]
+	// (a server out of memory for inbound messages).
 	Grow func(b []byte, n int) []byte
 
 	fr  io.ReadCloser
@@ -481,7 +488,9 @@ func (f *Inflater) Inflate(dst, payload, dict []byte, max int64) ([]byte, error)
 				n = len(payload) * 2
 			}
 			if f.Grow != nil {
-				dst = f.Grow(dst, n)
+				if dst = f.Grow(dst, n); len(dst) == cap(dst) {
+					return dst[:start], ErrInflateRefused
+				}
 			} else {
 				dst = slices.Grow(dst, n)
 			}

@@ -68,18 +68,9 @@ func (s *Server) Broadcast(conns []handler.Conn, f *codec.PreparedFrame) {
 // BroadcastAll writes f to every open connection of the server, from the
 // loops' own connection lists: nothing is allocated per connection.
 func (s *Server) BroadcastAll(f *codec.PreparedFrame) {
-	s.mu.Lock()
-	loops := append([]*loop(nil), s.loops...)
-	s.mu.Unlock()
-	for _, lp := range loops {
+	for _, lp := range s.loopList() {
 		lp.enqueueBroadcast(bcast{all: true, f: f})
 	}
-}
-
-func (s *Server) loopAt(i int) *loop {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.loops[i]
 }
 
 func (lp *loop) enqueueBroadcast(b bcast) {
@@ -135,8 +126,8 @@ func (lp *loop) gatherBroadcasts(batch []bcast) {
 	touched := lp.bq.touched[:0]
 	for _, b := range batch {
 		queue := func(wc *wsConn) {
-			if wc.queuePreparedOnLoop(b.f) && !wc.has(lTouched) {
-				wc.set(lTouched, true)
+			if wc.queuePreparedOnLoop(b.f) && !wc.has(sTouched) {
+				wc.set(sTouched, true)
 				touched = append(touched, wc)
 			}
 		}
@@ -149,7 +140,7 @@ func (lp *loop) gatherBroadcasts(batch []bcast) {
 		}
 	}
 	for i, wc := range touched {
-		wc.set(lTouched, false)
+		wc.set(sTouched, false)
 		wc.flush()
 		touched[i] = nil
 	}
@@ -157,75 +148,18 @@ func (lp *loop) gatherBroadcasts(batch []bcast) {
 }
 
 // queuePreparedOnLoop appends f, as this connection must see it, to its
-// outbound buffer without flushing. It reports whether anything was queued
+// pending buffer without flushing. It reports whether anything was queued
 // that a flush must send. Loop only.
 func (wc *wsConn) queuePreparedOnLoop(f *codec.PreparedFrame) bool {
 	b, ok := wc.preparedFrame(f)
 	if !ok {
 		// A context-takeover connection compresses with its own context,
 		// through the ordinary write path (deflate.go).
-		if wc.writeDeflate(f.Op(), f.Payload()) == nil && f.Op().IsData() {
-			wc.lp.stats.messagesOut.Add(1)
-		}
+		_ = wc.writeDeflate(f.Op(), f.Payload())
 		return true
 	}
-	wc.mu.Lock()
-	if wc.phase != phaseOpen {
-		wc.mu.Unlock()
+	if wc.phase() != phaseOpen {
 		return false
 	}
-	// The cap applies as in writeOnLoop, to what the socket has not taken
-	// yet: frames of the same batch do not count against each other, or a
-	// burst would drop a reader that keeps up.
-	if wc.overCap(len(b)) {
-		wc.dropSlowLocked()
-		wc.mu.Unlock()
-		return true // flush sends the close frame and fails the connection
-	}
-	wc.out = growOut(wc.out, len(b))
-	wc.out.b = append(wc.out.b, b...)
-	wc.mu.Unlock()
-	if f.Op().IsData() {
-		wc.lp.stats.messagesOut.Add(1)
-	}
-	return true
-}
-
-// overCap reports whether n more bytes would take the socket's unsent
-// backlog past MaxOutboundBytes. A connection with no backlog may take a
-// frame of any size. Loop only.
-func (wc *wsConn) overCap(n int) bool {
-	ob, max := wc.c.OutboundBuffered(), wc.lp.srv.opts.MaxOutboundBytes
-	return max > 0 && ob > 0 && ob+n > max
-}
-
-// writeOnLoop writes an immutable frame straight to the socket, after what
-// is pending, applying the outbound cap. Loop only.
-func (wc *wsConn) writeOnLoop(frame []byte) {
-	wc.mu.Lock()
-	phase, queued := wc.phase, wc.out != nil
-	wc.mu.Unlock()
-	if phase != phaseOpen {
-		return
-	}
-	if queued {
-		wc.flush()
-		if wc.getPhase() != phaseOpen {
-			return
-		}
-	}
-	if wc.overCap(len(frame)) {
-		wc.lp.stats.slowConsumers.Add(1)
-		wc.setCloseErr(handler.ErrSlowConsumer)
-		wc.setPhase(phaseFailing)
-		_, _ = wc.c.Write(slowConsumerClose)
-		wc.closeNow()
-		return
-	}
-	_, _ = wc.c.Write(frame)
-	wc.lp.stats.messagesOut.Add(1)
-	wc.lp.stats.bytesOut.Add(int64(len(frame)))
-	if wc.getPhase() != phaseClosed {
-		wc.afterWrite()
-	}
+	return wc.queueOnLoop(b, f.Op().IsData())
 }

@@ -50,6 +50,13 @@ func startServer(t testing.TB, h handler.Handler, opts engine.Options) (*engine.
 		opts.Logger = discardLogger
 	}
 	srv := engine.New(h, opts)
+	return srv, startServing(t, srv)
+}
+
+// startServing runs srv until the test ends. The returned channel yields
+// ListenAndServe's result.
+func startServing(t testing.TB, srv *engine.Server) <-chan error {
+	t.Helper()
 	errc := make(chan error, 1)
 	go func() { errc <- srv.ListenAndServe(context.Background()) }()
 	select {
@@ -69,7 +76,7 @@ func startServer(t testing.TB, h handler.Handler, opts engine.Options) (*engine.
 			t.Logf("cleanup: Shutdown: %v", err)
 		}
 	})
-	return srv, done
+	return done
 }
 
 // --- recording handler ------------------------------------------------------
@@ -85,6 +92,7 @@ type recorder struct {
 	handler.Base
 	open    func(c handler.Conn)
 	message func(c handler.Conn, op handler.Op, data []byte) // nil: echo
+	pong    func(c handler.Conn, data []byte)
 
 	opened chan handler.Conn
 	closed chan closeEvent
@@ -127,6 +135,12 @@ func (r *recorder) OnMessage(c handler.Conn, op handler.Op, data []byte) {
 	}
 	if err := c.WriteMessage(op, data); err != nil && !errors.Is(err, handler.ErrClosed) {
 		r.problem("echo: %v", err)
+	}
+}
+
+func (r *recorder) OnPong(c handler.Conn, data []byte) {
+	if r.pong != nil {
+		r.pong(c, data)
 	}
 }
 

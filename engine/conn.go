@@ -1,13 +1,9 @@
 package engine
 
 import (
-	"context"
-	"errors"
-	"io"
 	"net"
 	"sync"
 	"sync/atomic"
-	"syscall"
 
 	"github.com/panjf2000/gnet/v2"
 
@@ -15,8 +11,7 @@ import (
 	"github.com/wsloop/wsloop/handler"
 )
 
-// Connection phases. Only the loop changes phase; other goroutines read it
-// under mu.
+// Connection phases, in the low bits of wsConn.st.
 const (
 	phaseHandshake uint8 = iota
 	phaseOpen            // frames flow both ways
@@ -46,50 +41,68 @@ type wsConn struct {
 
 	dec codec.DecoderState // loop only; the limit is the server's (Options.MaxMessageSize)
 
-	// Fields shared with other goroutines, guarded by mu.
-	mu     sync.Mutex
-	ctx    *any    // SetContext's value, boxed: nil until set, so a connection without one pays 8 bytes, not 16
-	out    *outBuf // frames queued and not yet handed to gnet; nil when none
-	phase  uint8
-	mflags uint8 // mInLoop, mFlushQueued
+	// mu guards out and ctx, and orders the phase changes made together
+	// with them (a close frame queued and the phase that follows it).
+	mu  sync.Mutex
+	ctx *any    // SetContext's value, boxed: nil until set, so a connection without one pays 8 bytes, not 16
+	out *outBuf // frames queued and not yet handed to gnet; nil when none
+
+	// st holds the phase and every flag in one word, so that the loop reads
+	// them without taking mu: the phase in the low bits, then the s* bits.
+	// Other goroutines change only the phase and sFlushQueued; every change
+	// is an atomic read-modify-write, so none is lost.
+	st atomic.Uint32
+
+	queued atomic.Uint32 // gnet's outbound bytes as of the last flush, saturated
 
 	// Loop only.
-	lflags   uint8  // lArmed, lProbeSent, lPongWait, lHandlerRan, lCloseTimed, lTouched
-	deadline uint32 // tick of the wheel entry, when lArmed
+	deadline uint32 // tick of the wheel entry, when sArmed
 	lastRead uint32 // tick of the last bytes received
 	// msgStart is, in the handshake phase, the tick of accept; when open,
 	// the tick a message or a partial frame started, 0 if none.
 	msgStart uint32
 	// pingAt is, when open, the tick of the last server ping; once our
-	// close frame went out (lCloseTimed), the tick it did.
+	// close frame went out (sCloseTimed), the tick it did.
 	pingAt uint32
-
-	queued atomic.Uint32 // gnet's outbound bytes as of the last flush, saturated
 }
 
-// Bits of wsConn.mflags, guarded by mu.
+// Bits of wsConn.st above the phase.
 const (
-	mInLoop      uint8 = 1 << iota // the loop is inside a callback and will flush after it
-	mFlushQueued                   // a flush task is queued on the loop
+	phaseMask    uint32 = 7
+	sInLoop      uint32 = 1 << 3  // the loop runs callbacks of this connection and flushes after them
+	sFlushQueued uint32 = 1 << 4  // a flush task is queued on the loop
+	sArmed       uint32 = 1 << 5  // loop only: in a wheel slot for tick deadline (else on the parked list)
+	sProbeSent   uint32 = 1 << 6  // loop only: idle probe ping sent since the last read
+	sPongWait    uint32 = 1 << 7  // loop only: a PingInterval ping is unanswered
+	sHandlerRan  uint32 = 1 << 8  // loop only: the handler's OnOpen ran, so OnClose must run
+	sCloseTimed  uint32 = 1 << 9  // loop only: our close frame went out at tick pingAt
+	sTouched     uint32 = 1 << 10 // loop only: on the broadcast batch's flush list (broadcast.go)
+	sAbort       uint32 = 1 << 11 // the pending close frame is the slow-consumer policy's: close the TCP connection once it is written
 )
 
-// Bits of wsConn.lflags, loop only.
-const (
-	lArmed      uint8 = 1 << iota // in a wheel slot for tick deadline (else on the parked list)
-	lProbeSent                    // idle probe ping sent since the last read
-	lPongWait                     // a PingInterval ping is unanswered
-	lHandlerRan                   // the handler's OnOpen ran, so OnClose must run
-	lCloseTimed                   // our close frame went out at tick pingAt
-	lTouched                      // on the broadcast batch's flush list (broadcast.go)
-)
+func (wc *wsConn) phase() uint8 { return uint8(wc.st.Load() & phaseMask) }
 
-func (wc *wsConn) has(f uint8) bool { return wc.lflags&f != 0 }
+// setPhase moves the connection to phase p. Nothing leaves phaseClosed: a
+// late change from another goroutine cannot revive a closed connection.
+func (wc *wsConn) setPhase(p uint8) {
+	for {
+		old := wc.st.Load()
+		if uint8(old&phaseMask) == phaseClosed {
+			return
+		}
+		if wc.st.CompareAndSwap(old, old&^phaseMask|uint32(p)) {
+			return
+		}
+	}
+}
 
-func (wc *wsConn) set(f uint8, on bool) {
+func (wc *wsConn) has(f uint32) bool { return wc.st.Load()&f != 0 }
+
+func (wc *wsConn) set(f uint32, on bool) {
 	if on {
-		wc.lflags |= f
+		wc.st.Or(f)
 	} else {
-		wc.lflags &^= f
+		wc.st.And(^f)
 	}
 }
 
@@ -99,7 +112,8 @@ type connExtra struct {
 	// Loop only.
 	hs         codec.HeaderScanner // a request header not complete after the first read
 	hsSaved    bool                // hs holds the scan position
-	asm        []byte              // assembly buffer of a fragmented or split message
+	hsCharged  int                 // header bytes charged to the inbound budget while the header is incomplete
+	asm        []byte              // assembly buffer of a fragmented or split message, charged to the inbound budget
 	closeErr   error               // what OnClose reports, when the server knows better than gnet
 	stallSince uint32              // tick the outbound buffer stopped draining; 0 if it drains
 	stallBytes int                 // outbound bytes seen at stallSince
@@ -131,8 +145,13 @@ func (wc *wsConn) closeErr() error {
 	return nil
 }
 
-// setCloseErr records the close cause OnClose will report. Loop only.
-func (wc *wsConn) setCloseErr(err error) { wc.extra().closeErr = err }
+// setCloseErr records the close cause OnClose will report, unless one is
+// recorded already: the first cause is the true one. Loop only.
+func (wc *wsConn) setCloseErr(err error) {
+	if x := wc.extra(); x.closeErr == nil {
+		x.closeErr = err
+	}
+}
 
 // deflate returns the connection's permessage-deflate state, nil when the
 // extension was not negotiated.
@@ -150,74 +169,7 @@ type connInfo struct {
 
 var _ handler.Conn = (*wsConn)(nil)
 
-// --- handler.Conn ---------------------------------------------------------
-
-var errBadOp = errors.New("wsloop: WriteMessage and NextWriter take handler.Text or handler.Binary")
-
-func (wc *wsConn) WriteMessage(op handler.Op, data []byte) error {
-	if op != codec.OpText && op != codec.OpBinary {
-		return errBadOp
-	}
-	err := wc.writeFrame(true, op, data)
-	if err == nil {
-		wc.lp.stats.messagesOut.Add(1)
-	}
-	return err
-}
-
-func (wc *wsConn) WritePrepared(f *codec.PreparedFrame) error {
-	if wc.deflate() != nil { // permessage-deflate (deflate.go)
-		err := wc.writePreparedDeflate(f)
-		if err == nil && f.Op().IsData() {
-			wc.lp.stats.messagesOut.Add(1)
-		}
-		return err
-	}
-	err := wc.enqueue(f.Bytes(), 0, nil)
-	if err == nil && f.Op().IsData() {
-		wc.lp.stats.messagesOut.Add(1)
-	}
-	return err
-}
-
-func (wc *wsConn) Ping(data []byte) error {
-	if len(data) > 125 {
-		return handler.ErrTooLarge
-	}
-	return wc.writeFrame(true, codec.OpPing, data)
-}
-
-func (wc *wsConn) Pong(data []byte) error {
-	if len(data) > 125 {
-		return handler.ErrTooLarge
-	}
-	return wc.writeFrame(true, codec.OpPong, data)
-}
-
-func (wc *wsConn) Close(code uint16, reason string) error {
-	if !codec.ValidCloseCode(code) {
-		code = codec.CloseNormal
-	}
-	var p [125]byte
-	payload := codec.AppendClosePayload(p[:0], code, reason)
-	sent := &handler.CloseError{Code: code, Reason: string(payload[min(2, len(payload)):])}
-	err := wc.enqueue(nil, codec.OpClose, payload)
-	if err == nil {
-		wc.mu.Lock()
-		wc.extra().sentClose = sent
-		wc.mu.Unlock()
-		wc.lp.srv.countClose(code)
-	}
-	return err
-}
-
-func (wc *wsConn) NextWriter(op handler.Op) (io.WriteCloser, error) {
-	if op != codec.OpText && op != codec.OpBinary {
-		return nil, errBadOp
-	}
-	return &fragmentWriter{wc: wc, op: op}, nil
-}
-
+// Context returns the value set by SetContext or by the upgrade hook.
 func (wc *wsConn) Context() any {
 	wc.mu.Lock()
 	defer wc.mu.Unlock()
@@ -227,6 +179,7 @@ func (wc *wsConn) Context() any {
 	return *wc.ctx
 }
 
+// SetContext attaches v to the connection.
 func (wc *wsConn) SetContext(v any) {
 	wc.mu.Lock()
 	wc.setContextLocked(v)
@@ -245,21 +198,24 @@ func (wc *wsConn) setContextLocked(v any) {
 	*wc.ctx = v
 }
 
-// RemoteAddr and LocalAddr read gnet's copy under mu while the connection is
-// open: gnet clears it when it recycles the connection after OnClose.
+// RemoteAddr returns gnet's copy of the peer's address while the connection
+// is open, nil after: gnet clears it when it recycles the connection after
+// OnClose. The phase is read under mu, which OnClose takes to set
+// phaseClosed, so the address cannot be cleared while it is being read.
 func (wc *wsConn) RemoteAddr() net.Addr {
 	wc.mu.Lock()
 	defer wc.mu.Unlock()
-	if wc.phase == phaseClosed {
+	if wc.phase() == phaseClosed {
 		return nil
 	}
 	return wc.c.RemoteAddr()
 }
 
+// LocalAddr is RemoteAddr's counterpart for the local address.
 func (wc *wsConn) LocalAddr() net.Addr {
 	wc.mu.Lock()
 	defer wc.mu.Unlock()
-	if wc.phase == phaseClosed {
+	if wc.phase() == phaseClosed {
 		return nil
 	}
 	return wc.c.LocalAddr()
@@ -276,313 +232,11 @@ func (wc *wsConn) getInfo() *connInfo {
 
 var rootInfo = connInfo{path: "/"}
 
+// Subprotocol returns the subprotocol chosen in the handshake, or "".
 func (wc *wsConn) Subprotocol() string { return wc.getInfo().subprotocol }
-func (wc *wsConn) Path() string        { return wc.getInfo().path }
-func (wc *wsConn) RawQuery() string    { return wc.getInfo().rawQuery }
 
-// fragmentWriter sends one message as a sequence of frames.
-type fragmentWriter struct {
-	wc     *wsConn
-	op     handler.Op
-	sent   bool
-	closed bool
-}
+// Path returns the path of the upgrade request.
+func (wc *wsConn) Path() string { return wc.getInfo().path }
 
-func (w *fragmentWriter) Write(p []byte) (int, error) {
-	if w.closed {
-		return 0, handler.ErrClosed
-	}
-	op := w.op
-	if w.sent {
-		op = codec.OpContinuation
-	}
-	if err := w.wc.writeFrame(false, op, p); err != nil {
-		return 0, err
-	}
-	w.sent = true
-	return len(p), nil
-}
-
-func (w *fragmentWriter) Close() error {
-	if w.closed {
-		return nil
-	}
-	w.closed = true
-	op := w.op
-	if w.sent {
-		op = codec.OpContinuation
-	}
-	err := w.wc.writeFrame(true, op, nil)
-	if err == nil {
-		w.wc.lp.stats.messagesOut.Add(1)
-	}
-	return err
-}
-
-// --- write path -----------------------------------------------------------
-//
-// Every write, from a callback or from any other goroutine, encodes its frame
-// into the connection's pending buffer under mu. Inside a callback the loop
-// flushes the buffer when the callback batch ends (one write system call for
-// all the frames it produced); from elsewhere the first write queues one
-// flush task on the loop. So ordering is the order of the calls, a write
-// never touches the socket off the loop, and no goroutine can tell whether
-// it is the loop's: none needs to.
-
-func (wc *wsConn) writeFrame(fin bool, op codec.OpCode, payload []byte) error {
-	if fin && wc.deflate() != nil && (op == codec.OpText || op == codec.OpBinary) { // permessage-deflate: whole messages only (deflate.go)
-		return wc.writeDeflate(op, payload)
-	}
-	return wc.enqueueFrame(fin, op, payload)
-}
-
-func (wc *wsConn) enqueueFrame(fin bool, op codec.OpCode, payload []byte) error {
-	n := codec.MaxHeaderSize + len(payload)
-	wc.mu.Lock()
-	if err := wc.admit(n); err != nil {
-		return wc.refused(err)
-	}
-	wc.out = growOut(wc.out, n)
-	wc.out.b = codec.AppendFrame(wc.out.b, fin, op, 0, payload)
-	schedule := wc.markDirty()
-	wc.mu.Unlock()
-	if schedule {
-		wc.scheduleFlush()
-	}
-	return nil
-}
-
-// enqueue appends a pre-encoded frame (raw) or, when raw is nil, a close
-// frame with payload, and moves the connection to the closing phase.
-func (wc *wsConn) enqueue(raw []byte, op codec.OpCode, payload []byte) error {
-	wc.mu.Lock()
-	n := len(raw) + len(payload) + codec.MaxHeaderSize
-	if err := wc.admit(n); err != nil {
-		return wc.refused(err)
-	}
-	wc.out = growOut(wc.out, n)
-	if raw != nil {
-		wc.out.b = append(wc.out.b, raw...)
-	} else {
-		wc.out.b = codec.AppendFrame(wc.out.b, true, op, 0, payload)
-		wc.phase = phaseClosing
-	}
-	schedule := wc.markDirty()
-	wc.mu.Unlock()
-	if schedule {
-		wc.scheduleFlush()
-	}
-	return nil
-}
-
-// admit checks, under mu, that a frame of n bytes may be queued: the
-// connection is open and its outbound bytes stay under the cap. Past the cap
-// the slow-consumer policy applies: refuse and drop the connection.
-func (wc *wsConn) admit(n int) error {
-	if wc.phase != phaseOpen {
-		return handler.ErrClosed
-	}
-	// The cap bounds the backlog: a message larger than the cap may still
-	// go to a connection that has nothing queued.
-	max := wc.lp.srv.opts.MaxOutboundBytes
-	if backlog := int(wc.queued.Load()) + wc.outLen(); max > 0 && backlog > 0 && backlog+n > max {
-		wc.dropSlowLocked()
-		return handler.ErrSlowConsumer
-	}
-	return nil
-}
-
-// dropSlowLocked applies the slow-consumer policy, under mu: what is queued
-// is replaced by a 1008 close frame and the connection fails once the loop
-// flushes it.
-func (wc *wsConn) dropSlowLocked() {
-	wc.phase = phaseFailing
-	wc.out = growOut(wc.out, len(slowConsumerClose))
-	wc.out.b = append(wc.out.b[:0], slowConsumerClose...)
-	wc.lp.stats.slowConsumers.Add(1)
-}
-
-// refused unlocks mu after admit refused a write and, when the refusal
-// queued the slow-consumer close, makes sure the loop acts on it.
-func (wc *wsConn) refused(err error) error {
-	schedule := errors.Is(err, handler.ErrSlowConsumer) && wc.markDirty()
-	wc.mu.Unlock()
-	if schedule {
-		wc.scheduleFlush()
-	}
-	return err
-}
-
-var slowConsumerClose = codec.AppendCloseFrame(nil, codec.ClosePolicyViolation, "slow consumer")
-
-// markDirty reports, under mu, whether a flush task must be queued.
-func (wc *wsConn) markDirty() bool {
-	if wc.mflags&(mInLoop|mFlushQueued) != 0 {
-		return false
-	}
-	wc.mflags |= mFlushQueued
-	return true
-}
-
-// outLen is the number of queued bytes, under mu.
-func (wc *wsConn) outLen() int {
-	if wc.out == nil {
-		return 0
-	}
-	return len(wc.out.b)
-}
-
-func (wc *wsConn) scheduleFlush() {
-	if err := wc.lp.el.Execute(context.Background(), wc); err != nil {
-		// The engine is stopping; the connection goes with it.
-		wc.mu.Lock()
-		wc.mflags &^= mFlushQueued
-		wc.mu.Unlock()
-	}
-}
-
-// Run is the flush task queued by writes from outside the loop.
-func (wc *wsConn) Run(context.Context) error {
-	wc.mu.Lock()
-	wc.mflags &^= mFlushQueued
-	wc.mu.Unlock()
-	wc.flush()
-	return nil
-}
-
-// beginCallbacks marks the start of a batch of callbacks on the loop: writes
-// made meanwhile are flushed by endCallbacks.
-func (wc *wsConn) beginCallbacks() {
-	wc.mu.Lock()
-	wc.mflags |= mInLoop
-	wc.mu.Unlock()
-}
-
-func (wc *wsConn) endCallbacks() {
-	wc.mu.Lock()
-	wc.mflags &^= mInLoop
-	wc.mu.Unlock()
-	wc.flush()
-}
-
-// flush writes the pending frames with one system call. Loop only.
-func (wc *wsConn) flush() {
-	wc.mu.Lock()
-	o := wc.out
-	wc.out = nil
-	phase := wc.phase
-	wc.mu.Unlock()
-	if o == nil {
-		return
-	}
-	if len(o.b) == 0 || phase == phaseClosed {
-		putOut(o)
-		return
-	}
-	c := wc.c
-	if phase == phaseFailing && wc.closeErr() == nil {
-		// The slow-consumer policy switched the phase off the loop.
-		wc.setCloseErr(handler.ErrSlowConsumer)
-		_, _ = c.Write(o.b)
-		putOut(o)
-		wc.closeNow()
-		return
-	}
-	_, _ = c.Write(o.b) // a failed write runs OnClose, which sets phaseClosed
-	wc.lp.stats.bytesOut.Add(int64(len(o.b)))
-	putOut(o)
-	if wc.getPhase() == phaseClosed {
-		return
-	}
-	wc.afterWrite()
-	if phase == phaseClosing && !wc.has(lCloseTimed) {
-		// Our close frame just went out: wait for the answer, bounded.
-		wc.startCloseTimer()
-	}
-}
-
-// startCloseTimer bounds the wait for the peer's close frame or FIN from
-// now. Loop only.
-func (wc *wsConn) startCloseTimer() {
-	s := wc.lp.srv
-	wc.pingAt = wc.lp.now
-	wc.set(lCloseTimed, true)
-	wc.lp.wheel.schedule(wc, wc.lp.now+s.ticks(s.opts.CloseTimeout))
-}
-
-// queueCloseLocked appends a close frame to the pending frames, after
-// whatever the application queued before it. The caller holds mu and sets
-// the phase that follows.
-func (wc *wsConn) queueCloseLocked(code uint16, reason string) {
-	var p [125]byte
-	payload := codec.AppendClosePayload(p[:0], code, reason)
-	wc.out = growOut(wc.out, len(payload)+codec.MaxHeaderSize)
-	wc.out.b = codec.AppendFrame(wc.out.b, true, codec.OpClose, 0, payload)
-}
-
-func (wc *wsConn) getPhase() uint8 {
-	wc.mu.Lock()
-	defer wc.mu.Unlock()
-	return wc.phase
-}
-
-func (wc *wsConn) setPhase(p uint8) {
-	wc.mu.Lock()
-	wc.phase = p
-	wc.mu.Unlock()
-}
-
-// closeNow closes the TCP connection from the loop. gnet flushes what is
-// still in its outbound buffer first.
-func (wc *wsConn) closeNow() {
-	if wc.getPhase() == phaseClosed {
-		return
-	}
-	_ = wc.lp.el.Close(wc.c)
-}
-
-// fail sends a close frame with code and reason, then closes the TCP
-// connection once the frame is on its way. It is how the server ends a
-// connection for a protocol error, a limit, a timeout or a shutdown.
-// Loop only.
-func (wc *wsConn) fail(code uint16, reason string, cause error) {
-	if wc.closeErr() == nil {
-		wc.setCloseErr(cause)
-	}
-	wc.mu.Lock()
-	if wc.phase == phaseClosed {
-		wc.mu.Unlock()
-		return
-	}
-	if wc.phase == phaseOpen {
-		wc.queueCloseLocked(code, reason)
-	}
-	wc.phase = phaseFailing
-	wc.mu.Unlock()
-	wc.lp.srv.countClose(code)
-	wc.flushFailing()
-}
-
-// flushFailing writes what is pending and half-closes: the peer sees our
-// close frame followed by FIN, and whatever it still sends is read and
-// discarded until it closes too (or CloseTimeout passes). Closing at once
-// instead could turn into a reset that destroys the close frame in flight.
-func (wc *wsConn) flushFailing() {
-	wc.mu.Lock()
-	o := wc.out
-	wc.out = nil
-	wc.mu.Unlock()
-	if o != nil {
-		if len(o.b) > 0 {
-			_, _ = wc.c.Write(o.b)
-		}
-		putOut(o)
-	}
-	if wc.getPhase() == phaseClosed {
-		return
-	}
-	if wc.c.OutboundBuffered() == 0 {
-		_ = syscall.Shutdown(wc.c.Fd(), syscall.SHUT_WR)
-	}
-	wc.startCloseTimer()
-}
+// RawQuery returns the query of the upgrade request, without the '?'.
+func (wc *wsConn) RawQuery() string { return wc.getInfo().rawQuery }

@@ -171,8 +171,9 @@ type loopDeflate struct {
 	def      codec.Deflater
 	compress func(dst, payload []byte) ([]byte, error) // def under mu, for PreparedFrame.Deflated
 
-	inf  codec.Inflater // loop only
-	resp []byte         // loop only: the Sec-WebSocket-Extensions value being written
+	inf     codec.Inflater // loop only
+	charged int            // loop only: inbound budget bytes charged for inf's output
+	resp    []byte         // loop only: the Sec-WebSocket-Extensions value being written
 }
 
 // compressor returns the loop's shared compression function.
@@ -291,28 +292,32 @@ func (s *Server) closeDeflate(wc *wsConn) {
 // deliverCompressed handles a data event of a compressed message: it
 // assembles the compressed payload, decompresses it under the message size
 // limit, checks the UTF-8 of text and hands the message to the handler.
+// The compressed payload and the output are charged to the inbound budget.
 // Loop only.
 func (s *Server) deliverCompressed(wc *wsConn, ev *codec.Event) {
 	payload := ev.Payload
-	assembled := false
+	var x *connExtra
 	if !(ev.First && ev.Final) {
-		x := wc.extra()
-		x.asm = growBuf(x.asm, len(ev.Payload))
+		x = wc.extra()
+		if !s.growAssembly(x, len(ev.Payload)) {
+			s.refuseInbound(wc, len(x.asm)+len(ev.Payload))
+			return
+		}
 		x.asm = append(x.asm, ev.Payload...)
 		if !ev.Final {
 			return
 		}
-		payload, assembled = x.asm, true
-		x.asm = nil
+		payload = x.asm
 	}
 	cd := wc.deflate()
 	var dict []byte
 	if cd.clientTakeover {
 		dict = cd.hist.Bytes()
 	}
-	inf := &wc.lp.defl.inf
-	if inf.Grow == nil {
-		inf.Grow = growBuf
+	lp := wc.lp
+	d := &lp.defl
+	if d.inf.Grow == nil {
+		d.inf.Grow = lp.growInflated
 	}
 	est := 4 * len(payload)
 	if est < 512 {
@@ -321,19 +326,38 @@ func (s *Server) deliverCompressed(wc *wsConn, ev *codec.Event) {
 	if max := s.opts.MaxMessageSize; max > 0 && int64(est) > max+1 {
 		est = int(max + 1)
 	}
+	buf := newMsgBuf(est)
+	d.charged = 0
+	if !s.inbound.take(int64(cap(buf))) {
+		freeMsgBuf(buf)
+		if x != nil {
+			s.releaseAssembly(x)
+		}
+		s.refuseInbound(wc, est)
+		return
+	}
+	d.charged = cap(buf)
 	// RFC 7692 §7.2.2: decompress after appending 00 00 ff ff; the limit
 	// applies to the decompressed size, so a bomb ends with 1009 as soon
 	// as the output passes MaxMessageSize.
-	msg, err := inf.Inflate(getBuf(est), payload, dict, s.opts.MaxMessageSize)
-	if assembled {
-		putBuf(payload)
+	msg, err := d.inf.Inflate(buf, payload, dict, s.opts.MaxMessageSize)
+	if x != nil {
+		s.releaseAssembly(x)
 	}
+	defer func() {
+		s.inbound.give(int64(d.charged))
+		d.charged = 0
+		freeMsgBuf(msg)
+	}()
 	if err == nil && ev.Op == codec.OpText && !utf8.Valid(msg) {
 		// RFC 6455 §8.1; the codec cannot check compressed text.
 		err = codec.ErrInvalidUTF8
 	}
 	if err != nil {
-		putBuf(msg)
+		if err == codec.ErrInflateRefused {
+			s.refuseInbound(wc, cap(msg))
+			return
+		}
 		perr, ok := err.(*codec.ProtocolError)
 		if !ok {
 			perr = codec.ErrDeflateData
@@ -345,11 +369,22 @@ func (s *Server) deliverCompressed(wc *wsConn, ev *codec.Event) {
 		cd.hist.Add(msg) // before the handler, which may scribble on msg
 	}
 	if s.stream != nil {
-		s.stream.OnMessageChunk(wc, ev.Op, msg, true, true)
+		s.callChunk(wc, ev.Op, msg, true, true)
 	} else {
-		s.h.OnMessage(wc, ev.Op, msg)
+		s.callMessage(wc, ev.Op, msg)
 	}
-	putBuf(msg)
+}
+
+// growInflated is the loop's Inflater.Grow: it grows a decompression
+// buffer, charging the growth to the inbound budget, and refuses (returns
+// b full) when the budget is spent.
+func (lp *loop) growInflated(b []byte, n int) []byte {
+	size := msgBufSize(len(b) + n)
+	if !lp.srv.inbound.take(int64(size - cap(b))) {
+		return b[:cap(b)]
+	}
+	lp.defl.charged += size - cap(b)
+	return resizeMsgBuf(b, size)
 }
 
 // deflateBufSize is the buffer to compress n bytes into, with room for the
@@ -376,7 +411,7 @@ func (wc *wsConn) writeDeflate(op codec.OpCode, payload []byte) error {
 	cd := wc.deflate()
 	s := wc.lp.srv
 	if len(payload) < s.opts.Deflate.threshold() || cd.limit > 0 && len(payload) > cd.limit {
-		return wc.enqueueFrame(true, op, payload)
+		return wc.enqueueFrame(true, op, payload, true)
 	}
 	buf := getBuf(deflateBufSize(len(payload)))[:codec.MaxHeaderSize]
 	if cd.serverTakeover {
@@ -400,7 +435,7 @@ func (wc *wsConn) writeDeflate(op codec.OpCode, payload []byte) error {
 			putBuf(buf)
 			return err
 		}
-		err = wc.enqueue(frameInPlace(c, op), 0, nil)
+		err = wc.enqueueRaw(frameInPlace(c, op), true)
 		putBuf(c)
 		return err
 	}
@@ -413,9 +448,9 @@ func (wc *wsConn) writeDeflate(op codec.OpCode, payload []byte) error {
 		// No gain: send it plain (RFC 7692 §6 allows any message to
 		// go uncompressed; there is no shared context to keep in step).
 		putBuf(c)
-		return wc.enqueueFrame(true, op, payload)
+		return wc.enqueueFrame(true, op, payload, true)
 	}
-	err = wc.enqueue(frameInPlace(c, op), 0, nil)
+	err = wc.enqueueRaw(frameInPlace(c, op), true)
 	putBuf(c)
 	return err
 }
@@ -446,7 +481,7 @@ func (wc *wsConn) writePreparedDeflate(f *codec.PreparedFrame) error {
 	if !ok {
 		return wc.writeDeflate(f.Op(), f.Payload())
 	}
-	return wc.enqueue(b, 0, nil)
+	return wc.enqueueRaw(b, f.Op().IsData())
 }
 
 // writePreparedOnLoop is writeOnLoop for a prepared frame, compressed for
@@ -454,17 +489,15 @@ func (wc *wsConn) writePreparedDeflate(f *codec.PreparedFrame) error {
 func (wc *wsConn) writePreparedOnLoop(f *codec.PreparedFrame) {
 	b, ok := wc.preparedFrame(f)
 	if ok {
-		wc.writeOnLoop(b)
+		wc.writeOnLoop(b, f.Op().IsData())
 		return
 	}
-	if wc.getPhase() != phaseOpen {
+	if wc.phase() != phaseOpen {
 		return
 	}
 	// Through the queue: the connection's own compressor orders its
 	// frames under its lock, and writeOnLoop could run OnClose (which
 	// takes that lock) from inside a failed write.
-	if wc.writeDeflate(f.Op(), f.Payload()) == nil {
-		wc.lp.stats.messagesOut.Add(1)
-	}
+	_ = wc.writeDeflate(f.Op(), f.Payload())
 	wc.flush()
 }

@@ -25,12 +25,12 @@ type rateLimited struct {
 	suppressed atomic.Int64
 }
 
-// allow reports whether a line may be logged now, and how many were
-// suppressed since the last one.
-func (r *rateLimited) allow(every time.Duration) (bool, int64) {
-	now := time.Now().UnixNano()
+// allow reports whether a line may be logged now, by clock, and how many
+// were suppressed since the last one.
+func (r *rateLimited) allow(clock Clock, every time.Duration) (bool, int64) {
+	now := clock.Now().UnixNano()
 	last := r.last.Load()
-	if now-last < int64(every) || !r.last.CompareAndSwap(last, now) {
+	if last != 0 && now-last < int64(every) || !r.last.CompareAndSwap(last, now) {
 		r.suppressed.Add(1)
 		return false, 0
 	}

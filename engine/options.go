@@ -3,16 +3,19 @@ package engine
 import (
 	"log/slog"
 	"net/http"
+	"runtime"
 	"time"
 
+	"github.com/wsloop/wsloop/codec"
 	"github.com/wsloop/wsloop/handler"
 )
 
-// Defaults applied to zero fields of [Options].
+// Defaults applied to zero fields of [Options]. The limits the codec also
+// applies are the codec's own defaults, so that the two never disagree.
 const (
 	DefaultAddr              = ":8080"
-	DefaultMaxHeaderBytes    = 8 << 10
-	DefaultMaxMessageSize    = 16 << 20
+	DefaultMaxHeaderBytes    = codec.DefaultMaxHeaderBytes
+	DefaultMaxMessageSize    = codec.DefaultMaxMessageSize
 	DefaultHandshakeTimeout  = 10 * time.Second
 	DefaultIdleTimeout       = 2 * time.Minute
 	DefaultPongTimeout       = 20 * time.Second
@@ -34,11 +37,10 @@ type Options struct {
 	// EventLoops is the number of event loops. Default: one per CPU.
 	EventLoops int
 
-	// ReusePort gives every event loop its own SO_REUSEPORT listener
-	// instead of one acceptor that hands connections to the loops. Each
-	// loop then accepts for itself: no hand-off task per connection, and
-	// about 20 bytes less resident memory per connection at 19,000 idle
-	// ones (bench/). It is off by default because SO_REUSEPORT also lets a
+	// ReusePort sets SO_REUSEPORT on the listening socket, so that several
+	// processes can listen on the same port and the kernel spreads the
+	// connections over them: the way past one process's descriptor limit
+	// (docs/scaling.md). It is off by default because it also lets a
 	// second process of the same user bind the port and silently take a
 	// share of the connections, where it would otherwise fail to start.
 	ReusePort bool
@@ -100,15 +102,36 @@ type Options struct {
 	MaxOutboundBytes int
 
 	// MaxConns caps open connections (including those still in the
-	// handshake). Past it a new connection gets 503 and is closed at once,
-	// and a rate-limited log line says so. The default keeps the server
-	// FDReserve descriptors under RLIMIT_NOFILE, because an accept that
-	// fails with EMFILE would stop the gnet engine and drop every
-	// connection.
+	// handshake). Past it a new connection gets 503 and is closed at once
+	// by the accept loop, and a rate-limited log line says so. The default
+	// keeps FDReserve descriptors free under RLIMIT_NOFILE. Should the
+	// process run out of descriptors anyway (other files, another
+	// library), accepting pauses until a connection closes: the server
+	// never stops for it.
 	MaxConns int
 	// FDReserve is the number of descriptors left for everything else in
 	// the process when MaxConns is derived from RLIMIT_NOFILE. Default 64.
 	FDReserve int
+
+	// MaxInboundMemory caps the memory all connections together may hold
+	// for inbound messages not yet delivered: messages being assembled
+	// from fragments or split reads, decompressed output, and upgrade
+	// requests still arriving. A connection that needs more than is left
+	// is closed with 1013 Try Again Later, and the others go on. Default 1
+	// GiB, or a quarter of the Go memory limit (debug.SetMemoryLimit,
+	// GOMEMLIMIT) when that is smaller; negative disables.
+	MaxInboundMemory int64
+
+	// CrashOnPanic lets a panic in an application callback unwind through
+	// the event loop and end the process. By default, as net/http does,
+	// the server recovers it, logs the stack, counts it in Stats.Panics
+	// and closes only that connection (1011), or answers 500 to an
+	// upgrade request whose hook panicked.
+	CrashOnPanic bool
+
+	// Clock is where the server reads the time. nil means the system
+	// clock; tests pass one they move by hand (enginetest.Clock).
+	Clock Clock
 
 	// CheckOrigin decides whether a request's Origin is allowed. nil means
 	// same-origin: a request without Origin is allowed (non-browser
@@ -150,6 +173,15 @@ type Response struct {
 
 func (o *Options) withDefaults() Options {
 	c := *o
+	if c.EventLoops <= 0 {
+		c.EventLoops = runtime.NumCPU()
+	}
+	if c.MaxInboundMemory == 0 {
+		c.MaxInboundMemory = defaultInboundMemory()
+	}
+	if c.Clock == nil {
+		c.Clock = systemClock{}
+	}
 	if c.Addr == "" {
 		c.Addr = DefaultAddr
 	}

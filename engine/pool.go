@@ -40,6 +40,21 @@ func getBuf(n int) []byte {
 	return make([]byte, 0, n)
 }
 
+// poolClassSize returns the capacity getBuf(n) gives, for n up to class4.
+func poolClassSize(n int) int {
+	switch {
+	case n <= class0:
+		return class0
+	case n <= class1:
+		return class1
+	case n <= class2:
+		return class2
+	case n <= class3:
+		return class3
+	}
+	return class4
+}
+
 // putBuf gives b back to its pool. A buffer larger than the biggest class is
 // left to the garbage collector, so that one huge message does not pin its
 // memory forever.

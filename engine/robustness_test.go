@@ -221,10 +221,12 @@ func TestMaxMessageSize(t *testing.T) {
 // outbound cap is closed after WriteStallTimeout.
 func TestWriteStallTimeout(t *testing.T) {
 	t.Parallel()
-	const stall = 300 * time.Millisecond
+	const stall = 8 * time.Second // ticks of 1.25 s (CloseTimeout 5 s is the shortest)
 	h := newRecorder()
 	big := bytes.Repeat([]byte{2}, 64<<10)
+	wrote := make(chan struct{}, 1)
 	h.message = func(c handler.Conn, op handler.Op, data []byte) {
+		defer func() { wrote <- struct{}{} }()
 		for i := 0; i < 128; i++ { // 8 MiB: more than the kernel takes
 			if err := c.WriteMessage(handler.Binary, big); err != nil {
 				h.problem("write %d: %v", i, err)
@@ -232,14 +234,20 @@ func TestWriteStallTimeout(t *testing.T) {
 			}
 		}
 	}
-	srv, _ := startServer(t, h, engine.Options{WriteStallTimeout: stall, MaxOutboundBytes: 64 << 20})
+	srv, clk, _ := startClocked(t, h, engine.Options{WriteStallTimeout: stall, MaxOutboundBytes: 64 << 20})
 	c := dialSmallWindow(t, srv.Addr().String(), "/")
 	if err := c.send(codec.OpText, []byte("send me a lot")); err != nil {
 		t.Fatal(err)
 	}
-	start := time.Now()
+	waitN(t, wrote, 1, readTimeout)
+	clk.Advance(stall - 2*time.Second)
+	select {
+	case ev := <-h.closed:
+		t.Fatalf("closed before the stall timeout: %v", ev.err)
+	case <-time.After(quiet):
+	}
+	clk.Advance(3 * time.Second)
 	ev := h.waitClose(t)
-	checkElapsed(t, "write stall close", start, stall)
 	if !errors.Is(ev.err, handler.ErrWriteStall) {
 		t.Errorf("OnClose err %v, want ErrWriteStall", ev.err)
 	}

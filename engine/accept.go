@@ -1,0 +1,218 @@
+package engine
+
+import (
+	"errors"
+	"net"
+	"net/http"
+	"syscall"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+	"golang.org/x/sys/unix"
+
+	"github.com/wsloop/wsloop/codec"
+)
+
+// Accepting, and the descriptor budget.
+//
+// gnet's own acceptor cannot be used: it accepts until the listen queue is
+// empty before any loop runs OnOpen (so a limit checked there cannot bound
+// the descriptors it takes), and it stops the whole engine when accept fails
+// with EMFILE, ENFILE or ENOBUFS. A burst of connections at the descriptor
+// limit would end the server. So wsloop accepts itself, one connection at a
+// time, on one goroutine per server, and hands each socket to a loop:
+//
+//   - Before a connection is handed to a loop it is counted against
+//     maxConns (RLIMIT_NOFILE minus FDReserve by default). Past it, the
+//     connection gets a 503 and is closed at once by the accept goroutine,
+//     so refused sockets never pile up.
+//   - When accept itself fails because the process or the system is out of
+//     descriptors or memory (EMFILE, ENFILE, ENOBUFS, ENOMEM), the accept
+//     loop logs once per interval and waits until a connection closes or
+//     the next tick, then tries again. Nothing stops the server.
+//
+// The adoption path. Every socket reaches a loop through one function,
+// adopt, which calls gnet's Client.EnrollContext: the loops are a gnet
+// client engine, which has no listener of its own. The same path serves
+// the connections upgraded through net/http and the outgoing client
+// connections. What it costs, measured against gnet's own acceptor (see
+// the package README): gnet duplicates the descriptor and closes the
+// original (two descriptors for a moment, covered by FDReserve), the
+// calling goroutine waits until the loop has registered the socket, and Go's
+// net.Conn, its addresses and gnet's hand-off state are garbage afterwards.
+
+// reusePort sets SO_REUSEPORT on a listening socket before it binds.
+func reusePort(network, address string, c syscall.RawConn) error {
+	var serr error
+	if err := c.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+	}); err != nil {
+		return err
+	}
+	return serr
+}
+
+// defaultMaxConns keeps reserve descriptors free under RLIMIT_NOFILE for
+// everything else the process does: listeners, files, the second descriptor
+// of a socket being adopted, a refused connection being answered.
+func defaultMaxConns(reserve int) int {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil || rl.Cur > 1<<30 {
+		return 1 << 30
+	}
+	n := int(rl.Cur) - reserve
+	if n < 1 {
+		n = 1
+	}
+	return n
+}
+
+var (
+	limitResponse = codec.AppendResponse(nil, http.StatusServiceUnavailable, http.Header{"Retry-After": {"5"}}, []byte("server at its connection limit, try again later\n"))
+	drainResponse = codec.AppendResponse(nil, http.StatusServiceUnavailable, http.Header{"Retry-After": {"5"}}, []byte("server shutting down\n"))
+)
+
+// acceptLoop accepts connections until ln is closed. It returns nil when ln
+// was closed by Serve, or the error that made accepting impossible.
+func (s *Server) acceptLoop(ln net.Listener) error {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			select {
+			case <-s.stopReq:
+				return nil
+			default:
+			}
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			if !acceptRetryable(err) {
+				return err
+			}
+			s.stats.acceptErrors.Add(1)
+			if ok, n := s.stats.acceptLog.allow(s.clock, time.Second); ok {
+				s.log.Warn("wsloop: accept failed, pausing until a connection closes", "err", err, "conns", s.stats.conns.Load(), "failed_since_last_log", n)
+			}
+			s.waitForDescriptor()
+			continue
+		}
+		s.stats.accepted.Add(1)
+		switch {
+		case s.draining.Load():
+			s.stats.reject(http.StatusServiceUnavailable, rejectShutdown)
+			refuse(c, drainResponse)
+		case s.stats.conns.Add(1) > int64(s.maxConns):
+			s.stats.conns.Add(-1)
+			s.stats.reject(http.StatusServiceUnavailable, rejectConnLimit)
+			if ok, n := s.stats.limitLog.allow(s.clock, time.Second); ok {
+				s.log.Warn("wsloop: connection limit reached, refusing connections", "max_conns", s.maxConns, "refused_since_last_log", n)
+			}
+			refuse(c, limitResponse)
+		default:
+			if err := s.adopt(c, nil); err != nil {
+				s.stats.conns.Add(-1)
+				s.stats.acceptErrors.Add(1)
+				if ok, n := s.stats.acceptLog.allow(s.clock, time.Second); ok {
+					s.log.Warn("wsloop: could not hand a connection to an event loop", "err", err, "failed_since_last_log", n)
+				}
+				if acceptRetryable(err) {
+					s.waitForDescriptor()
+				}
+			}
+		}
+	}
+}
+
+// acceptRetryable reports whether an accept (or a dup during adoption)
+// failed for a reason that passes: the process or the system is out of
+// descriptors or memory, or the peer gave up before it was accepted.
+func acceptRetryable(err error) bool {
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		switch errno {
+		case unix.EMFILE, unix.ENFILE, unix.ENOBUFS, unix.ENOMEM,
+			unix.ECONNABORTED, unix.ECONNRESET, unix.EINTR, unix.EAGAIN,
+			unix.EPERM, unix.EPROTO, unix.ETIMEDOUT:
+			return true
+		}
+	}
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// waitForDescriptor pauses the accept loop after a retryable failure
+// until a connection closes or the next tick of the server's clock, so that
+// a listener that stays readable does not spin.
+func (s *Server) waitForDescriptor() {
+	s.acceptPaused.Store(true)
+	select {
+	case <-s.fdFreed:
+	case <-s.stopReq:
+	}
+	s.acceptPaused.Store(false)
+}
+
+// descriptorFreed wakes a paused accept loop.
+func (s *Server) descriptorFreed() {
+	if !s.acceptPaused.Load() {
+		return
+	}
+	select {
+	case s.fdFreed <- struct{}{}:
+	default:
+	}
+}
+
+// refuse answers a connection the server will not serve with resp and
+// closes it, from the accept goroutine: a refused socket holds its
+// descriptor for no longer than this call. Whatever the client already
+// sent is read first, so that the close does not turn into a reset that
+// would destroy the response in flight.
+func refuse(c net.Conn, resp []byte) {
+	if rc, err := c.(syscall.Conn).SyscallConn(); err == nil {
+		_ = rc.Control(func(fd uintptr) {
+			var buf [1024]byte
+			for i := 0; i < 8; i++ {
+				if n, err := unix.Read(int(fd), buf[:]); n <= 0 || err != nil {
+					break
+				}
+			}
+			_, _ = unix.Write(int(fd), resp) // a fresh socket's send buffer takes it whole
+			_ = unix.Shutdown(int(fd), unix.SHUT_WR)
+		})
+	}
+	_ = c.Close()
+}
+
+// adoption carries what a socket brings to its loop besides the socket:
+// nothing for a connection wsloop accepted itself.
+type adoption struct{}
+
+// adopt hands c to an event loop: gnet duplicates its descriptor and closes
+// c, then the loop registers the duplicate and runs opened. The caller has
+// counted the connection in stats.conns; on error it is not registered and
+// the caller must take it back.
+func (s *Server) adopt(c net.Conn, a *adoption) error {
+	var ctx any
+	if a != nil {
+		ctx = a
+	}
+	_, err := s.cli.EnrollContext(c, ctx)
+	return err
+}
+
+// opened runs on the loop for every adopted socket: it creates the
+// connection's state, in the handshake phase, with its handshake timer
+// running.
+func (s *Server) opened(c gnet.Conn) {
+	lp := s.loopFor(c.EventLoop())
+	wc := &wsConn{c: c, lp: lp}
+	wc.msgStart = lp.now // the handshake timeout runs from accept
+	wc.lastRead = lp.now
+	lp.wheel.add(wc)
+	lp.wheel.schedule(wc, lp.now+s.ticks(s.opts.HandshakeTimeout))
+	c.SetContext(wc)
+	if s.testHookOpened != nil {
+		s.testHookOpened()
+	}
+}

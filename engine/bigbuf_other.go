@@ -1,0 +1,13 @@
+//go:build !linux
+
+package engine
+
+// Without mremap, large message buffers are ordinary heap slices, grown by
+// copying: a message grown to n bytes may cost up to twice n until the
+// collector runs.
+
+func bigAlloc(size int) []byte { return make([]byte, size) }
+
+func bigResize(b []byte, size int) []byte { return append(make([]byte, 0, size), b...) }
+
+func bigFree([]byte) {}

@@ -1,0 +1,253 @@
+package engine
+
+import (
+	"errors"
+	"syscall"
+
+	"github.com/wsloop/wsloop/codec"
+	"github.com/wsloop/wsloop/handler"
+)
+
+// Closing.
+//
+// Every close frame the server sends is queued by queueCloseLocked, which
+// also counts it in Stats.ClosesByCode. What happens to the TCP connection
+// afterwards depends on why the server closes (closeMode). The loop acts on
+// a queued close when it writes the pending frames (afterQueuedClose), so a
+// close queued from another goroutine (Conn.Close, a write refused by the
+// slow-consumer policy) is finished on the loop like any other.
+
+// closeMode says how a close the server sends ends the connection.
+type closeMode uint8
+
+const (
+	// closeAwait waits for the peer's close frame, bounded by
+	// CloseTimeout: Conn.Close and the drain of Shutdown.
+	closeAwait closeMode = iota
+	// closeFail fails the connection (RFC 6455 §7.1.7): after the close
+	// frame the server half-closes and discards input until the peer
+	// closes or CloseTimeout passes. Protocol errors, limits, timeouts,
+	// a panicking callback.
+	closeFail
+	// closeReply answers the peer's close frame: the TCP connection is
+	// closed once the frame is written (RFC 6455 §7.1.1: the server
+	// closes first).
+	closeReply
+	// closeAbort drops what is queued, sends the close frame and closes
+	// the TCP connection: the slow-consumer policy, where the peer is not
+	// reading and waiting for its answer would be pointless.
+	closeAbort
+)
+
+// queueCloseLocked queues a close frame with code and reason after whatever
+// the application queued (closeAbort: instead of it) and moves the
+// connection to the phase that follows, under mu. It does nothing unless the
+// connection is open: only one close frame is ever sent. Safe from any
+// goroutine.
+func (wc *wsConn) queueCloseLocked(code uint16, reason string, mode closeMode) bool {
+	if wc.phase() != phaseOpen {
+		return false
+	}
+	var p [codec.MaxCloseReason + 2]byte
+	payload := codec.AppendClosePayload(p[:0], code, reason)
+	if mode == closeAbort && wc.out != nil {
+		wc.out.b = wc.out.b[:0]
+	}
+	wc.out = growOut(wc.out, len(payload)+codec.MaxHeaderSize)
+	wc.out.b = codec.AppendFrame(wc.out.b, true, codec.OpClose, 0, payload)
+	switch mode {
+	case closeAwait, closeReply:
+		wc.setPhase(phaseClosing)
+	case closeFail:
+		wc.setPhase(phaseFailing)
+	case closeAbort:
+		wc.setPhase(phaseFailing)
+		wc.set(sAbort, true)
+	}
+	wc.lp.srv.stats.countClose(code)
+	return true
+}
+
+// afterQueuedClose finishes a close whose frame was just written: start the
+// wait for the peer's answer, or end the TCP connection for an abort.
+// Loop only.
+func (wc *wsConn) afterQueuedClose() {
+	switch wc.phase() {
+	case phaseClosing:
+		if !wc.has(sCloseTimed) {
+			wc.startCloseTimer() // our close frame just went out: wait for the answer, bounded
+		}
+	case phaseFailing:
+		if wc.has(sAbort) {
+			wc.set(sAbort, false)
+			wc.setCloseErr(handler.ErrSlowConsumer)
+			wc.closeNow()
+		}
+	}
+}
+
+// Close starts the closing handshake with code and reason. See [handler.Conn].
+func (wc *wsConn) Close(code uint16, reason string) error {
+	if !codec.ValidCloseCode(code) {
+		code = codec.CloseNormal
+	}
+	wc.mu.Lock()
+	if !wc.queueCloseLocked(code, reason, closeAwait) {
+		wc.mu.Unlock()
+		return handler.ErrClosed
+	}
+	sent := &handler.CloseError{Code: code, Reason: reason}
+	if len(reason) > codec.MaxCloseReason {
+		var p [codec.MaxCloseReason + 2]byte
+		sent.Reason = string(codec.AppendClosePayload(p[:0], code, reason)[2:])
+	}
+	wc.extra().sentClose = sent
+	return wc.queuedLocked()
+}
+
+// fail ends the connection for a protocol error, a limit, a timeout or a
+// panic: it sends a close frame with code and reason, then closes the TCP
+// connection once the frame is on its way. cause is what OnClose reports.
+// Loop only.
+func (wc *wsConn) fail(code uint16, reason string, cause error) {
+	if wc.phase() == phaseClosed {
+		return
+	}
+	wc.setCloseErr(cause)
+	wc.mu.Lock()
+	if !wc.queueCloseLocked(code, reason, closeFail) {
+		wc.setPhase(phaseFailing) // a close frame went out already: stop reading
+	}
+	wc.mu.Unlock()
+	wc.flushFailing()
+}
+
+// drain starts the close handshake for shutdown. Loop only.
+func (wc *wsConn) drain() {
+	switch wc.phase() {
+	case phaseHandshake:
+		wc.setCloseErr(handler.ErrShutdown)
+		wc.closeNow()
+	case phaseOpen:
+		const reason = "server shutting down"
+		wc.setCloseErr(&handler.CloseError{Code: codec.CloseGoingAway, Reason: reason})
+		wc.mu.Lock()
+		wc.queueCloseLocked(codec.CloseGoingAway, reason, closeAwait)
+		wc.mu.Unlock()
+		wc.flush()
+	}
+}
+
+// linger ends a connection after an HTTP response was written: half-close,
+// then read and drop until the peer closes or CloseTimeout passes, so that
+// unread request bytes cannot turn our close into a reset that destroys the
+// response in flight. Loop only.
+func (wc *wsConn) linger() {
+	_, _ = wc.c.Discard(wc.c.InboundBuffered())
+	wc.setPhase(phaseFailing)
+	wc.flushFailing()
+}
+
+// flushFailing writes what is pending and half-closes: the peer sees our
+// close frame followed by FIN, and whatever it still sends is read and
+// discarded until it closes too (or CloseTimeout passes). Closing at once
+// instead could turn into a reset that destroys the close frame in flight.
+func (wc *wsConn) flushFailing() {
+	wc.mu.Lock()
+	o := wc.out
+	wc.out = nil
+	wc.mu.Unlock()
+	if o != nil {
+		if len(o.b) > 0 {
+			wc.write(o.b)
+		}
+		putOut(o)
+	}
+	if wc.phase() == phaseClosed {
+		return
+	}
+	if wc.c.OutboundBuffered() == 0 {
+		_ = syscall.Shutdown(wc.c.Fd(), syscall.SHUT_WR)
+	}
+	wc.startCloseTimer()
+}
+
+// startCloseTimer bounds the wait for the peer's close frame or FIN from
+// now. Loop only.
+func (wc *wsConn) startCloseTimer() {
+	s := wc.lp.srv
+	wc.pingAt = wc.lp.now
+	wc.set(sCloseTimed, true)
+	wc.lp.wheel.schedule(wc, wc.lp.now+s.ticks(s.opts.CloseTimeout))
+}
+
+// closeNow closes the TCP connection from the loop. gnet writes what is
+// still in its outbound buffer first, as far as the socket takes it.
+func (wc *wsConn) closeNow() {
+	if wc.phase() == phaseClosed {
+		return
+	}
+	_ = wc.lp.el.Close(wc.c)
+}
+
+// sentCloseErr returns what OnClose reports for a close the server started
+// (Conn.Close, drain) that ends without a recorded cause: the code and
+// reason Conn.Close sent, else the peer's echoed code, else
+// ErrCloseTimeout when the peer never answered (fallback 0).
+func (wc *wsConn) sentCloseErr(fallback uint16) error {
+	var sent *handler.CloseError
+	wc.mu.Lock()
+	if x := wc.x.Load(); x != nil {
+		sent = x.sentClose
+	}
+	wc.mu.Unlock()
+	switch {
+	case sent != nil:
+		return sent
+	case fallback != 0:
+		return &handler.CloseError{Code: fallback}
+	}
+	return handler.ErrCloseTimeout
+}
+
+// errPeerGone is reported when the TCP connection ended without a close
+// frame and without a socket error.
+var errPeerGone = errors.New("wsloop: connection closed by peer without a close frame (1006)")
+
+// closed runs on the loop when gnet closed the socket (gnet's OnClose): it
+// releases the connection's buffers and reservations and runs the
+// handler's OnClose exactly once for connections whose OnOpen ran.
+func (wc *wsConn) closed(err error) {
+	s := wc.lp.srv
+	wc.mu.Lock()
+	wc.setPhase(phaseClosed)
+	if wc.out != nil {
+		putOut(wc.out)
+		wc.out = nil
+	}
+	wc.mu.Unlock()
+	wc.lp.wheel.drop(wc)
+	if x := wc.x.Load(); x != nil {
+		s.releaseAssembly(x)
+		s.releaseHeader(x)
+	}
+	s.closeDeflate(wc) // permessage-deflate: return the context-takeover reservation (deflate.go)
+	if wc.has(sHandlerRan) {
+		s.stats.open.Add(-1)
+		cause := wc.closeErr()
+		if cause == nil {
+			cause = err
+			if s.draining.Load() {
+				cause = handler.ErrShutdown
+			}
+			if cause == nil {
+				cause = errPeerGone
+			}
+		}
+		s.callClose(wc, cause)
+	}
+	if s.stats.conns.Add(-1) == 0 && s.draining.Load() {
+		s.drainOnce.Do(func() { close(s.drained) })
+	}
+	s.descriptorFreed()
+}

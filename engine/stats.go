@@ -1,0 +1,209 @@
+package engine
+
+import (
+	"strconv"
+	"sync"
+	"sync/atomic"
+
+	"github.com/wsloop/wsloop/codec"
+)
+
+// Stats is a snapshot of a server's counters, for logs and metrics. Every
+// map in it has keys from a fixed set, never from text a client controls,
+// so that a metrics exporter's series stay bounded.
+type Stats struct {
+	// Open is the number of open WebSocket connections (past the
+	// handshake); Conns counts connections holding a descriptor,
+	// handshakes and closes in progress included.
+	Open, Conns int64
+	// Accepted counts TCP connections accepted since start, refused ones
+	// included.
+	Accepted int64
+	// Upgraded counts successful handshakes.
+	Upgraded int64
+	// Rejected counts refused upgrade requests by "STATUS label", for
+	// example "403 origin" or "503 connection limit". The labels are a
+	// fixed set: "bad request", "method", "http version", "not websocket",
+	// "websocket version", "header too large", "origin", "handshake
+	// timeout", "connection limit", "shutting down", "inbound memory",
+	// "application" (an Upgrader's rejection, whatever its reason), "panic"
+	// and "other".
+	Rejected map[string]int64
+	// MessagesIn/Out and BytesIn/Out count data messages and their payload
+	// bytes (out: frame bytes written).
+	MessagesIn, MessagesOut int64
+	BytesIn, BytesOut       int64
+	// ClosesByCode counts the close frames the server sent, by code:
+	// protocol errors, limits, timeouts, the slow-consumer policy,
+	// Conn.Close, drains and the answers to the peers' closes. Codes
+	// 1000-1015 are counted as themselves, 3000-3999 under 3000,
+	// 4000-4999 under 4000 (a peer chooses the code the server echoes),
+	// anything else under 0.
+	ClosesByCode map[uint16]int64
+	// SlowConsumers counts connections dropped by the outbound cap;
+	// Timeouts counts connections closed by a handshake, idle, message,
+	// pong, close or write-stall timeout.
+	SlowConsumers, Timeouts int64
+	// Panics counts application callbacks that panicked and were
+	// recovered (see Options.CrashOnPanic).
+	Panics int64
+	// AcceptErrors counts accepts that failed for want of descriptors or
+	// memory, and sockets that could not be handed to an event loop.
+	AcceptErrors int64
+	// InboundBytes is the memory held now for inbound messages not yet
+	// delivered, as charged to Options.MaxInboundMemory; InboundRefused
+	// counts the times the budget refused to grow.
+	InboundBytes, InboundRefused int64
+}
+
+// Reject labels (see Stats.Rejected).
+const (
+	rejectBadRequest   = "bad request"
+	rejectMethod       = "method"
+	rejectHTTPVersion  = "http version"
+	rejectNotWebSocket = "not websocket"
+	rejectVersion      = "websocket version"
+	rejectTooLarge     = "header too large"
+	rejectOrigin       = "origin"
+	rejectTimeout      = "handshake timeout"
+	rejectConnLimit    = "connection limit"
+	rejectShutdown     = "shutting down"
+	rejectBusy         = "inbound memory"
+	rejectApp          = "application"
+	rejectPanic        = "panic"
+	rejectOther        = "other"
+)
+
+// rejectLabel returns the label of a handshake rejection.
+func rejectLabel(he *codec.HandshakeError) string {
+	switch he {
+	case codec.ErrBadRequestLine, codec.ErrBadHeaderLine, codec.ErrNoHost, codec.ErrConnection, codec.ErrKey:
+		return rejectBadRequest
+	case codec.ErrMethod:
+		return rejectMethod
+	case codec.ErrHTTPVersion:
+		return rejectHTTPVersion
+	case codec.ErrNotWebSocket:
+		return rejectNotWebSocket
+	case codec.ErrVersion:
+		return rejectVersion
+	case codec.ErrRequestTooLarge:
+		return rejectTooLarge
+	case errOrigin:
+		return rejectOrigin
+	case errPanicked:
+		return rejectPanic
+	}
+	return rejectApp // built from the Upgrader's error
+}
+
+// loopStats are the counters of one loop, kept apart so that loops never
+// contend on a shared cache line in the message path.
+type loopStats struct {
+	messagesIn, messagesOut atomic.Int64
+	bytesIn, bytesOut       atomic.Int64
+	slowConsumers, timeouts atomic.Int64
+	_                       [64]byte
+}
+
+// Close code buckets of serverStats.closes.
+const (
+	closeBucket3000  = 16
+	closeBucket4000  = 17
+	closeBucketOther = 18
+	closeBuckets     = 19
+)
+
+// serverStats holds the server-wide counters.
+type serverStats struct {
+	conns        atomic.Int64 // connections holding a descriptor: the budget against maxConns
+	open         atomic.Int64 // connections past the handshake
+	accepted     atomic.Int64
+	upgraded     atomic.Int64
+	acceptErrors atomic.Int64
+	panics       atomic.Int64
+	closes       [closeBuckets]atomic.Int64
+
+	rmu      sync.Mutex
+	rejected map[string]int64 // keys: "STATUS label", bounded
+
+	limitLog, acceptLog, panicLog rateLimited
+}
+
+func (st *serverStats) init() { st.rejected = map[string]int64{} }
+
+// reject counts a refused request. status is clamped to a valid HTTP status
+// so that an application's own statuses cannot grow the key set either.
+func (st *serverStats) reject(status int, label string) {
+	if status < 100 || status > 599 {
+		status, label = 0, rejectOther
+	}
+	key := strconv.Itoa(status) + " " + label
+	st.rmu.Lock()
+	st.rejected[key]++
+	st.rmu.Unlock()
+}
+
+// countClose counts a close frame the server sent.
+func (st *serverStats) countClose(code uint16) {
+	var i int
+	switch {
+	case code >= 1000 && code <= 1015:
+		i = int(code - 1000)
+	case code >= 3000 && code <= 3999:
+		i = closeBucket3000
+	case code >= 4000 && code <= 4999:
+		i = closeBucket4000
+	default:
+		i = closeBucketOther
+	}
+	st.closes[i].Add(1)
+}
+
+// Stats returns a snapshot of the server's counters.
+func (s *Server) Stats() Stats {
+	st := Stats{
+		Open:           s.stats.open.Load(),
+		Conns:          s.stats.conns.Load(),
+		Accepted:       s.stats.accepted.Load(),
+		Upgraded:       s.stats.upgraded.Load(),
+		Panics:         s.stats.panics.Load(),
+		AcceptErrors:   s.stats.acceptErrors.Load(),
+		InboundBytes:   s.inbound.used.Load(),
+		InboundRefused: s.inbound.refused.Load(),
+		Rejected:       map[string]int64{},
+		ClosesByCode:   map[uint16]int64{},
+	}
+	for _, lp := range s.loopList() {
+		st.MessagesIn += lp.stats.messagesIn.Load()
+		st.MessagesOut += lp.stats.messagesOut.Load()
+		st.BytesIn += lp.stats.bytesIn.Load()
+		st.BytesOut += lp.stats.bytesOut.Load()
+		st.SlowConsumers += lp.stats.slowConsumers.Load()
+		st.Timeouts += lp.stats.timeouts.Load()
+	}
+	s.stats.rmu.Lock()
+	for k, v := range s.stats.rejected {
+		st.Rejected[k] = v
+	}
+	s.stats.rmu.Unlock()
+	for i := range s.stats.closes {
+		n := s.stats.closes[i].Load()
+		if n == 0 {
+			continue
+		}
+		var code uint16
+		switch i {
+		case closeBucket3000:
+			code = 3000
+		case closeBucket4000:
+			code = 4000
+		case closeBucketOther:
+			code = 0
+		default:
+			code = 1000 + uint16(i)
+		}
+		st.ClosesByCode[code] = n
+	}
+	return st
+}
