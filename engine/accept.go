@@ -75,7 +75,13 @@ var (
 // acceptLoop accepts connections until ln is closed. It returns nil when ln
 // was closed by Serve, or the error that made accepting impossible.
 func (s *Server) acceptLoop(ln net.Listener) error {
+	paused := false
 	for {
+		if paused && !s.descriptorHeadroom(ln) {
+			s.waitForDescriptor()
+			continue
+		}
+		paused = false
 		c, err := ln.Accept()
 		if err != nil {
 			select {
@@ -94,6 +100,7 @@ func (s *Server) acceptLoop(ln net.Listener) error {
 				s.log.Warn("wsloop: accept failed, pausing until a connection closes", "err", err, "conns", s.stats.conns.Load(), "failed_since_last_log", n)
 			}
 			s.waitForDescriptor()
+			paused = true
 			continue
 		}
 		s.stats.accepted.Add(1)
@@ -117,6 +124,7 @@ func (s *Server) acceptLoop(ln net.Listener) error {
 				}
 				if acceptRetryable(err) {
 					s.waitForDescriptor()
+					paused = true
 				}
 			}
 		}
@@ -150,6 +158,38 @@ func (s *Server) waitForDescriptor() {
 	case <-s.stopReq:
 	}
 	s.acceptPaused.Store(false)
+}
+
+// descriptorHeadroom reports whether the process can open the two
+// descriptors that accepting and adopting a connection take for a moment.
+// After a pause the accept loop checks before it accepts: a connection
+// taken from the listen queue when only one descriptor is free would be
+// closed at once (its duplicate fails), where it could have waited.
+func (s *Server) descriptorHeadroom(ln net.Listener) bool {
+	sc, ok := ln.(syscall.Conn)
+	if !ok {
+		return true
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return true
+	}
+	ok = true
+	_ = rc.Control(func(fd uintptr) {
+		a, err := unix.Dup(int(fd))
+		if err != nil {
+			ok = false
+			return
+		}
+		b, err := unix.Dup(int(fd))
+		if err != nil {
+			ok = false
+		} else {
+			unix.Close(b)
+		}
+		unix.Close(a)
+	})
+	return ok
 }
 
 // descriptorFreed wakes a paused accept loop.

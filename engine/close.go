@@ -114,12 +114,22 @@ func (wc *wsConn) fail(code uint16, reason string, cause error) {
 		return
 	}
 	wc.setCloseErr(cause)
+	wc.dropAssembly() // nothing more will be delivered
 	wc.mu.Lock()
 	if !wc.queueCloseLocked(code, reason, closeFail) {
 		wc.setPhase(phaseFailing) // a close frame went out already: stop reading
 	}
 	wc.mu.Unlock()
 	wc.flushFailing()
+}
+
+// dropAssembly gives back the memory of a message that will never be
+// delivered, at once rather than when the connection is finally closed.
+// Loop only.
+func (wc *wsConn) dropAssembly() {
+	if x := wc.x.Load(); x != nil {
+		wc.lp.srv.releaseAssembly(x)
+	}
 }
 
 // drain starts the close handshake for shutdown. Loop only.

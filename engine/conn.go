@@ -2,7 +2,6 @@ package engine
 
 import (
 	"net"
-	"sync"
 	"sync/atomic"
 
 	"github.com/panjf2000/gnet/v2"
@@ -43,7 +42,7 @@ type wsConn struct {
 
 	// mu guards out and ctx, and orders the phase changes made together
 	// with them (a close frame queued and the phase that follows it).
-	mu  sync.Mutex
+	mu  connMutex
 	ctx *any    // SetContext's value, boxed: nil until set, so a connection without one pays 8 bytes, not 16
 	out *outBuf // frames queued and not yet handed to gnet; nil when none
 

@@ -16,7 +16,7 @@ import (
 // startLocal starts a server for an internal test on a loopback port with
 // a silent logger, and drains it when the test ends. (Tests of the public
 // API use enginetest.Start; these need the unexported state.)
-func startLocal(t *testing.T, h handler.Handler, opts Options) *Server {
+func startLocal(t testing.TB, h handler.Handler, opts Options) *Server {
 	t.Helper()
 	opts.Addr = "127.0.0.1:0"
 	opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -38,7 +38,7 @@ func startLocal(t *testing.T, h handler.Handler, opts Options) *Server {
 // upgradeLocal opens a WebSocket connection to addr on path "/" and returns
 // it with a reader positioned after the 101 response. The connection is
 // closed when the test ends and has a 5-second deadline.
-func upgradeLocal(t *testing.T, addr string) (net.Conn, *bufio.Reader) {
+func upgradeLocal(t testing.TB, addr string) (net.Conn, *bufio.Reader) {
 	t.Helper()
 	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {

@@ -100,7 +100,8 @@ func (wc *wsConn) frames() gnet.Action {
 // when the message arrived whole, otherwise through the assembly buffer.
 func (wc *wsConn) deliver(ev *codec.Event) {
 	if wc.phase() != phaseOpen {
-		return // after our close frame, data is read and dropped (RFC 6455 §5.5.1)
+		wc.dropAssembly() // after our close frame, data is read and dropped (RFC 6455 §5.5.1)
+		return
 	}
 	s := wc.lp.srv
 	st := &wc.lp.stats
