@@ -6,8 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -192,7 +192,7 @@ func (ch *fdChild) stats(t *testing.T) map[string]int {
 // burstOutcome is what one client of a burst got.
 type burstOutcome struct {
 	c      *wsClient // upgraded, or nil
-	status int      // 101, 503, or 0 when the connection ended without a response
+	status int       // 101, 503, or 0 when the connection ended without a response
 }
 
 // burst opens n connections to addr from several goroutines at once, each
