@@ -126,24 +126,35 @@ func (s *Server) releaseHeader(x *connExtra) {
 	x.hsCharged = 0
 }
 
-// Message buffers: assembled messages and decompressed output. Up to the
-// largest pool class they come from the pools, rounded up to a class;
-// larger ones come from bigAlloc (bigbuf_*.go), grown in place to the next
-// MiB and freed at once when the message has been delivered, so a message
-// costs its size plus less than a MiB, never twice its size.
-const bigStep = 1 << 20
+// Message buffers: assembled messages and decompressed output. Small ones
+// (up to 32 KiB) come from the pools. Larger ones come from bigAlloc
+// (bigbuf_*.go), outside the Go heap, grown in place and freed the moment
+// the message has been delivered: a pooled or collected heap buffer of a
+// large message stays resident until the next collection, which a server
+// whose heap is mostly idle connections may not run for a long time, so a
+// burst of large messages would leave its memory behind. Big buffers are
+// sized in steps of 64 KiB up to 1 MiB and of 1 MiB beyond, so a message
+// costs its size plus less than a step.
+const (
+	bigThreshold = class2
+	bigStepSmall = 64 << 10
+	bigStep      = 1 << 20
+)
 
 // msgBufSize is the capacity to allocate for need bytes.
 func msgBufSize(need int) int {
-	if need <= class4 {
+	switch {
+	case need <= bigThreshold:
 		return poolClassSize(need)
+	case need <= bigStep:
+		return (need + bigStepSmall - 1) &^ (bigStepSmall - 1)
 	}
 	return (need + bigStep - 1) &^ (bigStep - 1)
 }
 
 // newMsgBuf returns an empty message buffer with capacity msgBufSize(n).
 func newMsgBuf(n int) []byte {
-	if size := msgBufSize(n); size > class4 {
+	if size := msgBufSize(n); size > bigThreshold {
 		return bigAlloc(size)[:0]
 	}
 	return getBuf(n)
@@ -153,11 +164,11 @@ func newMsgBuf(n int) []byte {
 // the same contents, releasing b if it moved.
 func resizeMsgBuf(b []byte, size int) []byte {
 	switch {
-	case size <= class4:
+	case size <= bigThreshold:
 		nb := append(getBuf(size), b...)
 		freeMsgBuf(b)
 		return nb
-	case cap(b) > class4:
+	case cap(b) > bigThreshold:
 		return bigResize(b, size)
 	}
 	nb := append(bigAlloc(size)[:0], b...)
@@ -167,7 +178,7 @@ func resizeMsgBuf(b []byte, size int) []byte {
 
 // freeMsgBuf releases a message buffer.
 func freeMsgBuf(b []byte) {
-	if cap(b) > class4 {
+	if cap(b) > bigThreshold {
 		bigFree(b)
 		return
 	}
