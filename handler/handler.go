@@ -11,6 +11,11 @@
 // or worker pool and write the result back with the [Conn] methods, which are
 // safe from any goroutine.
 //
+// A panic in a callback does not take the server down: by default the
+// server recovers it as net/http recovers a handler's, logs the stack,
+// closes that connection with 1011 (OnClose still runs once) and serves
+// the others on; a panic in OnUpgrade answers the request with 500.
+//
 // # Buffer lifetimes
 //
 // The data slice passed to OnMessage, OnPing and OnPong aliases the server's
@@ -88,10 +93,12 @@ func (Base) OnClose(Conn, error) {}
 
 // Conn is one WebSocket connection as the application sees it.
 //
-// All methods are safe to call from any goroutine. Called inside a callback
-// of this connection, a write goes straight to the socket (one system call per
-// frame); called from elsewhere, it is handed to the connection's event loop
-// and performed there in the order of the calls. A write after the connection
+// All methods are safe to call from any goroutine. A write encodes its frame
+// into the connection's queue and returns: inside a callback of this
+// connection, the frames queued during the callbacks of one read go out
+// together when they return (one system call); from any other goroutine,
+// the connection's event loop writes them at its next turn. Either way the
+// frames leave in the order of the calls. A write after the connection
 // closed returns [ErrClosed] and never reaches any socket.
 type Conn interface {
 	// WriteMessage sends data as one message of type op ([Text] or
