@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/wsloop/wsloop/codec"
+	"github.com/wsloop/wsloop/handler"
 )
 
 // Accepting, and the descriptor budget.
@@ -225,11 +226,22 @@ func refuse(c net.Conn, resp []byte) {
 }
 
 // adoption carries what a socket brings to its loop besides the socket:
-// nothing for a connection wsloop accepted itself.
-type adoption struct{}
+// nil for a connection wsloop accepted itself, the outcome of the handshake
+// for one upgraded through net/http.
+type adoption struct {
+	info *connInfo      // path, query, subprotocol, and the addresses of a bridged connection
+	ctx  any            // Conn.Context before OnOpen
+	h    handler.Handler // the connection's handler, nil for the server's
+	max  int64          // the connection's MaxMessageSize, 0 for the server's
+	defl *connDeflate   // negotiated permessage-deflate, nil if none
+	pre  []byte         // bytes the client sent after its request, already read by net/http
+
+	wc *wsConn // set on the loop: the connection, for Upgrade to return
+}
 
 // adopt hands c to an event loop: gnet duplicates its descriptor and closes
-// c, then the loop registers the duplicate and runs opened. The caller has
+// c, then the loop registers the duplicate and runs opened (and, for an
+// upgraded connection, OnOpen) before adopt returns. The caller has
 // counted the connection in stats.conns; on error it is not registered and
 // the caller must take it back.
 func (s *Server) adopt(c net.Conn, a *adoption) error {
@@ -237,22 +249,64 @@ func (s *Server) adopt(c net.Conn, a *adoption) error {
 	if a != nil {
 		ctx = a
 	}
-	_, err := s.cli.EnrollContext(c, ctx)
+	s.mu.Lock()
+	cli := s.cli
+	s.mu.Unlock()
+	if cli == nil {
+		c.Close()
+		return ErrNotServing
+	}
+	_, err := cli.EnrollContext(c, ctx)
 	return err
 }
 
+// ErrNotServing is returned by Upgrade when the server's event loops are not
+// running: before Serve or ListenAndServe, or after Shutdown.
+var ErrNotServing = errors.New("wsloop: server not serving")
+
 // opened runs on the loop for every adopted socket: it creates the
-// connection's state, in the handshake phase, with its handshake timer
-// running.
+// connection's state, in the handshake phase with its handshake timer
+// running, or open already when the handshake happened elsewhere.
 func (s *Server) opened(c gnet.Conn) {
 	lp := s.loopFor(c.EventLoop())
 	wc := &wsConn{c: c, lp: lp}
-	wc.msgStart = lp.now // the handshake timeout runs from accept
 	wc.lastRead = lp.now
 	lp.wheel.add(wc)
-	lp.wheel.schedule(wc, lp.now+s.ticks(s.opts.HandshakeTimeout))
+	a, _ := c.Context().(*adoption)
 	c.SetContext(wc)
+	if a != nil {
+		wc.adopted(a)
+		return
+	}
+	wc.msgStart = lp.now // the handshake timeout runs from accept
+	lp.wheel.schedule(wc, lp.now+s.ticks(s.opts.HandshakeTimeout))
 	if s.testHookOpened != nil {
 		s.testHookOpened()
+	}
+}
+
+// adopted opens a connection whose handshake was done before it reached the
+// loop, then decodes the bytes the client sent after its request.
+func (wc *wsConn) adopted(a *adoption) {
+	a.wc = wc
+	if a.h != nil || a.max != 0 || a.defl != nil || len(a.pre) > 0 {
+		x := wc.extra()
+		if a.h != nil {
+			x.h = a.h
+			x.stream, _ = a.h.(handler.StreamHandler)
+		}
+		x.maxMsg = a.max
+		if len(a.pre) > 0 {
+			x.pending = a.pre
+		}
+	}
+	if a.defl != nil {
+		wc.applyDeflate(a.defl)
+	}
+	wc.open(a.info, a.ctx)
+	if wc.hasPending() && wc.phase() == phaseOpen {
+		if wc.frames() == gnet.Close {
+			wc.closeNow()
+		}
 	}
 }

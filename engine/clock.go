@@ -44,3 +44,11 @@ func (systemClock) Every(d time.Duration, f func()) func() {
 		})
 	}
 }
+
+// socketDeadline returns the deadline d from now for a net.Conn. A socket
+// deadline is wall-clock time by definition (the kernel and Go's poller
+// measure it), so it is the one place the engine reads the wall clock
+// besides systemClock: it bounds blocking I/O on connections that are not
+// on a loop (writing the 101 of a net/http upgrade, a bridged TLS
+// connection's last reads), never a timeout a test moves.
+func socketDeadline(d time.Duration) time.Time { return time.Now().Add(d) }

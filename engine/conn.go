@@ -117,6 +117,13 @@ type connExtra struct {
 	stallSince uint32              // tick the outbound buffer stopped draining; 0 if it drains
 	stallBytes int                 // outbound bytes seen at stallSince
 	defl       *connDeflate        // permessage-deflate; set before OnOpen, then read-only (deflate.go)
+	pending    []byte              // bytes read before the socket reached the loop (net/http's reader), not decoded yet
+	deciding   bool                // an AsyncUpgrader is deciding on the request
+
+	// Set before OnOpen, then read-only: the choices of a net/http Upgrade.
+	h      handler.Handler       // the connection's handler, nil for the server's
+	stream handler.StreamHandler // h, when it is one
+	maxMsg int64                 // the connection's MaxMessageSize, 0 for the server's
 
 	// Guarded by mu.
 	sentClose *handler.CloseError // what Conn.Close sent, reported to OnClose
@@ -164,6 +171,34 @@ func (wc *wsConn) deflate() *connDeflate {
 // connInfo holds the request details most connections do not need.
 type connInfo struct {
 	subprotocol, path, rawQuery string
+	// remote and local, when set, are the addresses of a connection that
+	// reaches its loop through a bridge (a hijacked TLS connection), whose
+	// own socket is local.
+	remote, local net.Addr
+}
+
+// handler returns the connection's handler.
+func (wc *wsConn) handler() handler.Handler {
+	if x := wc.x.Load(); x != nil && x.h != nil {
+		return x.h
+	}
+	return wc.lp.srv.h
+}
+
+// streamer returns the connection's StreamHandler, nil if it has none.
+func (wc *wsConn) streamer() handler.StreamHandler {
+	if x := wc.x.Load(); x != nil && x.h != nil {
+		return x.stream
+	}
+	return wc.lp.srv.stream
+}
+
+// maxMessageSize returns the message size limit of the connection.
+func (wc *wsConn) maxMessageSize() int64 {
+	if x := wc.x.Load(); x != nil && x.maxMsg != 0 {
+		return x.maxMsg
+	}
+	return wc.lp.srv.opts.MaxMessageSize
 }
 
 var _ handler.Conn = (*wsConn)(nil)
@@ -207,6 +242,9 @@ func (wc *wsConn) RemoteAddr() net.Addr {
 	if wc.phase() == phaseClosed {
 		return nil
 	}
+	if x := wc.x.Load(); x != nil && x.info != nil && x.info.remote != nil {
+		return x.info.remote
+	}
 	return wc.c.RemoteAddr()
 }
 
@@ -216,6 +254,9 @@ func (wc *wsConn) LocalAddr() net.Addr {
 	defer wc.mu.Unlock()
 	if wc.phase() == phaseClosed {
 		return nil
+	}
+	if x := wc.x.Load(); x != nil && x.info != nil && x.info.local != nil {
+		return x.info.local
 	}
 	return wc.c.LocalAddr()
 }

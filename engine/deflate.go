@@ -222,17 +222,32 @@ func init() {
 }
 
 // negotiateDeflate runs permessage-deflate negotiation for an accepted
-// upgrade request. It sets up wc and returns the Sec-WebSocket-Extensions
-// value of the response, or nil. Loop only.
+// upgrade request on the loop. It sets up wc and returns the
+// Sec-WebSocket-Extensions value of the response, or nil. Loop only.
 func (s *Server) negotiateDeflate(wc *wsConn, r *codec.Request) []byte {
+	d := &wc.lp.defl
+	cd, resp := s.deflateFor(r, d.resp[:0])
+	d.resp = resp[:0]
+	if cd == nil {
+		return nil
+	}
+	wc.applyDeflate(cd)
+	return resp
+}
+
+// deflateFor negotiates permessage-deflate for an upgrade request: it
+// returns the connection's deflate state and appends the response's
+// Sec-WebSocket-Extensions value to resp, or returns nil when the
+// extension is off or not offered. Safe from any goroutine.
+func (s *Server) deflateFor(r *codec.Request, resp []byte) (*connDeflate, []byte) {
 	o := &s.opts.Deflate
 	if !o.Enabled {
-		return nil
+		return nil, resp
 	}
 	budget := o.ContextTakeoverBudget
 	p, ok := codec.NegotiateDeflate(r, codec.DeflatePolicy{ServerContextTakeover: budget > 0, ClientContextTakeover: budget > 0})
 	if !ok {
-		return nil
+		return nil, resp
 	}
 	cd := &sharedDeflate[p.ServerMaxWindowBits]
 	if !p.ServerNoContextTakeover || !p.ClientNoContextTakeover {
@@ -260,12 +275,26 @@ func (s *Server) negotiateDeflate(wc *wsConn, r *codec.Request) []byte {
 		}
 	}
 	s.defl.negotiated.Add(1)
+	return cd, p.AppendResponse(resp)
+}
+
+// applyDeflate gives a connection its negotiated deflate state, before it
+// opens.
+func (wc *wsConn) applyDeflate(cd *connDeflate) {
 	wc.extra().defl = cd
 	// RFC 7692 §6: RSV1 marks the first frame of a compressed message.
 	wc.dec.Compression = true
-	d := &wc.lp.defl
-	d.resp = p.AppendResponse(d.resp[:0])
-	return d.resp
+}
+
+// releaseDeflate returns the reservation of a negotiated deflate state whose
+// connection never opened.
+func (s *Server) releaseDeflate(cd *connDeflate) {
+	if cd == nil || cd.reserved == 0 {
+		return
+	}
+	s.defl.used.Add(-cd.reserved)
+	s.defl.takeover.Add(-1)
+	cd.reserved = 0
 }
 
 // closeDeflate returns a closed connection's reservation and compressor.
@@ -368,7 +397,7 @@ func (s *Server) deliverCompressed(wc *wsConn, ev *codec.Event) {
 	if cd.clientTakeover {
 		cd.hist.Add(msg) // before the handler, which may scribble on msg
 	}
-	if s.stream != nil {
+	if wc.streamer() != nil {
 		s.callChunk(wc, ev.Op, msg, true, true)
 	} else {
 		s.callMessage(wc, ev.Op, msg)

@@ -1,10 +1,12 @@
 package engine
 
 import (
+	"context"
 	"errors"
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
 
 	"github.com/panjf2000/gnet/v2"
 
@@ -22,12 +24,22 @@ func (wc *wsConn) handshake() gnet.Action {
 	c := wc.c
 	lp := wc.lp
 	s := lp.srv
+	x := wc.x.Load()
+	if x != nil && x.deciding {
+		// An AsyncUpgrader is deciding: hold what else arrives (a frame
+		// pipelined behind the request) until it has, charged.
+		if !s.chargeHeader(x, c.InboundBuffered()) {
+			x.deciding = false
+			s.stats.reject(http.StatusServiceUnavailable, rejectBusy)
+			return wc.respond(busyResponse)
+		}
+		return gnet.None
+	}
 	buf, _ := c.Peek(-1)
 	// Most requests arrive in one read: scan with a scanner on the stack
 	// and keep its position in the connection's extra state only when the
 	// header is not complete yet.
 	hs := codec.HeaderScanner{Max: s.opts.MaxHeaderBytes}
-	x := wc.x.Load()
 	if x != nil && x.hsSaved {
 		hs = x.hs
 	}
@@ -82,40 +94,67 @@ func (wc *wsConn) handshake() gnet.Action {
 	} else if !sameOrigin(r.Origin, r.Host) {
 		return wc.reject(errOrigin)
 	}
+	if s.async != nil {
+		if req == nil {
+			req = s.request(&r, wc)
+		}
+		x = wc.extra()
+		x.deciding = true
+		if !s.chargeHeader(x, len(buf)) {
+			x.deciding = false
+			s.stats.reject(http.StatusServiceUnavailable, rejectBusy)
+			return wc.respond(busyResponse)
+		}
+		if err := s.callUpgradeAsync(wc, req, wc.decider()); err != nil {
+			x.deciding = false
+			return wc.reject(errPanicked)
+		}
+		return gnet.None // decided: the task queued by decide takes it from here
+	}
 	// The response lives in the loop, not on the stack: passing it to the
 	// Upgrader through an interface would move it to the heap on every
 	// handshake, hook or not.
 	res := &lp.upRes
 	*res = handler.UpgradeResponse{}
 	defer func() { *res = handler.UpgradeResponse{} }() // hold no references
+	res.Subprotocol = s.preferredSubprotocol(&r)
+	if s.up != nil {
+		if req == nil {
+			req = s.request(&r, wc)
+		}
+		if err := s.callUpgrade(wc, req, res); err != nil {
+			return wc.rejectErr(err)
+		}
+	}
+	return wc.accept(n, &r, res)
+}
+
+// preferredSubprotocol returns the first subprotocol the client offered
+// that the server speaks (Options.Subprotocols), or "".
+func (s *Server) preferredSubprotocol(r *codec.Request) string {
+	sub := ""
 	if len(s.opts.Subprotocols) > 0 {
 		r.Protocols(func(p []byte) bool {
 			for _, sp := range s.opts.Subprotocols {
 				if string(p) == sp {
-					res.Subprotocol = sp
+					sub = sp
 					return false
 				}
 			}
 			return true
 		})
 	}
-	if s.up != nil {
-		if req == nil {
-			req = s.request(&r, wc)
-		}
-		if err := s.callUpgrade(wc, req, res); err != nil {
-			var he *handler.HTTPError
-			switch {
-			case errors.Is(err, errPanicked):
-				return wc.reject(errPanicked)
-			case errors.As(err, &he):
-				return wc.reject(&codec.HandshakeError{Status: he.Status, Reason: he.Reason, Header: he.Header})
-			}
-			return wc.reject(&codec.HandshakeError{Status: http.StatusForbidden, Reason: err.Error()})
-		}
-	}
+	return sub
+}
 
-	ext := s.negotiateDeflate(wc, &r) // permessage-deflate (deflate.go): nil when off or not offered
+// accept completes an accepted handshake: it answers 101, opens the
+// connection, runs OnOpen and decodes what was pipelined behind the
+// request (n bytes long).
+func (wc *wsConn) accept(n int, r *codec.Request, res *handler.UpgradeResponse) gnet.Action {
+	c := wc.c
+	lp := wc.lp
+	s := lp.srv
+	ext := s.negotiateDeflate(wc, r) // permessage-deflate (deflate.go): nil when off or not offered
 	out := codec.AppendAccept(lp.scratch[:0], r.Key, res.Subprotocol, ext, res.Header)
 	lp.scratch = out[:0]
 	var info *connInfo
@@ -126,10 +165,20 @@ func (wc *wsConn) handshake() gnet.Action {
 		return gnet.None
 	}
 	_, _ = c.Discard(n)
+	wc.open(info, res.Context)
+	if (c.InboundBuffered() > 0 || wc.hasPending()) && wc.phase() == phaseOpen {
+		return wc.frames() // a frame pipelined behind the request
+	}
+	return gnet.None
+}
 
+// open moves a connection past its handshake and runs OnOpen. Loop only.
+func (wc *wsConn) open(info *connInfo, ctx any) {
+	lp := wc.lp
+	s := lp.srv
 	wc.mu.Lock()
 	wc.setPhase(phaseOpen)
-	wc.setContextLocked(res.Context)
+	wc.setContextLocked(ctx)
 	if info != nil {
 		wc.extra().info = info
 	}
@@ -145,14 +194,81 @@ func (wc *wsConn) handshake() gnet.Action {
 	wc.beginCallbacks()
 	s.callOpen(wc)
 	wc.endCallbacks()
-	if c.InboundBuffered() > 0 && wc.phase() == phaseOpen {
-		return wc.frames() // a frame pipelined behind the request
+}
+
+// hasPending reports whether bytes carried over from before the loop wait
+// to be decoded.
+func (wc *wsConn) hasPending() bool {
+	x := wc.x.Load()
+	return x != nil && x.pending != nil
+}
+
+// rejectErr answers a request an Upgrader refused with err.
+func (wc *wsConn) rejectErr(err error) gnet.Action {
+	var he *handler.HTTPError
+	switch {
+	case errors.Is(err, errPanicked):
+		return wc.reject(errPanicked)
+	case errors.As(err, &he):
+		return wc.reject(&codec.HandshakeError{Status: he.Status, Reason: he.Reason, Header: he.Header})
 	}
-	return gnet.None
+	return wc.reject(&codec.HandshakeError{Status: http.StatusForbidden, Reason: err.Error()})
+}
+
+// decider returns the decide function given to an AsyncUpgrader: the first
+// call queues the decision on the connection's loop, later ones do nothing.
+func (wc *wsConn) decider() func(*handler.UpgradeResponse, error) {
+	var once atomic.Bool
+	return func(res *handler.UpgradeResponse, err error) {
+		if !once.CompareAndSwap(false, true) {
+			return
+		}
+		var r handler.UpgradeResponse // a copy: the caller may reuse res
+		if res != nil {
+			r = *res
+		}
+		_ = wc.lp.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+			wc.decided(&r, err)
+			return nil
+		}))
+	}
+}
+
+// decided carries out an AsyncUpgrader's decision, on the loop. The request
+// is still in gnet's buffer: it was not consumed while the decision was
+// pending. A decision that comes after the handshake timeout, or after the
+// client left, finds the connection past deciding and does nothing.
+func (wc *wsConn) decided(res *handler.UpgradeResponse, err error) {
+	x := wc.x.Load()
+	if wc.phase() != phaseHandshake || x == nil || !x.deciding {
+		return
+	}
+	x.deciding = false
+	s := wc.lp.srv
+	s.releaseHeader(x)
+	if err != nil {
+		wc.rejectErr(err)
+		return
+	}
+	buf, _ := wc.c.Peek(-1)
+	hs := codec.HeaderScanner{Max: s.opts.MaxHeaderBytes}
+	n, _ := hs.Scan(buf)
+	var r codec.Request
+	if n == 0 || codec.ParseRequest(buf[:n], &r) != nil {
+		wc.reject(errPanicked) // cannot happen: the same bytes parsed before
+		return
+	}
+	if res.Subprotocol == "" {
+		res.Subprotocol = s.preferredSubprotocol(&r)
+	}
+	if wc.accept(n, &r, res) == gnet.Close {
+		wc.closeNow()
+	}
 }
 
 var (
 	errOrigin    = &codec.HandshakeError{Status: http.StatusForbidden, Reason: "origin not allowed"}
+	errUndecided = &codec.HandshakeError{Status: http.StatusServiceUnavailable, Reason: "upgrade not decided in time", Header: http.Header{"Retry-After": {"5"}}}
 	errPanicked  = &codec.HandshakeError{Status: http.StatusInternalServerError, Reason: "internal server error"}
 	busyResponse = codec.AppendResponse(nil, http.StatusServiceUnavailable, http.Header{"Retry-After": {"5"}}, []byte(busyReason+"\n"))
 )
@@ -215,10 +331,19 @@ func (wc *wsConn) respond(resp []byte) gnet.Action {
 	return gnet.None
 }
 
-// handshakeTimedOut answers a request that did not arrive in time.
+// handshakeTimedOut answers a request that did not arrive in time, or
+// that an AsyncUpgrader did not decide on in time.
 func (wc *wsConn) handshakeTimedOut() {
 	s := wc.lp.srv
 	wc.lp.stats.timeouts.Add(1)
+	if x := wc.x.Load(); x != nil && x.deciding {
+		x.deciding = false
+		s.stats.reject(http.StatusServiceUnavailable, rejectTimeout)
+		out := codec.AppendReject(wc.lp.scratch[:0], errUndecided)
+		wc.lp.scratch = out[:0]
+		wc.respond(out)
+		return
+	}
 	s.stats.reject(http.StatusRequestTimeout, rejectTimeout)
 	wc.respond(timeoutResponse)
 }

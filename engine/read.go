@@ -32,20 +32,30 @@ func (wc *wsConn) traffic() gnet.Action {
 
 // frames decodes and delivers every complete unit buffered for an open
 // connection: gnet calls OnTraffic once per read, so nothing may be left
-// behind that a later call would not see.
+// behind that a later call would not see. Bytes carried over from before
+// the socket reached the loop (connExtra.pending) come first.
 func (wc *wsConn) frames() gnet.Action {
 	c := wc.c
 	s := wc.lp.srv
 	buf, _ := c.Peek(-1)
+	inGnet := len(buf)
+	carried := 0
+	x := wc.x.Load()
+	if x != nil && x.pending != nil {
+		buf = append(x.pending, buf...) // rare: a net/http upgrade with pipelined bytes
+		carried = len(x.pending)
+		x.pending = nil
+	}
 	if len(buf) == 0 {
 		return gnet.None
 	}
 	action := gnet.None
 	var perr *codec.ProtocolError
+	max := wc.maxMessageSize()
 	off := 0
 	wc.beginCallbacks()
 	for {
-		n, ev, err := wc.dec.Decode(buf[off:], s.opts.MaxMessageSize)
+		n, ev, err := wc.dec.Decode(buf[off:], max)
 		if err != nil {
 			var ok bool // a type assertion, not errors.As: &perr would escape on every call
 			if perr, ok = err.(*codec.ProtocolError); !ok {
@@ -71,8 +81,18 @@ func (wc *wsConn) frames() gnet.Action {
 	if perr != nil {
 		off = len(buf) // nothing after a protocol error is read
 	}
-	if off > 0 {
-		_, _ = c.Discard(off)
+	switch {
+	case off >= carried:
+		if off > carried {
+			_, _ = c.Discard(off - carried)
+		}
+	default:
+		// Part of the carried bytes is left (a partial frame header):
+		// keep it, with what gnet had, for the next read.
+		wc.extra().pending = append([]byte(nil), buf[off:]...)
+		if inGnet > 0 {
+			_, _ = c.Discard(inGnet)
+		}
 	}
 	wc.endCallbacks()
 	if perr != nil {
@@ -85,7 +105,7 @@ func (wc *wsConn) frames() gnet.Action {
 	}
 	// Bound the time a message or a frame header may stay incomplete, even
 	// while bytes keep trickling in.
-	if wc.dec.InMessage() || c.InboundBuffered() > 0 {
+	if wc.dec.InMessage() || c.InboundBuffered() > 0 || off < carried {
 		if wc.msgStart == 0 && s.opts.MessageTimeout > 0 {
 			wc.msgStart = wc.lp.now
 			wc.lp.wheel.schedule(wc, wc.lp.now+s.ticks(s.opts.MessageTimeout))
@@ -113,7 +133,7 @@ func (wc *wsConn) deliver(ev *codec.Event) {
 		s.deliverCompressed(wc, ev)
 		return
 	}
-	if s.stream != nil {
+	if wc.streamer() != nil {
 		s.callChunk(wc, ev.Op, ev.Payload, ev.First, ev.Final)
 		return
 	}

@@ -50,7 +50,7 @@ func (s *Server) callOpen(wc *wsConn) {
 			}
 		}()
 	}
-	s.h.OnOpen(wc)
+	wc.handler().OnOpen(wc)
 }
 
 func (s *Server) callMessage(wc *wsConn, op handler.Op, data []byte) {
@@ -61,7 +61,7 @@ func (s *Server) callMessage(wc *wsConn, op handler.Op, data []byte) {
 			}
 		}()
 	}
-	s.h.OnMessage(wc, op, data)
+	wc.handler().OnMessage(wc, op, data)
 }
 
 func (s *Server) callChunk(wc *wsConn, op handler.Op, chunk []byte, first, final bool) {
@@ -72,7 +72,7 @@ func (s *Server) callChunk(wc *wsConn, op handler.Op, chunk []byte, first, final
 			}
 		}()
 	}
-	s.stream.OnMessageChunk(wc, op, chunk, first, final)
+	wc.streamer().OnMessageChunk(wc, op, chunk, first, final)
 }
 
 func (s *Server) callPing(wc *wsConn, data []byte) {
@@ -83,7 +83,7 @@ func (s *Server) callPing(wc *wsConn, data []byte) {
 			}
 		}()
 	}
-	s.h.OnPing(wc, data)
+	wc.handler().OnPing(wc, data)
 }
 
 func (s *Server) callPong(wc *wsConn, data []byte) {
@@ -94,7 +94,7 @@ func (s *Server) callPong(wc *wsConn, data []byte) {
 			}
 		}()
 	}
-	s.h.OnPong(wc, data)
+	wc.handler().OnPong(wc, data)
 }
 
 func (s *Server) callClose(wc *wsConn, err error) {
@@ -105,7 +105,21 @@ func (s *Server) callClose(wc *wsConn, err error) {
 			}
 		}()
 	}
-	s.h.OnClose(wc, err)
+	wc.handler().OnClose(wc, err)
+}
+
+// callUpgradeAsync runs the AsyncUpgrader; a panic becomes errPanicked.
+func (s *Server) callUpgradeAsync(wc *wsConn, r *handler.Request, decide func(*handler.UpgradeResponse, error)) (err error) {
+	if !s.opts.CrashOnPanic {
+		defer func() {
+			if p := recover(); p != nil {
+				s.recovered(p, "OnUpgradeAsync", wc, false)
+				err = errPanicked
+			}
+		}()
+	}
+	s.async.OnUpgradeAsync(r, decide)
+	return nil
 }
 
 // callUpgrade runs the Upgrader; a panic becomes errPanicked.

@@ -42,6 +42,7 @@ import (
 type Server struct {
 	h      handler.Handler
 	up     handler.Upgrader
+	async  handler.AsyncUpgrader
 	stream handler.StreamHandler
 	opts   Options
 	log    *slog.Logger
@@ -92,6 +93,7 @@ func New(h handler.Handler, opts Options) *Server {
 		fdFreed: make(chan struct{}, 1),
 	}
 	s.up, _ = h.(handler.Upgrader)
+	s.async, _ = h.(handler.AsyncUpgrader)
 	s.stream, _ = h.(handler.StreamHandler)
 	s.log = s.opts.Logger
 	s.clock = s.opts.Clock
@@ -142,27 +144,38 @@ func (s *Server) listen(ctx context.Context) (net.Listener, error) {
 
 // Serve accepts connections on ln and serves them until Shutdown is called or
 // ctx is done; then it drains as Shutdown does and returns. Serve takes ln
-// over and closes it. A server serves once: a second Serve returns an error.
+// over and closes it. With a nil ln, Serve runs the event loops without a
+// listener of their own, for connections that arrive through
+// [Server.Upgrade] from a net/http server. A server serves once: a second
+// Serve returns an error.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if !s.running.CompareAndSwap(false, true) {
-		ln.Close()
+		if ln != nil {
+			ln.Close()
+		}
 		return errors.New("wsloop: server already started")
 	}
 	defer close(s.done)
 	defer s.readyOnce.Do(func() { close(s.ready) }) // also when the loops fail to start
 
 	if err := s.startLoops(); err != nil {
-		ln.Close()
+		if ln != nil {
+			ln.Close()
+		}
 		return err
 	}
-	s.mu.Lock()
-	s.ln, s.addr = ln, ln.Addr()
-	s.mu.Unlock()
-
 	stopTicks := s.clock.Every(s.tick, s.onTick)
-	acceptDone := make(chan error, 1)
-	go func() { acceptDone <- s.acceptLoop(ln) }() // one goroutine per server (accept.go)
-	s.log.Info("wsloop: listening", "addr", s.addr, "max_conns", s.maxConns)
+	var acceptDone chan error // nil without a listener: never ready
+	if ln != nil {
+		s.mu.Lock()
+		s.ln, s.addr = ln, ln.Addr()
+		s.mu.Unlock()
+		acceptDone = make(chan error, 1)
+		go func() { acceptDone <- s.acceptLoop(ln) }() // one goroutine per server (accept.go)
+		s.log.Info("wsloop: listening", "addr", s.addr, "max_conns", s.maxConns)
+	} else {
+		s.log.Info("wsloop: serving upgraded connections", "max_conns", s.maxConns)
+	}
 	s.readyOnce.Do(func() { close(s.ready) })
 
 	var serveErr error
@@ -179,7 +192,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		go func() { defer cancel(); _ = s.Shutdown(sctx) }()
 		<-s.stopReq
 	}
-	ln.Close()
+	if ln != nil {
+		ln.Close()
+	}
 	stopTicks()
 	err := s.cli.Stop() // runs OnClose for every connection still open
 	if serveErr == nil {

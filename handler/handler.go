@@ -189,6 +189,22 @@ type Upgrader interface {
 	OnUpgrade(r *Request, res *UpgradeResponse) error
 }
 
+// AsyncUpgrader is an optional interface a [Handler] may implement instead of
+// [Upgrader] when deciding on an upgrade takes blocking work: a session or
+// token looked up in a database, a call to a rate-limit service.
+// OnUpgradeAsync runs on the event loop and must not block either; it hands
+// the work to a goroutine of its own, which calls decide once, from any
+// goroutine, when it knows: decide(res, nil) accepts the request with res
+// (nil: the defaults), decide(nil, err) rejects it as an error returned
+// by OnUpgrade would. Until then the connection waits in the handshake,
+// holding no goroutine of the server's; if decide has not been called when
+// the handshake timeout passes, the client gets 503 and later calls of
+// decide do nothing. r stays valid until decide is called. A handler that
+// implements both interfaces is asked through OnUpgradeAsync only.
+type AsyncUpgrader interface {
+	OnUpgradeAsync(r *Request, decide func(res *UpgradeResponse, err error))
+}
+
 // HTTPError rejects an upgrade with an HTTP status and a reason that is sent
 // to the client as the response body.
 type HTTPError struct {

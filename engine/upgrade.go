@@ -1,0 +1,357 @@
+package engine
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/wsloop/wsloop/codec"
+	"github.com/wsloop/wsloop/handler"
+)
+
+// Upgrades from net/http.
+//
+// A net/http handler, behind the program's own router, middleware and auth,
+// calls Server.Upgrade as it would call gorilla/websocket's
+// Upgrader.Upgrade. The request is checked with the codec's rules (the
+// same statuses and reasons as wsloop's own listener: the request is
+// written back into its wire form and parsed by the same code), the
+// connection is hijacked, the 101 is written, and the socket is handed to an
+// event loop through the same adoption path as the connections wsloop
+// accepts itself (accept.go). From then on nothing belongs to the
+// connection but its small state. Bytes the client sent after its request,
+// which net/http's reader may already hold, are decoded first.
+//
+// A hijacked TLS connection (an http.Server with TLS) has no socket a loop
+// could read: its records must go through crypto/tls. Such a connection is
+// bridged to a loop through a socketpair, with two goroutines copying
+// between the TLS connection and the pair (bridge, below). It gets the same
+// Handler contract, timers and limits, at the cost stated in
+// docs/net-http.md.
+
+// UpgradeOptions are the choices [Server.Upgrade] makes for one connection.
+// The zero value (or nil) takes every default from the server.
+type UpgradeOptions struct {
+	// Handler receives the connection's events; nil means the server's.
+	// If it implements handler.StreamHandler, messages arrive in chunks.
+	Handler handler.Handler
+	// Header holds extra header lines for the 101 response (a Set-Cookie,
+	// say).
+	Header http.Header
+	// Subprotocol is the subprotocol to answer with; it should be one the
+	// client offered. "" picks the first offered one that appears in
+	// Options.Subprotocols, if any.
+	Subprotocol string
+	// Context becomes the connection's Context before OnOpen runs.
+	Context any
+	// MaxMessageSize overrides Options.MaxMessageSize for this connection
+	// when positive.
+	MaxMessageSize int64
+}
+
+// Upgrade upgrades the HTTP/1.1 request r to a WebSocket connection served
+// by the server's event loops, and returns it open: its handler's OnOpen has
+// run when Upgrade returns (OnClose may even have run, if the client left at
+// once; writes then return handler.ErrClosed). It is the counterpart of
+// gorilla/websocket's Upgrader.Upgrade for a callback API: the
+// connection's events go to opts.Handler (or the server's handler), not to
+// a read loop of the caller's.
+//
+// The request is checked as on the server's own listener: method, version,
+// Upgrade and Connection headers, Sec-WebSocket-Key and -Version, and the
+// origin (Options.CheckOrigin, or same-origin). A failed check is answered
+// with the same status and reason as there, and Upgrade returns an error
+// that says why. Malformed HTTP never gets here: net/http answers it before
+// any handler runs. An HTTP/2 request is answered 505 (WebSocket over
+// HTTP/2, RFC 8441, is not supported), as is a ResponseWriter that cannot
+// be hijacked.
+//
+// The handler must not write to w before calling Upgrade, nor use w or r's
+// body after: net/http would send such writes ahead of the 101.
+//
+// Upgrade needs the server's event loops running: call Serve or
+// ListenAndServe first (Serve with a nil listener runs the loops without a
+// listener of their own). Upgrade is safe for concurrent use.
+func (s *Server) Upgrade(w http.ResponseWriter, r *http.Request, opts *UpgradeOptions) (handler.Conn, error) {
+	if opts == nil {
+		opts = &UpgradeOptions{}
+	}
+	switch {
+	case !s.serving():
+		return nil, s.httpReject(w, &codec.HandshakeError{Status: http.StatusServiceUnavailable, Reason: "server not serving"}, rejectShutdown, ErrNotServing)
+	case s.draining.Load():
+		return nil, s.httpReject(w, errDraining, rejectShutdown, nil)
+	case r.ProtoMajor != 1:
+		return nil, s.httpReject(w, errHTTP2, rejectHTTPVersion, nil)
+	}
+	head := appendRequestHead(make([]byte, 0, 512), r)
+	var req codec.Request
+	if err := codec.ParseRequest(head, &req); err != nil {
+		he := err.(*codec.HandshakeError)
+		return nil, s.httpReject(w, he, rejectLabel(he), nil)
+	}
+	if s.opts.CheckOrigin != nil {
+		if !s.opts.CheckOrigin(handlerRequest(r)) {
+			return nil, s.httpReject(w, errOrigin, rejectOrigin, nil)
+		}
+	} else if !sameOrigin(req.Origin, req.Host) {
+		return nil, s.httpReject(w, errOrigin, rejectOrigin, nil)
+	}
+	sub := opts.Subprotocol
+	if sub == "" {
+		sub = s.preferredSubprotocol(&req)
+	}
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		return nil, s.httpReject(w, errNoHijack, rejectOther, nil)
+	}
+	if s.stats.conns.Add(1) > int64(s.maxConns) {
+		s.stats.conns.Add(-1)
+		return nil, s.httpReject(w, errConnLimit, rejectConnLimit, nil)
+	}
+	defl, ext := s.deflateFor(&req, nil)
+	conn, brw, err := hj.Hijack()
+	if err != nil {
+		s.stats.conns.Add(-1)
+		s.releaseDeflate(defl)
+		return nil, fmt.Errorf("wsloop: upgrade: hijack: %w", err)
+	}
+	out := codec.AppendAccept(nil, req.Key, sub, ext, opts.Header)
+	_ = conn.SetWriteDeadline(socketDeadline(s.opts.HandshakeTimeout))
+	_, err = conn.Write(out)
+	_ = conn.SetDeadline(time.Time{})
+	if err != nil {
+		conn.Close()
+		s.stats.conns.Add(-1)
+		s.releaseDeflate(defl)
+		return nil, fmt.Errorf("wsloop: upgrade: writing the 101: %w", err)
+	}
+	a := &adoption{ctx: opts.Context, h: opts.Handler, max: opts.MaxMessageSize, defl: defl}
+	if n := brw.Reader.Buffered(); n > 0 {
+		p, _ := brw.Reader.Peek(n)
+		a.pre = append([]byte(nil), p...)
+	}
+	if string(req.Path) != "/" || len(req.RawQuery) > 0 || sub != "" {
+		a.info = &connInfo{subprotocol: sub, path: string(req.Path), rawQuery: string(req.RawQuery)}
+	}
+	switch conn.(type) {
+	case *net.TCPConn, *net.UnixConn:
+		err = s.adopt(conn, a)
+	default:
+		err = s.bridge(conn, a)
+	}
+	if err != nil {
+		s.stats.conns.Add(-1)
+		s.releaseDeflate(defl)
+		return nil, fmt.Errorf("wsloop: upgrade: handing the connection to an event loop: %w", err)
+	}
+	return a.wc, nil
+}
+
+var (
+	errDraining  = &codec.HandshakeError{Status: http.StatusServiceUnavailable, Reason: "server shutting down", Header: http.Header{"Retry-After": {"5"}}}
+	errConnLimit = &codec.HandshakeError{Status: http.StatusServiceUnavailable, Reason: "server at its connection limit, try again later", Header: http.Header{"Retry-After": {"5"}}}
+	errHTTP2     = &codec.HandshakeError{Status: http.StatusHTTPVersionNotSupported, Reason: "WebSocket needs HTTP/1.1: this server does not support WebSocket over HTTP/2"}
+	errNoHijack  = &codec.HandshakeError{Status: http.StatusHTTPVersionNotSupported, Reason: "this connection cannot be upgraded (its ResponseWriter cannot be hijacked)"}
+)
+
+// serving reports whether the event loops run.
+func (s *Server) serving() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	select {
+	case <-s.stopReq:
+		return false
+	default:
+	}
+	return s.cli != nil
+}
+
+// httpReject answers a refused upgrade through net/http with the status,
+// headers and reason the server's own listener would send, counts it, and
+// returns the error Upgrade reports (err, or one made from he).
+func (s *Server) httpReject(w http.ResponseWriter, he *codec.HandshakeError, label string, err error) error {
+	s.stats.reject(he.Status, label)
+	h := w.Header()
+	for k, v := range he.Header {
+		h[k] = v
+	}
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(he.Status)
+	_, _ = io.WriteString(w, he.Reason+"\n")
+	if err == nil {
+		err = he
+	}
+	return err
+}
+
+// appendRequestHead appends r's request line and header lines in their
+// wire form, so that the codec checks a net/http request with exactly the
+// rules it applies to the server's own connections.
+func appendRequestHead(b []byte, r *http.Request) []byte {
+	target := r.RequestURI
+	if target == "" {
+		target = r.URL.RequestURI()
+	}
+	b = append(b, r.Method...)
+	b = append(b, ' ')
+	b = append(b, target...)
+	b = append(b, " HTTP/"...)
+	b = strconv.AppendInt(b, int64(r.ProtoMajor), 10)
+	b = append(b, '.')
+	b = strconv.AppendInt(b, int64(r.ProtoMinor), 10)
+	b = append(b, "\r\n"...)
+	if r.Host != "" {
+		b = append(b, "Host: "...)
+		b = append(b, r.Host...)
+		b = append(b, "\r\n"...)
+	}
+	for k, vs := range r.Header {
+		for _, v := range vs {
+			b = append(b, k...)
+			b = append(b, ": "...)
+			b = append(b, v...)
+			b = append(b, "\r\n"...)
+		}
+	}
+	return append(b, "\r\n"...)
+}
+
+// handlerRequest is the handler's view of a net/http request, for
+// CheckOrigin.
+func handlerRequest(r *http.Request) *handler.Request {
+	req := &handler.Request{
+		Method:     r.Method,
+		Path:       r.URL.Path,
+		RawQuery:   r.URL.RawQuery,
+		Host:       r.Host,
+		Origin:     r.Header.Get("Origin"),
+		Header:     r.Header,
+		Extensions: r.Header.Values("Sec-WebSocket-Extensions"),
+	}
+	if a, err := net.ResolveTCPAddr("tcp", r.RemoteAddr); err == nil {
+		req.RemoteAddr = a
+	}
+	for _, v := range r.Header.Values("Sec-WebSocket-Protocol") {
+		for _, p := range splitTokens(v) {
+			req.Protocols = append(req.Protocols, p)
+		}
+	}
+	return req
+}
+
+// splitTokens splits a comma-separated header value into trimmed tokens.
+func splitTokens(v string) []string {
+	var out []string
+	start := 0
+	for i := 0; i <= len(v); i++ {
+		if i == len(v) || v[i] == ',' {
+			t := v[start:i]
+			for len(t) > 0 && (t[0] == ' ' || t[0] == '\t') {
+				t = t[1:]
+			}
+			for len(t) > 0 && (t[len(t)-1] == ' ' || t[len(t)-1] == '\t') {
+				t = t[:len(t)-1]
+			}
+			if t != "" {
+				out = append(out, t)
+			}
+			start = i + 1
+		}
+	}
+	return out
+}
+
+// bridge serves a connection that has no socket a loop can read (a hijacked
+// *tls.Conn): the loop gets one end of a socketpair, and two goroutines copy
+// between the other end and conn until either side ends. What that costs
+// per connection: two goroutines with a 4 KiB buffer each, two descriptors,
+// the pair's kernel buffers while data is in flight, and crypto/tls's own
+// state.
+func (s *Server) bridge(conn net.Conn, a *adoption) error {
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		conn.Close()
+		return err
+	}
+	loopEnd, err := fileConn(fds[0])
+	if err != nil {
+		unix.Close(fds[1])
+		conn.Close()
+		return err
+	}
+	pumpEnd, err := fileConn(fds[1])
+	if err != nil {
+		loopEnd.Close()
+		conn.Close()
+		return err
+	}
+	if a.info == nil {
+		a.info = &connInfo{path: "/"}
+	}
+	a.info.remote, a.info.local = conn.RemoteAddr(), conn.LocalAddr()
+	if err := s.adopt(loopEnd, a); err != nil {
+		pumpEnd.Close()
+		conn.Close()
+		return err
+	}
+	b := &bridged{client: conn, loop: pumpEnd, linger: s.opts.CloseTimeout}
+	b.done.Add(2)
+	go b.up()
+	go b.down()
+	go func() { b.done.Wait(); conn.Close(); pumpEnd.Close() }()
+	return nil
+}
+
+// fileConn turns a socket descriptor into a net.Conn, taking it over.
+func fileConn(fd int) (net.Conn, error) {
+	f := os.NewFile(uintptr(fd), "socketpair")
+	defer f.Close() // FileConn keeps its own duplicate
+	return net.FileConn(f)
+}
+
+var pumpBufs = sync.Pool{New: func() any { return new([4 << 10]byte) }}
+
+// bridged is a TLS connection bridged to a loop's socketpair end.
+type bridged struct {
+	client net.Conn // the hijacked connection
+	loop   net.Conn // our end of the socketpair; the loop has the other
+	linger time.Duration
+	done   sync.WaitGroup
+}
+
+// up copies the client's bytes to the loop; when the client ends, the loop
+// sees its end of the pair half-closed, as it would see a socket's.
+func (b *bridged) up() {
+	defer b.done.Done()
+	copyBuf(b.loop, b.client)
+	if cw, ok := b.loop.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+	}
+}
+
+// down copies the loop's bytes to the client; when the loop closes its
+// end, the client gets close_notify and FIN, and has the close timeout to
+// finish before its reads stop too.
+func (b *bridged) down() {
+	defer b.done.Done()
+	copyBuf(b.client, b.loop)
+	if cw, ok := b.client.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+	}
+	_ = b.client.SetReadDeadline(socketDeadline(b.linger))
+}
+
+func copyBuf(dst, src net.Conn) {
+	buf := pumpBufs.Get().(*[4 << 10]byte)
+	_, _ = io.CopyBuffer(dst, src, buf[:])
+	pumpBufs.Put(buf)
+}
