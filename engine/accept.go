@@ -229,12 +229,12 @@ func refuse(c net.Conn, resp []byte) {
 // nil for a connection wsloop accepted itself, the outcome of the handshake
 // for one upgraded through net/http.
 type adoption struct {
-	info *connInfo      // path, query, subprotocol, and the addresses of a bridged connection
-	ctx  any            // Conn.Context before OnOpen
+	info *connInfo       // path, query, subprotocol, and the addresses of a bridged connection
+	ctx  any             // Conn.Context before OnOpen
 	h    handler.Handler // the connection's handler, nil for the server's
-	max  int64          // the connection's MaxMessageSize, 0 for the server's
-	defl *connDeflate   // negotiated permessage-deflate, nil if none
-	pre  []byte         // bytes the client sent after its request, already read by net/http
+	max  int64           // the connection's MaxMessageSize, 0 for the server's
+	defl *connDeflate    // negotiated permessage-deflate, nil if none
+	pre  []byte          // bytes the client sent after its request, already read by net/http
 
 	wc *wsConn // set on the loop: the connection, for Upgrade to return
 }
