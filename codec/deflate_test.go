@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/flate"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand"
 	"strings"
@@ -214,9 +215,11 @@ func TestDeflateRoundTrip(t *testing.T) {
 // TestDeflateTakeoverGain checks that context takeover really carries the
 // window: the second copy of a message costs a few bytes.
 func TestDeflateTakeoverGain(t *testing.T) {
-	msg := []byte(`{"type":"quote","symbol":"WSLP","bid":101.25,"ask":101.27,"ts":1732460000}`)
+	// At least 128 bytes: at levels 1 to 6 a shorter message is
+	// Huffman-coded on its own, without back-references.
+	msg := []byte(`{"type":"quote","symbol":"WSLP","bid":101.25,"ask":101.27,"ts":1732460000,"venue":"XWSL","seq":123456789,"flags":["live","firm"]}`)
 	var d Deflater
-	d.Level = flate.DefaultCompression // BestSpeed ignores history below 128 bytes
+	d.Level = flate.DefaultCompression
 	first, _ := d.Deflate(nil, msg, true)
 	second, _ := d.Deflate(nil, msg, true)
 	if len(second) >= len(first)/2 {
@@ -234,6 +237,83 @@ func TestDeflateTakeoverGain(t *testing.T) {
 	// Without the history the second message cannot be decoded.
 	if got, err := inf.Inflate(nil, second, nil, -1); err == nil && bytes.Equal(got, msg) {
 		t.Fatal("second message decoded without its context")
+	}
+}
+
+// TestDeflateDict: a shared Deflater primed with each connection's own
+// history gives the gain of context takeover, interleaving connections;
+// the peers decode with their full 32 KiB window (the stdlib decoder here,
+// independently of Inflater). A message sent without a dictionary right
+// after one sent with a dictionary must not refer to that dictionary.
+func TestDeflateDict(t *testing.T) {
+	type peer struct {
+		sent, recv DeflateHistory // sender's short dictionary, receiver's window
+		sizes      []int
+	}
+	const window = 4 << 10
+	peers := make([]*peer, 3)
+	for i := range peers {
+		peers[i] = &peer{sent: DeflateHistory{Size: window}}
+	}
+	var d Deflater // one for all: the per-loop compressor
+	rng := rand.New(rand.NewSource(3))
+	for round := 0; round < 40; round++ {
+		for i, p := range peers {
+			msg := fmt.Appendf(nil, `{"peer":%d,"round":%d,"user":"user-%d","text":"the same words every time, the same words every time","more":"and then some more of them"}`, i, round, rng.Intn(1000))
+			if round%7 == 6 {
+				msg = bytes.Repeat(msg, 200) // past the short dictionary
+			}
+			c, err := d.DeflateDict(nil, msg, p.sent.Bytes())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := stdInflate(t, p.recv.Bytes(), c); !bytes.Equal(got, msg) {
+				t.Fatalf("peer %d round %d: decoded differently", i, round)
+			}
+			p.sent.Add(msg)
+			p.recv.Add(msg)
+			if len(msg) < 1000 {
+				p.sizes = append(p.sizes, len(c))
+			}
+		}
+		// A message without context in between, on the same Deflater:
+		// it must decode with no dictionary at all.
+		plain := fmt.Appendf(nil, `{"peer":%d,"round":%d,"user":"user-%d","text":"the same words every time, the same words every time"}`, 0, round, 1)
+		c, err := d.Deflate(nil, plain, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := stdInflate(t, nil, c); !bytes.Equal(got, plain) {
+			t.Fatalf("round %d: a message without context referred to a dictionary", round)
+		}
+	}
+	if len(peers[0].sent.Bytes()) != window {
+		t.Fatalf("sent history holds %d bytes, want its Size %d", len(peers[0].sent.Bytes()), window)
+	}
+	for i, p := range peers {
+		if last := p.sizes[len(p.sizes)-1]; last >= p.sizes[0]/2 {
+			t.Errorf("peer %d: compressed sizes %v: the dictionary was not used", i, p.sizes)
+		}
+	}
+}
+
+// TestDeflateDictAllocs: the shared compressor allocates nothing per
+// message once warm, with or without a dictionary, so a takeover
+// connection costs exactly its histories.
+func TestDeflateDictAllocs(t *testing.T) {
+	var d Deflater
+	var h DeflateHistory
+	h.Size = 4 << 10
+	msg := []byte(strings.Repeat(`{"k":"v","n":12345},`, 40))
+	buf := make([]byte, 0, 2*len(msg)+64)
+	h.Add(msg)
+	_, _ = d.DeflateDict(buf, msg, h.Bytes())
+	if n := testing.AllocsPerRun(100, func() {
+		_, _ = d.DeflateDict(buf[:0], msg, h.Bytes())
+		_, _ = d.Deflate(buf[:0], msg, false)
+		h.Add(msg)
+	}); n != 0 {
+		t.Fatalf("%v allocations per message", n)
 	}
 }
 
@@ -307,20 +387,29 @@ func TestInflateInvalid(t *testing.T) {
 }
 
 func TestDeflateHistory(t *testing.T) {
-	var h DeflateHistory
-	var all []byte
-	rng := rand.New(rand.NewSource(1))
-	for _, n := range []int{0, 10, 1000, 30000, 5000, DeflateWindow, 40000, 1, 7} {
-		m := make([]byte, n)
-		rng.Read(m)
-		h.Add(m)
-		all = append(all, m...)
-		want := all
-		if len(want) > DeflateWindow {
-			want = want[len(want)-DeflateWindow:]
+	for _, size := range []int{0, 4 << 10, DeflateWindow, DeflateWindow + 1} {
+		h := DeflateHistory{Size: size}
+		keep := size
+		if keep == 0 || keep > DeflateWindow {
+			keep = DeflateWindow
 		}
-		if !bytes.Equal(h.Bytes(), want) {
-			t.Fatalf("after adding %d bytes: window of %d bytes differs", n, len(h.Bytes()))
+		var all []byte
+		rng := rand.New(rand.NewSource(1))
+		for _, n := range []int{0, 10, 1000, 30000, 5000, DeflateWindow, 40000, 1, 7, 4095, 4096, 3} {
+			m := make([]byte, n)
+			rng.Read(m)
+			h.Add(m)
+			all = append(all, m...)
+			want := all
+			if len(want) > keep {
+				want = want[len(want)-keep:]
+			}
+			if !bytes.Equal(h.Bytes(), want) {
+				t.Fatalf("size %d, after adding %d bytes: window of %d bytes differs", size, n, len(h.Bytes()))
+			}
+			if cap(h.Bytes()) != keep {
+				t.Fatalf("size %d: buffer of %d bytes, want %d", size, cap(h.Bytes()), keep)
+			}
 		}
 	}
 }
