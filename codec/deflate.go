@@ -9,6 +9,7 @@ import (
 	"sync"
 
 	"github.com/gobwas/httphead"
+	"github.com/klauspost/compress"
 	"github.com/klauspost/compress/flate"
 )
 
@@ -345,12 +346,13 @@ func (w *appendWriter) Write(p []byte) (int, error) {
 
 // Deflater compresses message payloads for permessage-deflate. It holds one
 // flate writer, created on first use, of 0.3 MB (HuffmanOnly) to 1.4 MB
-// (level 9), 0.8 MB at the default level 1: it belongs to an event loop,
-// not to a connection. A connection that keeps its compression context
-// (RFC 7692 §7.1.1) can still share it: keep the last bytes the connection
-// sent compressed in a [DeflateHistory] and compress each message with
-// [Deflater.DeflateDict]. A Deflater is not safe for concurrent use and
-// must not be copied after first use.
+// (level 9), 0.8 MB at the default level 1, and at levels 1 to 6 a 0.3 MB
+// Huffman-only writer created when first needed (see [Deflater.Deflate]):
+// it belongs to an event loop, not to a connection. A connection that
+// keeps its compression context (RFC 7692 §7.1.1) can still share it: keep
+// the last bytes the connection sent compressed in a [DeflateHistory] and
+// compress each message with [Deflater.DeflateDict]. A Deflater is not safe
+// for concurrent use and must not be copied after first use.
 type Deflater struct {
 	// Level is the flate level: 1 (flate.BestSpeed) to 9, or
 	// flate.HuffmanOnly (-2); flate.DefaultCompression (-1) is level 5.
@@ -359,8 +361,10 @@ type Deflater struct {
 	// back-references (the dictionary is not used for it).
 	Level int
 
-	fw  *flate.Writer
-	out appendWriter
+	fw    *flate.Writer
+	huff  *flate.Writer // Huffman-only, for what the fast levels store
+	level int           // the level fw was made with
+	out   appendWriter
 }
 
 // ErrDeflateLevel is returned by [Deflater.Deflate] and
@@ -384,7 +388,7 @@ func (d *Deflater) start(dict []byte) error {
 		if err != nil {
 			return err
 		}
-		d.fw = fw
+		d.fw, d.level = fw, level
 		if len(dict) == 0 {
 			return nil
 		}
@@ -405,13 +409,33 @@ func (d *Deflater) start(dict []byte) error {
 // it continues the stream of the previous calls, so the peer must
 // decompress every message this Deflater produced, in order. An empty msg
 // compresses to the single byte 0x00 (§7.2.3.6).
+//
+// At levels 1 to 6 a message of 128 bytes or more in which the fast
+// encoder finds no match at all is stored, uncompressed; when its byte
+// histogram says Huffman coding alone would save an eighth, it is
+// compressed again Huffman-only (binary data of a few distinct byte
+// values, RFC 7692's "compressible binary"). That output refers to no
+// earlier byte, so it is valid whatever the context; with takeover the
+// stream then restarts from this message's end, which a sender may do at
+// any message (the receiver's window only holds more than is used).
 func (d *Deflater) Deflate(dst, msg []byte, takeover bool) ([]byte, error) {
 	if !takeover || d.fw == nil {
 		if err := d.start(nil); err != nil {
 			return dst, err
 		}
 	}
-	return d.compress(dst, msg)
+	c, err := d.compress(dst, msg)
+	if err != nil || !d.worthHuffman(len(c)-len(dst), msg) {
+		return c, err
+	}
+	h, err := d.compressHuffman(c[:len(dst)], msg)
+	if err == nil && takeover {
+		// The fast writer saw msg compressed its way; the peer got it
+		// Huffman-coded, so distances from what fw holds are still
+		// right, but a fresh start costs nothing and leaves no doubt.
+		d.fw.ResetDict(&d.out, nil)
+	}
+	return h, err
 }
 
 // DeflateDict is Deflate for a connection that keeps its compression
@@ -424,21 +448,59 @@ func (d *Deflater) Deflate(dst, msg []byte, takeover bool) ([]byte, error) {
 // compressing dict again, so a short dict (a few KiB) keeps most of the
 // gain of context takeover for most of the saving in CPU. The caller must
 // add msg to its history only if the compressed message is sent.
+//
+// The Huffman-only second try of [Deflater.Deflate] applies here too.
 func (d *Deflater) DeflateDict(dst, msg, dict []byte) ([]byte, error) {
 	if err := d.start(dict); err != nil {
 		return dst, err
 	}
-	return d.compress(dst, msg)
+	c, err := d.compress(dst, msg)
+	if err != nil || !d.worthHuffman(len(c)-len(dst), msg) {
+		return c, err
+	}
+	return d.compressHuffman(c[:len(dst)], msg)
+}
+
+// worthHuffman says whether msg, which the writer compressed to n bytes,
+// should be tried Huffman-only: only at the fast levels, only when nothing
+// was gained, only from 128 bytes (below, the fast levels already code it
+// Huffman-only), and only when the histogram promises an eighth off. The
+// histogram is one cheap pass, so random data pays little for the check.
+func (d *Deflater) worthHuffman(n int, msg []byte) bool {
+	if d.level < flate.BestSpeed || d.level > 6 || n < len(msg) || len(msg) < 128 {
+		return false
+	}
+	return compress.ShannonEntropyBits(msg) < len(msg)*7
+}
+
+// compressHuffman appends msg Huffman-coded, with no back-reference.
+func (d *Deflater) compressHuffman(dst, msg []byte) ([]byte, error) {
+	if d.huff == nil {
+		huff, err := flate.NewWriter(&d.out, flate.HuffmanOnly)
+		if err != nil {
+			return dst, err
+		}
+		d.huff = huff
+	} else {
+		d.huff.Reset(&d.out)
+	}
+	return d.flush(d.huff, dst, msg)
 }
 
 // compress runs msg through the writer as it stands and ends it with a
 // sync flush whose tail it removes.
 func (d *Deflater) compress(dst, msg []byte) ([]byte, error) {
+	return d.flush(d.fw, dst, msg)
+}
+
+// flush writes msg to fw, which writes into d.out, and ends it with a sync
+// flush whose tail it removes.
+func (d *Deflater) flush(fw *flate.Writer, dst, msg []byte) ([]byte, error) {
 	d.out.b = dst
 	start := len(dst)
-	_, err := d.fw.Write(msg)
+	_, err := fw.Write(msg)
 	if err == nil {
-		err = d.fw.Flush()
+		err = fw.Flush()
 	}
 	out := d.out.b
 	d.out.b = nil

@@ -297,6 +297,56 @@ func TestDeflateDict(t *testing.T) {
 	}
 }
 
+// TestDeflateHuffmanFallback: binary data of few distinct byte values has
+// no LZ77 match, so the fast levels would store it; Huffman coding alone
+// halves it. It must decode with and without takeover, and the stream must
+// go on correctly after it. Random data stays stored.
+func TestDeflateHuffmanFallback(t *testing.T) {
+	rng := rand.New(rand.NewSource(5))
+	nibbles := make([]byte, 4096)
+	for i := range nibbles {
+		nibbles[i] = byte(rng.Intn(16)) * 17
+	}
+	random := make([]byte, 4096)
+	rng.Read(random)
+	text := []byte(strings.Repeat("text after the binary, with matches, text after the binary. ", 10))
+	for _, takeover := range []bool{false, true} {
+		var d Deflater
+		var hist DeflateHistory
+		for _, m := range []struct {
+			name string
+			msg  []byte
+			max  int // largest acceptable compressed size
+		}{{"nibbles", nibbles, len(nibbles) * 6 / 10}, {"text", text, len(text) / 3}, {"random", random, len(random) + 16}, {"text", text, len(text) / 3}} {
+			c, err := d.Deflate(nil, m.msg, takeover)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(c) > m.max {
+				t.Errorf("takeover %v, %s: %d bytes compressed to %d, want at most %d", takeover, m.name, len(m.msg), len(c), m.max)
+			}
+			var dict []byte
+			if takeover {
+				dict = hist.Bytes()
+			}
+			if got := stdInflate(t, dict, c); !bytes.Equal(got, m.msg) {
+				t.Fatalf("takeover %v, %s: decoded differently", takeover, m.name)
+			}
+			hist.Add(m.msg)
+		}
+	}
+	var d Deflater
+	var h DeflateHistory
+	h.Add(text)
+	c, err := d.DeflateDict(nil, nibbles, h.Bytes())
+	if err != nil || len(c) > len(nibbles)*6/10 {
+		t.Fatalf("DeflateDict: %d bytes, %v", len(c), err)
+	}
+	if got := stdInflate(t, h.Bytes(), c); !bytes.Equal(got, nibbles) {
+		t.Fatal("DeflateDict: decoded differently")
+	}
+}
+
 // TestDeflateDictAllocs: the shared compressor allocates nothing per
 // message once warm, with or without a dictionary, so a takeover
 // connection costs exactly its histories.
