@@ -3,7 +3,6 @@ package engine
 import (
 	"bufio"
 	"bytes"
-	"compress/flate"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -16,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/klauspost/compress/flate"
 
 	"github.com/wsloop/wsloop/codec"
 	"github.com/wsloop/wsloop/handler"
@@ -580,6 +581,60 @@ func BenchmarkDeflateCompress(b *testing.B) {
 					b.ReportMetric(float64(out)/float64(size), "ratio")
 				})
 			}
+		}
+	}
+}
+
+// BenchmarkDeflateTakeoverWindow is the choice behind DefaultTakeoverWindow:
+// a stream of different JSON messages of one shape sent on one takeover
+// connection, compressed by a compressor of its own that continues the
+// stream ("own", about 0.8 MB per connection) or by a shared one primed
+// with the last W bytes sent ("dict-W", W bytes per connection). It reports
+// ns per message and the compression ratio.
+//
+//	go test -run=^$ -bench=DeflateTakeoverWindow ./engine
+func BenchmarkDeflateTakeoverWindow(b *testing.B) {
+	for _, size := range []int{256, 1 << 10, 16 << 10} {
+		// More distinct messages than a 32 KiB window holds, so that
+		// no variant sees an exact repeat.
+		msgs := make([][]byte, 0, 256)
+		for i := range cap(msgs) {
+			msgs = append(msgs, dflPayload(size+i)[:size])
+		}
+		for _, window := range []int{0, 1 << 10, 2 << 10, 4 << 10, 8 << 10, codec.DeflateWindow} {
+			name := "own"
+			if window > 0 {
+				name = fmt.Sprintf("dict-%d", window)
+			}
+			b.Run(fmt.Sprintf("size=%d/%s", size, name), func(b *testing.B) {
+				var d codec.Deflater
+				h := codec.DeflateHistory{Size: window}
+				buf := make([]byte, 0, 2*size+64)
+				var in, out int64
+				b.SetBytes(int64(size))
+				b.ReportAllocs()
+				for i := 0; i < len(msgs); i++ { // warm: fill the windows
+					h.Add(msgs[i])
+				}
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					m := msgs[i%len(msgs)]
+					var c []byte
+					var err error
+					if window == 0 {
+						c, err = d.Deflate(buf[:0], m, true)
+					} else {
+						c, err = d.DeflateDict(buf[:0], m, h.Bytes())
+						h.Add(m)
+					}
+					if err != nil {
+						b.Fatal(err)
+					}
+					in += int64(len(m))
+					out += int64(len(c))
+				}
+				b.ReportMetric(float64(out)/float64(in), "ratio")
+			})
 		}
 	}
 }
