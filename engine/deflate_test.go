@@ -599,7 +599,7 @@ func BenchmarkDeflateTakeoverWindow(b *testing.B) {
 		// no variant sees an exact repeat.
 		msgs := make([][]byte, 0, 256)
 		for i := range cap(msgs) {
-			msgs = append(msgs, dflPayload(size+i)[:size])
+			msgs = append(msgs, dflPayload(size + i)[:size])
 		}
 		for _, window := range []int{0, 1 << 10, 2 << 10, 4 << 10, 8 << 10, codec.DeflateWindow} {
 			name := "own"
