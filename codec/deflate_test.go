@@ -644,3 +644,37 @@ func FuzzNegotiateDeflate(f *testing.F) {
 		}
 	})
 }
+
+// FuzzInflate: whatever a client sends as a compressed payload, Inflate
+// returns a message within the limit or one of its two errors, never
+// panics, and the same Inflater then decodes a good message correctly (no
+// state leaks from a failed message into the next connection's).
+func FuzzInflate(f *testing.F) {
+	var d Deflater
+	good := []byte(strings.Repeat(`{"ok":true,"n":1},`, 20))
+	goodC, _ := d.Deflate(nil, good, false)
+	f.Add(goodC, []byte(nil), uint16(1000))
+	f.Add([]byte{0x00}, []byte("dict"), uint16(10))
+	f.Add([]byte{0xff, 0xff, 0xff}, []byte(nil), uint16(100))
+	bomb, _ := d.Deflate(nil, make([]byte, 1<<16), false)
+	f.Add(bomb, []byte(nil), uint16(500))
+	f.Fuzz(func(t *testing.T, payload, dict []byte, max uint16) {
+		var inf Inflater
+		out, err := inf.Inflate([]byte("x"), payload, dict, int64(max))
+		switch {
+		case err == nil:
+			if len(out)-1 > int(max) {
+				t.Fatalf("%d bytes out for a limit of %d", len(out)-1, max)
+			}
+		case errors.Is(err, ErrInflatedTooBig), errors.Is(err, ErrDeflateData):
+			if string(out) != "x" {
+				t.Fatalf("dst changed to %d bytes on error", len(out))
+			}
+		default:
+			t.Fatalf("unexpected error %v", err)
+		}
+		if got, err := inf.Inflate(nil, goodC, nil, -1); err != nil || !bytes.Equal(got, good) {
+			t.Fatalf("the next message: %v", err)
+		}
+	})
+}
