@@ -442,7 +442,7 @@ func (wc *wsConn) writeDeflate(op codec.OpCode, payload []byte) error {
 // preparedFrame returns the bytes to send for f on this connection: the
 // plain frame, or its compressed variant shared by every connection without
 // server context takeover. ok is false when the connection keeps a
-// compression context, so f must be compressed with its own compressor.
+// compression context, so f must be compressed against its own history.
 func (wc *wsConn) preparedFrame(f *codec.PreparedFrame) (b []byte, ok bool) {
 	cd := wc.deflate()
 	if cd == nil || f.Op().IsControl() {
@@ -479,9 +479,9 @@ func (wc *wsConn) writePreparedOnLoop(f *codec.PreparedFrame) {
 	if wc.getPhase() != phaseOpen {
 		return
 	}
-	// Through the queue: the connection's own compressor orders its
-	// frames under its lock, and writeOnLoop could run OnClose (which
-	// takes that lock) from inside a failed write.
+	// Through the queue: the connection's compressed frames are ordered
+	// under its lock, and writeOnLoop could run OnClose (which takes
+	// that lock) from inside a failed write.
 	if wc.writeDeflate(f.Op(), f.Payload()) == nil {
 		wc.lp.stats.messagesOut.Add(1)
 	}

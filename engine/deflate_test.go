@@ -287,8 +287,8 @@ func TestDeflateBudget(t *testing.T) {
 }
 
 // TestDeflateBroadcast: a broadcast is compressed once for every receiver
-// without server context takeover (they get the very same bytes), with its
-// own compressor for a receiver that keeps its context, and not at all for
+// without server context takeover (they get the very same bytes), against
+// its own history for a receiver that keeps its context, and not at all for
 // one that did not negotiate the extension.
 func TestDeflateBroadcast(t *testing.T) {
 	h := newDflHandler(false)
