@@ -136,7 +136,7 @@ const (
 	deflateHistoryCost = codec.DeflateWindow
 )
 
-// deflateWindowCost is what server context takeover reserves.
+// windowCost is what server context takeover reserves.
 func (o *Deflate) windowCost() int64 { return int64(o.window()) + deflateStateCost }
 
 // serverDeflate is the server-wide permessage-deflate state.
