@@ -2,7 +2,6 @@ package codec
 
 import (
 	"bytes"
-	"compress/flate"
 	"errors"
 	"io"
 	"slices"
@@ -10,6 +9,8 @@ import (
 	"sync"
 
 	"github.com/gobwas/httphead"
+	"github.com/klauspost/compress"
+	"github.com/klauspost/compress/flate"
 )
 
 // This file is permessage-deflate (RFC 7692): the negotiation of its
@@ -19,9 +20,10 @@ import (
 // compressed message and nowhere else (§6), is enforced by [Decoder] when
 // its Compression field is set.
 //
-// compress/flate always compresses with a 32 KiB window and cannot be told
-// to use less. The negotiation below only agrees to what it can honour
-// exactly: see [NegotiateDeflate].
+// Compression is github.com/klauspost/compress/flate, which is faster than
+// the standard library's at every level and resets cheaply between
+// messages. Its levels compress with a 32 KiB window, so the negotiation
+// below only agrees to what it can honour exactly: see [NegotiateDeflate].
 
 // DeflateExtension is the extension token of RFC 7692 §7.
 const DeflateExtension = "permessage-deflate"
@@ -34,7 +36,7 @@ const (
 	paramClientMaxWindowBits     = "client_max_window_bits"
 )
 
-// DeflateWindow is the size of the LZ77 sliding window compress/flate uses
+// DeflateWindow is the size of the LZ77 sliding window the compressor uses
 // (2^15 bytes, the largest RFC 7692 §7.1.2 allows). It is also the most a
 // context-takeover decompressor must remember between messages.
 const DeflateWindow = 1 << 15
@@ -100,7 +102,7 @@ type DeflateParams struct {
 }
 
 // CompressLimit returns the largest message the server may compress under
-// p, or 0 for no limit. compress/flate always uses a 32 KiB window, so when
+// p, or 0 for no limit. The compressor uses a 32 KiB window, so when
 // the client asked for a window of 2^N < 2^15 bytes the server honours it
 // exactly by compressing each message on its own (no context takeover) and
 // only when the message is at most 2^N bytes: no back-reference can then
@@ -348,18 +350,61 @@ func (w *appendWriter) Write(p []byte) (int, error) {
 }
 
 // Deflater compresses message payloads for permessage-deflate. It holds one
-// compress/flate writer, about 1 MB, created on first use: share one
-// Deflater between connections that negotiated no context takeover (one
-// per event loop), and give one to each connection that keeps its context.
-// A Deflater is not safe for concurrent use and must not be copied after
-// first use.
+// flate writer, created on first use, of 0.3 MB (HuffmanOnly) to 1.4 MB
+// (level 9), 0.8 MB at the default level 1, and at levels 1 to 6 a 0.3 MB
+// Huffman-only writer created when first needed (see [Deflater.Deflate]):
+// it belongs to an event loop, not to a connection. A connection that
+// keeps its compression context (RFC 7692 §7.1.1) can still share it: keep
+// the last bytes the connection sent compressed in a [DeflateHistory] and
+// compress each message with [Deflater.DeflateDict]. A Deflater is not safe
+// for concurrent use and must not be copied after first use.
 type Deflater struct {
-	// Level is the compress/flate level: 1 (flate.BestSpeed) to 9, or
-	// flate.HuffmanOnly. 0 means flate.BestSpeed. Set it before first use.
+	// Level is the flate level: 1 (flate.BestSpeed) to 9, or
+	// flate.HuffmanOnly (-2); flate.DefaultCompression (-1) is level 5.
+	// 0 means flate.BestSpeed. Set it before first use. At levels 1 to 6
+	// a message under 128 bytes is Huffman-coded on its own, without
+	// back-references (the dictionary is not used for it).
 	Level int
 
-	fw  *flate.Writer
-	out appendWriter
+	fw    *flate.Writer
+	huff  *flate.Writer // Huffman-only, for what the fast levels store
+	level int           // the level fw was made with
+	out   appendWriter
+}
+
+// ErrDeflateLevel is returned by [Deflater.Deflate] and
+// [Deflater.DeflateDict] for a Level outside -2 to 9.
+var ErrDeflateLevel = errors.New("websocket: permessage-deflate level must be -2 to 9")
+
+// start makes the writer ready for a message that begins a new stream
+// after dict (nil for none). The writer is created on first use.
+func (d *Deflater) start(dict []byte) error {
+	if d.fw == nil {
+		level := d.Level
+		if level == 0 {
+			level = flate.BestSpeed
+		}
+		if level < flate.HuffmanOnly || level > flate.BestCompression {
+			// Other negative values select a custom window in
+			// klauspost's flate; the API does not offer them.
+			return ErrDeflateLevel
+		}
+		fw, err := flate.NewWriter(&d.out, level)
+		if err != nil {
+			return err
+		}
+		d.fw, d.level = fw, level
+		if len(dict) == 0 {
+			return nil
+		}
+	}
+	// ResetDict, never Reset: Reset would prime the window again with
+	// the dictionary of the last ResetDict, which is another
+	// connection's history by now. The reset itself is cheap at levels
+	// 1 to 6 (no hash table is cleared); priming costs about as much as
+	// compressing dict.
+	d.fw.ResetDict(&d.out, dict)
+	return nil
 }
 
 // Deflate appends the compressed form of msg to dst, as it goes in the
@@ -369,31 +414,105 @@ type Deflater struct {
 // it continues the stream of the previous calls, so the peer must
 // decompress every message this Deflater produced, in order. An empty msg
 // compresses to the single byte 0x00 (§7.2.3.6).
+//
+// At levels 1 to 6 a message of 128 bytes or more in which the fast
+// encoder finds no match at all is stored, uncompressed; when its byte
+// histogram says Huffman coding alone would save an eighth, it is
+// compressed again Huffman-only (binary data of a few distinct byte
+// values, RFC 7692's "compressible binary"). That output refers to no
+// earlier byte, so it is valid whatever the context; with takeover the
+// stream then restarts from this message's end, which a sender may do at
+// any message (the receiver's window only holds more than is used).
 func (d *Deflater) Deflate(dst, msg []byte, takeover bool) ([]byte, error) {
-	d.out.b = dst
-	if d.fw == nil {
-		level := d.Level
-		if level == 0 {
-			level = flate.BestSpeed
+	if !takeover || d.fw == nil {
+		if err := d.start(nil); err != nil {
+			return dst, err
 		}
-		fw, err := flate.NewWriter(&d.out, level)
+	}
+	c, err := d.compress(dst, msg)
+	if err != nil || !d.worthHuffman(len(c)-len(dst), msg) {
+		return c, err
+	}
+	h, err := d.compressHuffman(c[:len(dst)], msg)
+	if err == nil && takeover {
+		// The fast writer saw msg compressed its way; the peer got it
+		// Huffman-coded, so distances from what fw holds are still
+		// right, but a fresh start costs nothing and leaves no doubt.
+		d.fw.ResetDict(&d.out, nil)
+	}
+	return h, err
+}
+
+// DeflateDict is Deflate for a connection that keeps its compression
+// context without owning a compressor: msg is compressed as if the
+// compressor had just produced dict, the end of what the connection sent
+// compressed so far (the peer's decompressor holds at least the last
+// 32 KiB of it, RFC 7692 §7.2.2). Back-references reach at most into dict,
+// which may be shorter than the window: a compressor may always use less
+// than the negotiated window (§7.1.2.1). Priming costs about as much as
+// compressing dict again, so a short dict (a few KiB) keeps most of the
+// gain of context takeover for most of the saving in CPU. The caller must
+// add msg to its history only if the compressed message is sent.
+//
+// The Huffman-only second try of [Deflater.Deflate] applies here too.
+func (d *Deflater) DeflateDict(dst, msg, dict []byte) ([]byte, error) {
+	if err := d.start(dict); err != nil {
+		return dst, err
+	}
+	c, err := d.compress(dst, msg)
+	if err != nil || !d.worthHuffman(len(c)-len(dst), msg) {
+		return c, err
+	}
+	return d.compressHuffman(c[:len(dst)], msg)
+}
+
+// worthHuffman says whether msg, which the writer compressed to n bytes,
+// should be tried Huffman-only: only at the fast levels, only when nothing
+// was gained, only from 128 bytes (below, the fast levels already code it
+// Huffman-only), and only when the histogram promises an eighth off. The
+// histogram is one cheap pass, so random data pays little for the check.
+func (d *Deflater) worthHuffman(n int, msg []byte) bool {
+	if d.level < flate.BestSpeed || d.level > 6 || n < len(msg) || len(msg) < 128 {
+		return false
+	}
+	return compress.ShannonEntropyBits(msg) < len(msg)*7
+}
+
+// compressHuffman appends msg Huffman-coded, with no back-reference.
+func (d *Deflater) compressHuffman(dst, msg []byte) ([]byte, error) {
+	if d.huff == nil {
+		huff, err := flate.NewWriter(&d.out, flate.HuffmanOnly)
 		if err != nil {
 			return dst, err
 		}
-		d.fw = fw
-	} else if !takeover {
-		d.fw.Reset(&d.out)
+		d.huff = huff
+	} else {
+		d.huff.Reset(&d.out)
 	}
+	return d.flush(d.huff, dst, msg)
+}
+
+// compress runs msg through the writer as it stands and ends it with a
+// sync flush whose tail it removes.
+func (d *Deflater) compress(dst, msg []byte) ([]byte, error) {
+	return d.flush(d.fw, dst, msg)
+}
+
+// flush writes msg to fw, which writes into d.out, and ends it with a sync
+// flush whose tail it removes.
+func (d *Deflater) flush(fw *flate.Writer, dst, msg []byte) ([]byte, error) {
+	d.out.b = dst
 	start := len(dst)
-	_, err := d.fw.Write(msg)
+	_, err := fw.Write(msg)
 	if err == nil {
-		err = d.fw.Flush()
+		err = fw.Flush()
 	}
 	out := d.out.b
 	d.out.b = nil
 	if err != nil {
 		return dst, err
 	}
+	// §7.2.1: remove the 00 00 ff ff the sync flush ended with.
 	if len(out)-start < len(deflateTail) || !bytes.Equal(out[len(out)-4:], deflateTail) {
 		return dst, errors.New("websocket: flate flush did not end with 00 00 ff ff")
 	}
@@ -404,48 +523,20 @@ func (d *Deflater) Deflate(dst, msg []byte, takeover bool) ([]byte, error) {
 // takeover starts a new stream.
 func (d *Deflater) Reset() {
 	if d.fw != nil {
-		d.fw.Reset(&d.out)
+		d.fw.ResetDict(&d.out, nil)
 	}
 }
 
-// inflateSrc feeds a decompressor the payload and then the tail, as an
-// io.ByteReader so that compress/flate reads it without a bufio.Reader.
-type inflateSrc struct {
-	p    []byte
-	tail []byte
-}
-
-func (s *inflateSrc) Read(b []byte) (int, error) {
-	if len(s.p) == 0 {
-		s.p, s.tail = s.tail, nil
-		if len(s.p) == 0 {
-			return 0, io.EOF
-		}
-	}
-	n := copy(b, s.p)
-	s.p = s.p[n:]
-	return n, nil
-}
-
-func (s *inflateSrc) ReadByte() (byte, error) {
-	if len(s.p) == 0 {
-		s.p, s.tail = s.tail, nil
-		if len(s.p) == 0 {
-			return 0, io.EOF
-		}
-	}
-	b := s.p[0]
-	s.p = s.p[1:]
-	return b, nil
-}
-
-var fixedHuffmanOnce sync.Once
+// maxKeptInput is the largest input copy an [Inflater] keeps between
+// messages; a larger one is dropped after use, so that one big message
+// does not pin its size in every event loop.
+const maxKeptInput = 64 << 10
 
 // Inflater decompresses message payloads for permessage-deflate. It holds
-// one compress/flate reader, about 40 KB, created on first use; a
-// connection's context, when the client keeps one, is a [DeflateHistory]
-// passed to each call, so one Inflater serves every connection of an event
-// loop. It is not safe for concurrent use.
+// one flate reader, about 50 KB, created on first use; a connection's
+// context, when the client keeps one, is a [DeflateHistory] passed to each
+// call, so one Inflater serves every connection of an event loop. It is not
+// safe for concurrent use.
 type Inflater struct {
 	// Grow, if set, returns b with room for at least n more bytes (a
 	// pooled buffer); nil uses append. A Grow that returns a buffer with
@@ -453,8 +544,14 @@ type Inflater struct {
 	// (a server out of memory for inbound messages).
 	Grow func(b []byte, n int) []byte
 
-	fr  io.ReadCloser
-	src inflateSrc
+	fr io.ReadCloser
+	// in is the payload followed by inflateTail in one slice, read
+	// through rd: the decoder has a fast path for a *bytes.Reader that a
+	// reader chaining the two pieces would miss (an interface call per
+	// input byte). Copying the compressed bytes costs far less than
+	// decompressing them.
+	in []byte
+	rd bytes.Reader
 }
 
 // Inflate appends the decompressed form of a compressed message's payload
@@ -473,13 +570,17 @@ func (f *Inflater) Inflate(dst, payload, dict []byte, max int64) ([]byte, error)
 	if len(payload) == 0 {
 		return dst, nil
 	}
-	f.src = inflateSrc{p: payload, tail: inflateTail}
+	// RFC 7692 §7.2.2: append 00 00 ff ff; then a final empty stored
+	// block, so that the decoder ends with io.EOF exactly at the end of
+	// the message and a message cut inside a block is an error.
+	f.in = append(append(f.in[:0], payload...), inflateTail...)
+	f.rd.Reset(f.in)
 	if f.fr == nil {
-		f.fr = flate.NewReaderDict(&f.src, dict)
-	} else if err := f.fr.(flate.Resetter).Reset(&f.src, dict); err != nil {
+		f.fr = flate.NewReaderDict(&f.rd, dict)
+	} else if err := f.fr.(flate.Resetter).Reset(&f.rd, dict); err != nil {
 		return dst, err
 	}
-	defer func() { f.src = inflateSrc{} }() // drop the references to payload
+	defer f.release()
 	start := len(dst)
 	for {
 		if len(dst) == cap(dst) {
@@ -516,28 +617,51 @@ func (f *Inflater) Inflate(dst, payload, dict []byte, max int64) ([]byte, error)
 	}
 }
 
-// DeflateHistory is the sliding window of a connection whose client keeps
-// its compression context (no client_no_context_takeover): the last 32 KiB
-// of the messages decompressed so far, to be passed as dict to
-// [Inflater.Inflate]. Its buffer is allocated on first use.
+// release drops what the last Inflate read: the reference to dict inside
+// the decoder goes with the next Reset, the input copy now if it is large.
+func (f *Inflater) release() {
+	f.rd.Reset(nil)
+	if cap(f.in) > maxKeptInput {
+		f.in = nil
+	}
+}
+
+// DeflateHistory is the sliding window of one direction of a connection
+// that keeps its compression context: the last bytes of the messages
+// decompressed so far, to be passed as dict to [Inflater.Inflate] (the
+// client's messages, with the full [DeflateWindow]), or of the messages
+// sent compressed, to be passed to [Deflater.DeflateDict] (where a few KiB
+// are enough). Its buffer, of Size bytes, is allocated on first use.
 type DeflateHistory struct {
+	// Size is the most bytes kept, 1 to DeflateWindow; 0 or anything
+	// else means DeflateWindow. Set it before first use.
+	Size int
+
 	buf []byte
+}
+
+// size is the number of bytes h keeps.
+func (h *DeflateHistory) size() int {
+	if h.Size <= 0 || h.Size > DeflateWindow {
+		return DeflateWindow
+	}
+	return h.Size
 }
 
 // Bytes returns the window, oldest byte first.
 func (h *DeflateHistory) Bytes() []byte { return h.buf }
 
-// Add appends a decompressed message to the window, keeping its last
-// [DeflateWindow] bytes.
+// Add appends a message to the window, keeping its last Size bytes.
 func (h *DeflateHistory) Add(msg []byte) {
+	size := h.size()
 	if h.buf == nil {
-		h.buf = make([]byte, 0, DeflateWindow)
+		h.buf = make([]byte, 0, size)
 	}
-	if len(msg) >= DeflateWindow {
-		h.buf = append(h.buf[:0], msg[len(msg)-DeflateWindow:]...)
+	if len(msg) >= size {
+		h.buf = append(h.buf[:0], msg[len(msg)-size:]...)
 		return
 	}
-	if over := len(h.buf) + len(msg) - DeflateWindow; over > 0 {
+	if over := len(h.buf) + len(msg) - size; over > 0 {
 		n := copy(h.buf, h.buf[over:])
 		h.buf = h.buf[:n]
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/flate"
 	"errors"
+	"fmt"
 	"io"
 	"math/rand"
 	"strings"
@@ -214,9 +215,11 @@ func TestDeflateRoundTrip(t *testing.T) {
 // TestDeflateTakeoverGain checks that context takeover really carries the
 // window: the second copy of a message costs a few bytes.
 func TestDeflateTakeoverGain(t *testing.T) {
-	msg := []byte(`{"type":"quote","symbol":"WSLP","bid":101.25,"ask":101.27,"ts":1732460000}`)
+	// At least 128 bytes: at levels 1 to 6 a shorter message is
+	// Huffman-coded on its own, without back-references.
+	msg := []byte(`{"type":"quote","symbol":"WSLP","bid":101.25,"ask":101.27,"ts":1732460000,"venue":"XWSL","seq":123456789,"flags":["live","firm"]}`)
 	var d Deflater
-	d.Level = flate.DefaultCompression // BestSpeed ignores history below 128 bytes
+	d.Level = flate.DefaultCompression
 	first, _ := d.Deflate(nil, msg, true)
 	second, _ := d.Deflate(nil, msg, true)
 	if len(second) >= len(first)/2 {
@@ -234,6 +237,133 @@ func TestDeflateTakeoverGain(t *testing.T) {
 	// Without the history the second message cannot be decoded.
 	if got, err := inf.Inflate(nil, second, nil, -1); err == nil && bytes.Equal(got, msg) {
 		t.Fatal("second message decoded without its context")
+	}
+}
+
+// TestDeflateDict: a shared Deflater primed with each connection's own
+// history gives the gain of context takeover, interleaving connections;
+// the peers decode with their full 32 KiB window (the stdlib decoder here,
+// independently of Inflater). A message sent without a dictionary right
+// after one sent with a dictionary must not refer to that dictionary.
+func TestDeflateDict(t *testing.T) {
+	type peer struct {
+		sent, recv DeflateHistory // sender's short dictionary, receiver's window
+		sizes      []int
+	}
+	const window = 4 << 10
+	peers := make([]*peer, 3)
+	for i := range peers {
+		peers[i] = &peer{sent: DeflateHistory{Size: window}}
+	}
+	var d Deflater // one for all: the per-loop compressor
+	rng := rand.New(rand.NewSource(3))
+	for round := 0; round < 40; round++ {
+		for i, p := range peers {
+			msg := fmt.Appendf(nil, `{"peer":%d,"round":%d,"user":"user-%d","text":"the same words every time, the same words every time","more":"and then some more of them"}`, i, round, rng.Intn(1000))
+			if round%7 == 6 {
+				msg = bytes.Repeat(msg, 200) // past the short dictionary
+			}
+			c, err := d.DeflateDict(nil, msg, p.sent.Bytes())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := stdInflate(t, p.recv.Bytes(), c); !bytes.Equal(got, msg) {
+				t.Fatalf("peer %d round %d: decoded differently", i, round)
+			}
+			p.sent.Add(msg)
+			p.recv.Add(msg)
+			if len(msg) < 1000 {
+				p.sizes = append(p.sizes, len(c))
+			}
+		}
+		// A message without context in between, on the same Deflater:
+		// it must decode with no dictionary at all.
+		plain := fmt.Appendf(nil, `{"peer":%d,"round":%d,"user":"user-%d","text":"the same words every time, the same words every time"}`, 0, round, 1)
+		c, err := d.Deflate(nil, plain, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := stdInflate(t, nil, c); !bytes.Equal(got, plain) {
+			t.Fatalf("round %d: a message without context referred to a dictionary", round)
+		}
+	}
+	if len(peers[0].sent.Bytes()) != window {
+		t.Fatalf("sent history holds %d bytes, want its Size %d", len(peers[0].sent.Bytes()), window)
+	}
+	for i, p := range peers {
+		if last := p.sizes[len(p.sizes)-1]; last >= p.sizes[0]/2 {
+			t.Errorf("peer %d: compressed sizes %v: the dictionary was not used", i, p.sizes)
+		}
+	}
+}
+
+// TestDeflateHuffmanFallback: binary data of few distinct byte values has
+// no LZ77 match, so the fast levels would store it; Huffman coding alone
+// halves it. It must decode with and without takeover, and the stream must
+// go on correctly after it. Random data stays stored.
+func TestDeflateHuffmanFallback(t *testing.T) {
+	rng := rand.New(rand.NewSource(5))
+	nibbles := make([]byte, 4096)
+	for i := range nibbles {
+		nibbles[i] = byte(rng.Intn(16)) * 17
+	}
+	random := make([]byte, 4096)
+	rng.Read(random)
+	text := []byte(strings.Repeat("text after the binary, with matches, text after the binary. ", 10))
+	for _, takeover := range []bool{false, true} {
+		var d Deflater
+		var hist DeflateHistory
+		for _, m := range []struct {
+			name string
+			msg  []byte
+			max  int // largest acceptable compressed size
+		}{{"nibbles", nibbles, len(nibbles) * 6 / 10}, {"text", text, len(text) / 3}, {"random", random, len(random) + 16}, {"text", text, len(text) / 3}} {
+			c, err := d.Deflate(nil, m.msg, takeover)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(c) > m.max {
+				t.Errorf("takeover %v, %s: %d bytes compressed to %d, want at most %d", takeover, m.name, len(m.msg), len(c), m.max)
+			}
+			var dict []byte
+			if takeover {
+				dict = hist.Bytes()
+			}
+			if got := stdInflate(t, dict, c); !bytes.Equal(got, m.msg) {
+				t.Fatalf("takeover %v, %s: decoded differently", takeover, m.name)
+			}
+			hist.Add(m.msg)
+		}
+	}
+	var d Deflater
+	var h DeflateHistory
+	h.Add(text)
+	c, err := d.DeflateDict(nil, nibbles, h.Bytes())
+	if err != nil || len(c) > len(nibbles)*6/10 {
+		t.Fatalf("DeflateDict: %d bytes, %v", len(c), err)
+	}
+	if got := stdInflate(t, h.Bytes(), c); !bytes.Equal(got, nibbles) {
+		t.Fatal("DeflateDict: decoded differently")
+	}
+}
+
+// TestDeflateDictAllocs: the shared compressor allocates nothing per
+// message once warm, with or without a dictionary, so a takeover
+// connection costs exactly its histories.
+func TestDeflateDictAllocs(t *testing.T) {
+	var d Deflater
+	var h DeflateHistory
+	h.Size = 4 << 10
+	msg := []byte(strings.Repeat(`{"k":"v","n":12345},`, 40))
+	buf := make([]byte, 0, 2*len(msg)+64)
+	h.Add(msg)
+	_, _ = d.DeflateDict(buf, msg, h.Bytes())
+	if n := testing.AllocsPerRun(100, func() {
+		_, _ = d.DeflateDict(buf[:0], msg, h.Bytes())
+		_, _ = d.Deflate(buf[:0], msg, false)
+		h.Add(msg)
+	}); n != 0 {
+		t.Fatalf("%v allocations per message", n)
 	}
 }
 
@@ -307,20 +437,29 @@ func TestInflateInvalid(t *testing.T) {
 }
 
 func TestDeflateHistory(t *testing.T) {
-	var h DeflateHistory
-	var all []byte
-	rng := rand.New(rand.NewSource(1))
-	for _, n := range []int{0, 10, 1000, 30000, 5000, DeflateWindow, 40000, 1, 7} {
-		m := make([]byte, n)
-		rng.Read(m)
-		h.Add(m)
-		all = append(all, m...)
-		want := all
-		if len(want) > DeflateWindow {
-			want = want[len(want)-DeflateWindow:]
+	for _, size := range []int{0, 4 << 10, DeflateWindow, DeflateWindow + 1} {
+		h := DeflateHistory{Size: size}
+		keep := size
+		if keep == 0 || keep > DeflateWindow {
+			keep = DeflateWindow
 		}
-		if !bytes.Equal(h.Bytes(), want) {
-			t.Fatalf("after adding %d bytes: window of %d bytes differs", n, len(h.Bytes()))
+		var all []byte
+		rng := rand.New(rand.NewSource(1))
+		for _, n := range []int{0, 10, 1000, 30000, 5000, DeflateWindow, 40000, 1, 7, 4095, 4096, 3} {
+			m := make([]byte, n)
+			rng.Read(m)
+			h.Add(m)
+			all = append(all, m...)
+			want := all
+			if len(want) > keep {
+				want = want[len(want)-keep:]
+			}
+			if !bytes.Equal(h.Bytes(), want) {
+				t.Fatalf("size %d, after adding %d bytes: window of %d bytes differs", size, n, len(h.Bytes()))
+			}
+			if cap(h.Bytes()) != keep {
+				t.Fatalf("size %d: buffer of %d bytes, want %d", size, cap(h.Bytes()), keep)
+			}
 		}
 	}
 }
@@ -502,6 +641,40 @@ func FuzzNegotiateDeflate(f *testing.F) {
 		p2, ok := NegotiateDeflate(deflRequest(t, string(resp)), DeflatePolicy{ServerContextTakeover: true})
 		if !ok || p2 != p {
 			t.Fatalf("response %q renegotiates to %+v %v, want %+v", resp, p2, ok, p)
+		}
+	})
+}
+
+// FuzzInflate: whatever a client sends as a compressed payload, Inflate
+// returns a message within the limit or one of its two errors, never
+// panics, and the same Inflater then decodes a good message correctly (no
+// state leaks from a failed message into the next connection's).
+func FuzzInflate(f *testing.F) {
+	var d Deflater
+	good := []byte(strings.Repeat(`{"ok":true,"n":1},`, 20))
+	goodC, _ := d.Deflate(nil, good, false)
+	f.Add(goodC, []byte(nil), uint16(1000))
+	f.Add([]byte{0x00}, []byte("dict"), uint16(10))
+	f.Add([]byte{0xff, 0xff, 0xff}, []byte(nil), uint16(100))
+	bomb, _ := d.Deflate(nil, make([]byte, 1<<16), false)
+	f.Add(bomb, []byte(nil), uint16(500))
+	f.Fuzz(func(t *testing.T, payload, dict []byte, max uint16) {
+		var inf Inflater
+		out, err := inf.Inflate([]byte("x"), payload, dict, int64(max))
+		switch {
+		case err == nil:
+			if len(out)-1 > int(max) {
+				t.Fatalf("%d bytes out for a limit of %d", len(out)-1, max)
+			}
+		case errors.Is(err, ErrInflatedTooBig), errors.Is(err, ErrDeflateData):
+			if string(out) != "x" {
+				t.Fatalf("dst changed to %d bytes on error", len(out))
+			}
+		default:
+			t.Fatalf("unexpected error %v", err)
+		}
+		if got, err := inf.Inflate(nil, goodC, nil, -1); err != nil || !bytes.Equal(got, good) {
+			t.Fatalf("the next message: %v", err)
 		}
 	})
 }

@@ -3,7 +3,6 @@ package engine
 import (
 	"bufio"
 	"bytes"
-	"compress/flate"
 	"context"
 	"encoding/binary"
 	"fmt"
@@ -16,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/klauspost/compress/flate"
 
 	"github.com/wsloop/wsloop/codec"
 	"github.com/wsloop/wsloop/handler"
@@ -188,22 +189,37 @@ func (c *dflClient) read(timeout time.Duration) (codec.OpCode, []byte, bool, err
 	return op, out, true, nil
 }
 
-// TestDeflateCostEstimates checks the per-connection costs the budget
-// charges against what compress/flate really allocates.
+// TestDeflateCostEstimates checks what the budget charges a
+// context-takeover connection against what its state really allocates once
+// both directions have been used: the connDeflate, the end of what it sent
+// (TakeoverWindow bytes) and the window of what it received (32 KiB).
+// Compression itself allocates nothing per connection: the loop's
+// compressor is primed with the sent history (codec's
+// TestDeflateDictAllocs).
 func TestDeflateCostEstimates(t *testing.T) {
-	for _, level := range []int{flate.BestSpeed, 2, flate.DefaultCompression, flate.BestCompression, flate.HuffmanOnly} {
-		const runs = 4
+	msg := dflPayload(40 << 10) // past both windows
+	for _, window := range []int{0, 1 << 10, 16 << 10, codec.DeflateWindow} {
+		o := &Deflate{TakeoverWindow: window}
+		const runs = 64
+		keep := make([]*connDeflate, 0, runs)
 		var m0, m1 runtime.MemStats
 		runtime.ReadMemStats(&m0)
 		for i := 0; i < runs; i++ {
-			d := &codec.Deflater{Level: level}
-			_, _ = d.Deflate(nil, []byte("warm up"), true)
+			// As negotiateDeflate, writeDeflate and deliverCompressed
+			// build it.
+			cd := &connDeflate{serverTakeover: true, clientTakeover: true, sent: codec.DeflateHistory{Size: o.window()}}
+			cd.sent.Add(msg[:100])
+			cd.sent.Add(msg)
+			cd.hist.Add(msg[:100])
+			cd.hist.Add(msg)
+			keep = append(keep, cd)
 		}
 		runtime.ReadMemStats(&m1)
-		got, est := int64(m1.TotalAlloc-m0.TotalAlloc)/runs, deflateWriterCost(level)
-		t.Logf("level %d: a compressor allocates %d bytes, estimate %d", level, got, est)
-		if got < est*85/100 || got > est*115/100 {
-			t.Errorf("level %d: estimate %d is off the measured %d by more than 15%%", level, est, got)
+		runtime.KeepAlive(keep)
+		got, est := int64(m1.TotalAlloc-m0.TotalAlloc)/runs, o.windowCost()+deflateHistoryCost
+		t.Logf("TakeoverWindow %d: a takeover connection allocates %d bytes, estimate %d", window, got, est)
+		if got < est*95/100 || got > est*105/100 {
+			t.Errorf("TakeoverWindow %d: estimate %d is off the measured %d by more than 5%%", window, est, got)
 		}
 	}
 }
@@ -213,8 +229,9 @@ func TestDeflateCostEstimates(t *testing.T) {
 // connection closes.
 func TestDeflateBudget(t *testing.T) {
 	h := newDflHandler(true)
-	one := deflateWriterCost(flate.DefaultCompression) + deflateHistoryCost
-	s := dflStart(t, h, Options{Deflate: Deflate{Enabled: true, ContextTakeoverBudget: one + one/2}})
+	one := (&Deflate{}).windowCost() + deflateHistoryCost
+	// Room for one full reservation and one history, not two full ones.
+	s := dflStart(t, h, Options{Deflate: Deflate{Enabled: true, ContextTakeoverBudget: one + deflateHistoryCost}})
 	addr := s.Addr().String()
 
 	a := dflDial(t, addr, "permessage-deflate; client_max_window_bits")
@@ -270,8 +287,8 @@ func TestDeflateBudget(t *testing.T) {
 }
 
 // TestDeflateBroadcast: a broadcast is compressed once for every receiver
-// without server context takeover (they get the very same bytes), with its
-// own compressor for a receiver that keeps its context, and not at all for
+// without server context takeover (they get the very same bytes), against
+// its own history for a receiver that keeps its context, and not at all for
 // one that did not negotiate the extension.
 func TestDeflateBroadcast(t *testing.T) {
 	h := newDflHandler(false)
@@ -350,7 +367,9 @@ func TestDeflateWritersInOrder(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := 0; i < each; i++ {
-				msg := fmt.Sprintf(`{"writer":%d,"seq":%d,"pad":"%s"}`, w, i, strings.Repeat("x", i*7))
+				// Over 128 bytes: a shorter message is Huffman-coded
+				// alone, without the context this test is about.
+				msg := fmt.Sprintf(`{"writer":%d,"seq":%d,"text":"%s","pad":"%s"}`, w, i, strings.Repeat("the same words, ", 8), strings.Repeat("x", i*7))
 				if err := conn.WriteMessage(codec.OpText, []byte(msg)); err != nil {
 					t.Error(err)
 					return
@@ -509,7 +528,7 @@ func BenchmarkDeflateIdleMemory(b *testing.B) {
 	on := Deflate{Enabled: true}
 	take := on
 	take.ContextTakeoverBudget = 1 << 40
-	const m = 50 // 50 connections that used their own compressor: ~42 MB
+	const m = 200
 	for i := 0; i < b.N; i++ {
 		off := dflIdleHeap(b, n, Options{}, "", false)
 		noCtx := dflIdleHeap(b, n, Options{Deflate: on}, "permessage-deflate; client_max_window_bits", false)
@@ -521,7 +540,7 @@ func BenchmarkDeflateIdleMemory(b *testing.B) {
 		b.ReportMetric(noCtxActive, "B/conn-nocontext-used")
 		b.ReportMetric(takeIdle, "B/conn-takeover")
 		b.ReportMetric(takeActive, "B/conn-takeover-used")
-		b.ReportMetric(float64(deflateWriterCost(flate.DefaultCompression)+deflateHistoryCost), "B/conn-takeover-estimate")
+		b.ReportMetric(float64(take.windowCost()+deflateHistoryCost), "B/conn-takeover-estimate")
 	}
 }
 
@@ -562,6 +581,60 @@ func BenchmarkDeflateCompress(b *testing.B) {
 					b.ReportMetric(float64(out)/float64(size), "ratio")
 				})
 			}
+		}
+	}
+}
+
+// BenchmarkDeflateTakeoverWindow is the choice behind DefaultTakeoverWindow:
+// a stream of different JSON messages of one shape sent on one takeover
+// connection, compressed by a compressor of its own that continues the
+// stream ("own", about 0.8 MB per connection) or by a shared one primed
+// with the last W bytes sent ("dict-W", W bytes per connection). It reports
+// ns per message and the compression ratio.
+//
+//	go test -run=^$ -bench=DeflateTakeoverWindow ./engine
+func BenchmarkDeflateTakeoverWindow(b *testing.B) {
+	for _, size := range []int{256, 1 << 10, 16 << 10} {
+		// More distinct messages than a 32 KiB window holds, so that
+		// no variant sees an exact repeat.
+		msgs := make([][]byte, 0, 256)
+		for i := range cap(msgs) {
+			msgs = append(msgs, dflPayload(size + i)[:size])
+		}
+		for _, window := range []int{0, 1 << 10, 2 << 10, 4 << 10, 8 << 10, codec.DeflateWindow} {
+			name := "own"
+			if window > 0 {
+				name = fmt.Sprintf("dict-%d", window)
+			}
+			b.Run(fmt.Sprintf("size=%d/%s", size, name), func(b *testing.B) {
+				var d codec.Deflater
+				h := codec.DeflateHistory{Size: window}
+				buf := make([]byte, 0, 2*size+64)
+				var in, out int64
+				b.SetBytes(int64(size))
+				b.ReportAllocs()
+				for i := 0; i < len(msgs); i++ { // warm: fill the windows
+					h.Add(msgs[i])
+				}
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					m := msgs[i%len(msgs)]
+					var c []byte
+					var err error
+					if window == 0 {
+						c, err = d.Deflate(buf[:0], m, true)
+					} else {
+						c, err = d.DeflateDict(buf[:0], m, h.Bytes())
+						h.Add(m)
+					}
+					if err != nil {
+						b.Fatal(err)
+					}
+					in += int64(len(m))
+					out += int64(len(c))
+				}
+				b.ReportMetric(float64(out)/float64(in), "ratio")
+			})
 		}
 	}
 }
