@@ -237,6 +237,7 @@ func TestFragmentedMessageLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.expectClose(t, codec.CloseMessageTooBig)
+	c.conn.Close() // or the server waits CloseTimeout for our side to close
 	ev := h.waitClose(t)
 	var ce *handler.CloseError
 	if !errors.As(ev.err, &ce) || ce.Code != codec.CloseMessageTooBig {

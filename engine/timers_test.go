@@ -43,7 +43,12 @@ func startClocked(t *testing.T, h handler.Handler, opts engine.Options) (*engine
 	opts.Addr = "127.0.0.1:0"
 	opts.Logger = discardLogger
 	srv := engine.New(h, opts)
-	engine.SetOpenedHook(srv, func() { opened <- struct{}{} })
+	engine.SetOpenedHook(srv, func() {
+		select { // on the loop: never block it
+		case opened <- struct{}{}:
+		default:
+		}
+	})
 	startServing(t, srv)
 	return srv, clk, opened
 }
