@@ -179,14 +179,20 @@ func TestUpgradeFromHTTPRejections(t *testing.T) {
 		}
 	})
 	cases := map[string]func(addr string) string{
-		"plain GET":      func(a string) string { return "GET / HTTP/1.1\r\nHost: " + a + "\r\n\r\n" },
-		"cross-origin":   func(a string) string { return upgradeRequest(a, "/", "Origin: http://evil.example") },
-		"bad key":        func(a string) string { return strings.Replace(upgradeRequest(a, "/"), testKey, "c2hvcnQ=", 1) },
-		"version 8":      func(a string) string { return strings.Replace(upgradeRequest(a, "/"), "Version: 13", "Version: 8", 1) },
-		"POST":           func(a string) string { return strings.Replace(upgradeRequest(a, "/"), "GET", "POST", 1) },
-		"no Connection":  func(a string) string { return strings.Replace(upgradeRequest(a, "/"), "Connection: Upgrade", "Connection: keep-alive", 1) },
-		"no key":         func(a string) string { return strings.Replace(upgradeRequest(a, "/"), "Sec-WebSocket-Key: "+testKey+"\r\n", "", 1) },
-		"websocket typo": func(a string) string { return strings.Replace(upgradeRequest(a, "/"), "Upgrade: websocket", "Upgrade: websockets", 1) },
+		"plain GET":    func(a string) string { return "GET / HTTP/1.1\r\nHost: " + a + "\r\n\r\n" },
+		"cross-origin": func(a string) string { return upgradeRequest(a, "/", "Origin: http://evil.example") },
+		"bad key":      func(a string) string { return strings.Replace(upgradeRequest(a, "/"), testKey, "c2hvcnQ=", 1) },
+		"version 8":    func(a string) string { return strings.Replace(upgradeRequest(a, "/"), "Version: 13", "Version: 8", 1) },
+		"POST":         func(a string) string { return strings.Replace(upgradeRequest(a, "/"), "GET", "POST", 1) },
+		"no Connection": func(a string) string {
+			return strings.Replace(upgradeRequest(a, "/"), "Connection: Upgrade", "Connection: keep-alive", 1)
+		},
+		"no key": func(a string) string {
+			return strings.Replace(upgradeRequest(a, "/"), "Sec-WebSocket-Key: "+testKey+"\r\n", "", 1)
+		},
+		"websocket typo": func(a string) string {
+			return strings.Replace(upgradeRequest(a, "/"), "Upgrade: websocket", "Upgrade: websockets", 1)
+		},
 	}
 	for name, req := range cases {
 		t.Run(name, func(t *testing.T) {
