@@ -1,6 +1,10 @@
 package conformance
 
 import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -96,8 +100,65 @@ func startEchoHooks(t testing.TB, opts engine.Options) (string, *echoHandler) {
 	}
 	opts.MaxMessageSize = 64 << 20
 	h := newEchoHandler()
+	if road == roadHTTP {
+		return startHTTPEcho(t, h, opts), h
+	}
 	srv := enginetest.Start(t, h, opts)
 	return srv.Addr().String(), h
+}
+
+// The roads a connection takes to the engine's loops. TestMain runs the whole
+// suite once on each: the engine's own listener, then a net/http server
+// whose handler calls Server.Upgrade.
+const (
+	roadNative = "native listener"
+	roadHTTP   = "net/http Upgrade"
+)
+
+// road is the road of the current pass.
+var road = roadNative
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if os.Getenv(addrEnv) == "" {
+		road = roadHTTP
+		fmt.Println("conformance: the same suite again, upgraded through net/http")
+		if c := m.Run(); c != 0 {
+			code = c
+		}
+	}
+	os.Exit(code)
+}
+
+// startHTTPEcho serves h through a net/http server that upgrades every
+// request onto the engine's loops (Serve without a listener). net/http
+// parses the request first, so its header limit is set to the engine's
+// (431 past it, from net/http).
+func startHTTPEcho(t testing.TB, h handler.Handler, opts engine.Options) string {
+	t.Helper()
+	srv := engine.New(h, opts)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(context.Background(), nil) }()
+	<-srv.Ready()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := &http.Server{
+		MaxHeaderBytes: engine.DefaultMaxHeaderBytes,
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_, _ = srv.Upgrade(w, r, nil)
+		}),
+	}
+	go func() { _ = hs.Serve(ln) }()
+	t.Cleanup(func() {
+		_ = hs.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(ctx)
+		<-served
+	})
+	return ln.Addr().String()
 }
 
 // engineOptions returns the options the suite runs the engine with: the
