@@ -304,7 +304,7 @@ func (wc *wsConn) adopted(a *adoption) {
 		wc.applyDeflate(a.defl)
 	}
 	wc.open(a.info, a.ctx)
-	if wc.hasPending() && wc.phase() == phaseOpen {
+	if wc.inputLeft() && wc.phase() == phaseOpen {
 		if wc.frames() == gnet.Close {
 			wc.closeNow()
 		}

@@ -153,7 +153,7 @@ func (wc *wsConn) drain() {
 // unread request bytes cannot turn our close into a reset that destroys the
 // response in flight. Loop only.
 func (wc *wsConn) linger() {
-	_, _ = wc.c.Discard(wc.c.InboundBuffered())
+	wc.dropInput()
 	wc.setPhase(phaseFailing)
 	wc.flushFailing()
 }

@@ -21,21 +21,21 @@ import (
 var timeoutResponse = codec.AppendResponse(nil, http.StatusRequestTimeout, nil, []byte("upgrade request not completed in time\n"))
 
 func (wc *wsConn) handshake() gnet.Action {
-	c := wc.c
 	lp := wc.lp
 	s := lp.srv
+	buf, carried := wc.in()
 	x := wc.x.Load()
 	if x != nil && x.deciding {
 		// An AsyncUpgrader is deciding: hold what else arrives (a frame
 		// pipelined behind the request) until it has, charged.
-		if !s.chargeHeader(x, c.InboundBuffered()) {
+		wc.consumed(buf, carried, 0)
+		if !s.chargeHeader(x, len(buf)) {
 			x.deciding = false
 			s.stats.reject(http.StatusServiceUnavailable, rejectBusy)
 			return wc.respond(busyResponse)
 		}
 		return gnet.None
 	}
-	buf, _ := c.Peek(-1)
 	// Most requests arrive in one read: scan with a scanner on the stack
 	// and keep its position in the connection's extra state only when the
 	// header is not complete yet.
@@ -50,6 +50,7 @@ func (wc *wsConn) handshake() gnet.Action {
 	if n == 0 {
 		x = wc.extra()
 		x.hs, x.hsSaved = hs, true
+		wc.consumed(buf, carried, 0) // keep it all, carried bytes included
 		if !s.chargeHeader(x, len(buf)) {
 			s.stats.reject(http.StatusServiceUnavailable, rejectBusy)
 			return wc.respond(busyResponse)
@@ -100,6 +101,7 @@ func (wc *wsConn) handshake() gnet.Action {
 		}
 		x = wc.extra()
 		x.deciding = true
+		wc.consumed(buf, carried, 0)
 		if !s.chargeHeader(x, len(buf)) {
 			x.deciding = false
 			s.stats.reject(http.StatusServiceUnavailable, rejectBusy)
@@ -126,7 +128,7 @@ func (wc *wsConn) handshake() gnet.Action {
 			return wc.rejectErr(err)
 		}
 	}
-	return wc.accept(n, &r, res)
+	return wc.accept(buf, carried, n, &r, res)
 }
 
 // preferredSubprotocol returns the first subprotocol the client offered
@@ -149,9 +151,8 @@ func (s *Server) preferredSubprotocol(r *codec.Request) string {
 
 // accept completes an accepted handshake: it answers 101, opens the
 // connection, runs OnOpen and decodes what was pipelined behind the
-// request (n bytes long).
-func (wc *wsConn) accept(n int, r *codec.Request, res *handler.UpgradeResponse) gnet.Action {
-	c := wc.c
+// request, which is the first n bytes of the input (buf, carried).
+func (wc *wsConn) accept(buf []byte, carried, n int, r *codec.Request, res *handler.UpgradeResponse) gnet.Action {
 	lp := wc.lp
 	s := lp.srv
 	ext := s.negotiateDeflate(wc, r) // permessage-deflate (deflate.go): nil when off or not offered
@@ -164,9 +165,9 @@ func (wc *wsConn) accept(n int, r *codec.Request, res *handler.UpgradeResponse) 
 	if !wc.write(out) {
 		return gnet.None
 	}
-	_, _ = c.Discard(n)
+	wc.consumed(buf, carried, n)
 	wc.open(info, res.Context)
-	if (c.InboundBuffered() > 0 || wc.hasPending()) && wc.phase() == phaseOpen {
+	if wc.inputLeft() && wc.phase() == phaseOpen {
 		return wc.frames() // a frame pipelined behind the request
 	}
 	return gnet.None
@@ -194,13 +195,6 @@ func (wc *wsConn) open(info *connInfo, ctx any) {
 	wc.beginCallbacks()
 	s.callOpen(wc)
 	wc.endCallbacks()
-}
-
-// hasPending reports whether bytes carried over from before the loop wait
-// to be decoded.
-func (wc *wsConn) hasPending() bool {
-	x := wc.x.Load()
-	return x != nil && x.pending != nil
 }
 
 // rejectErr answers a request an Upgrader refused with err.
@@ -250,7 +244,7 @@ func (wc *wsConn) decided(res *handler.UpgradeResponse, err error) {
 		wc.rejectErr(err)
 		return
 	}
-	buf, _ := wc.c.Peek(-1)
+	buf, carried := wc.in()
 	hs := codec.HeaderScanner{Max: s.opts.MaxHeaderBytes}
 	n, _ := hs.Scan(buf)
 	var r codec.Request
@@ -261,7 +255,7 @@ func (wc *wsConn) decided(res *handler.UpgradeResponse, err error) {
 	if res.Subprotocol == "" {
 		res.Subprotocol = s.preferredSubprotocol(&r)
 	}
-	if wc.accept(n, &r, res) == gnet.Close {
+	if wc.accept(buf, carried, n, &r, res) == gnet.Close {
 		wc.closeNow()
 	}
 }

@@ -22,7 +22,7 @@ func (wc *wsConn) traffic() gnet.Action {
 	case phaseHandshake:
 		return wc.handshake()
 	case phaseFailing:
-		_, _ = wc.c.Discard(wc.c.InboundBuffered()) // read and drop until the peer closes
+		wc.dropInput() // read and drop until the peer closes
 		return gnet.None
 	case phaseClosed:
 		return gnet.None
@@ -30,22 +30,71 @@ func (wc *wsConn) traffic() gnet.Action {
 	return wc.frames()
 }
 
-// frames decodes and delivers every complete unit buffered for an open
-// connection: gnet calls OnTraffic once per read, so nothing may be left
-// behind that a later call would not see. Bytes carried over from before
-// the socket reached the loop (connExtra.pending) come first.
-func (wc *wsConn) frames() gnet.Action {
-	c := wc.c
-	s := wc.lp.srv
-	buf, _ := c.Peek(-1)
-	inGnet := len(buf)
-	carried := 0
-	x := wc.x.Load()
-	if x != nil && x.pending != nil {
-		buf = append(x.pending, buf...) // rare: a net/http upgrade with pipelined bytes
+// in returns the bytes waiting to be read: those carried over from before
+// (connExtra.pending: read by net/http before the socket reached the loop,
+// or decrypted by TLS), then what gnet has buffered. carried is how many of
+// buf are the carried ones. The slice is valid until consumed is called.
+// Loop only.
+func (wc *wsConn) in() (buf []byte, carried int) {
+	buf, _ = wc.c.Peek(-1)
+	if x := wc.x.Load(); x != nil && len(x.pending) > 0 {
 		carried = len(x.pending)
+		if len(buf) == 0 {
+			return x.pending, carried
+		}
+		buf = append(x.pending, buf...) // rare: carried bytes and new ones
+	}
+	return buf, carried
+}
+
+// consumed drops the first n bytes of the input in returned (buf, carried).
+// What is left of the carried bytes stays carried, joined by what gnet had
+// when they are not all read: gnet's bytes are then moved out of its buffer.
+// Loop only.
+func (wc *wsConn) consumed(buf []byte, carried, n int) {
+	inGnet := len(buf) - carried
+	switch {
+	case carried == 0:
+		if n > 0 {
+			_, _ = wc.c.Discard(n) // never 0: gnet discards everything then
+		}
+	case n >= carried:
+		wc.x.Load().pending = nil
+		if n > carried {
+			_, _ = wc.c.Discard(n - carried)
+		}
+	default:
+		// A partial unit is left among the carried bytes: keep all that
+		// is left, gnet's bytes with it, carried.
+		wc.x.Load().pending = buf[n:]
+		if inGnet > 0 {
+			_, _ = wc.c.Discard(inGnet)
+		}
+	}
+}
+
+// inputLeft reports whether bytes wait to be read.
+func (wc *wsConn) inputLeft() bool {
+	x := wc.x.Load()
+	return wc.c.InboundBuffered() > 0 || x != nil && len(x.pending) > 0
+}
+
+// dropInput discards everything waiting to be read. Loop only.
+func (wc *wsConn) dropInput() {
+	if n := wc.c.InboundBuffered(); n > 0 {
+		_, _ = wc.c.Discard(n)
+	}
+	if x := wc.x.Load(); x != nil {
 		x.pending = nil
 	}
+}
+
+// frames decodes and delivers every complete unit waiting for an open
+// connection: gnet calls OnTraffic once per read, so nothing may be left
+// behind that a later call would not see.
+func (wc *wsConn) frames() gnet.Action {
+	s := wc.lp.srv
+	buf, carried := wc.in()
 	if len(buf) == 0 {
 		return gnet.None
 	}
@@ -81,22 +130,10 @@ func (wc *wsConn) frames() gnet.Action {
 	if perr != nil {
 		off = len(buf) // nothing after a protocol error is read
 	}
-	switch {
-	case off >= carried:
-		if off > carried {
-			_, _ = c.Discard(off - carried)
-		}
-	default:
-		// Part of the carried bytes is left (a partial frame header):
-		// keep it, with what gnet had, for the next read.
-		wc.extra().pending = append([]byte(nil), buf[off:]...)
-		if inGnet > 0 {
-			_, _ = c.Discard(inGnet)
-		}
-	}
+	wc.consumed(buf, carried, off)
 	wc.endCallbacks()
 	if perr != nil {
-		s.log.Debug("wsloop: protocol error", "remote", c.RemoteAddr(), "code", perr.Code, "reason", perr.Reason)
+		s.log.Debug("wsloop: protocol error", "remote", wc.c.RemoteAddr(), "code", perr.Code, "reason", perr.Reason)
 		wc.fail(perr.Code, perr.Reason, &handler.CloseError{Code: perr.Code, Reason: perr.Reason})
 		return gnet.None
 	}
@@ -105,7 +142,7 @@ func (wc *wsConn) frames() gnet.Action {
 	}
 	// Bound the time a message or a frame header may stay incomplete, even
 	// while bytes keep trickling in.
-	if wc.dec.InMessage() || c.InboundBuffered() > 0 || off < carried {
+	if wc.dec.InMessage() || wc.inputLeft() {
 		if wc.msgStart == 0 && s.opts.MessageTimeout > 0 {
 			wc.msgStart = wc.lp.now
 			wc.lp.wheel.schedule(wc, wc.lp.now+s.ticks(s.opts.MessageTimeout))
