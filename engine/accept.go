@@ -278,8 +278,11 @@ func (s *Server) opened(c gnet.Conn) {
 		wc.adopted(a)
 		return
 	}
-	wc.msgStart = lp.now // the handshake timeout runs from accept
+	wc.msgStart = lp.now // the handshake timeout runs from accept, TLS included
 	lp.wheel.schedule(wc, lp.now+s.ticks(s.opts.HandshakeTimeout))
+	if s.tlsConf != nil {
+		wc.tlsStart()
+	}
 	if s.testHookOpened != nil {
 		s.testHookOpened()
 	}

@@ -135,7 +135,7 @@ func (wc *wsConn) dropAssembly() {
 // drain starts the close handshake for shutdown. Loop only.
 func (wc *wsConn) drain() {
 	switch wc.phase() {
-	case phaseHandshake:
+	case phaseHandshake, phaseTLS:
 		wc.setCloseErr(handler.ErrShutdown)
 		wc.closeNow()
 	case phaseOpen:
@@ -176,6 +176,7 @@ func (wc *wsConn) flushFailing() {
 	if wc.phase() == phaseClosed {
 		return
 	}
+	wc.tlsCloseNotify()
 	if wc.c.OutboundBuffered() == 0 {
 		_ = syscall.Shutdown(wc.c.Fd(), syscall.SHUT_WR)
 	}
@@ -197,6 +198,7 @@ func (wc *wsConn) closeNow() {
 	if wc.phase() == phaseClosed {
 		return
 	}
+	wc.tlsCloseNotify()
 	_ = wc.lp.el.Close(wc.c)
 }
 
@@ -240,6 +242,10 @@ func (wc *wsConn) closed(err error) {
 	if x := wc.x.Load(); x != nil {
 		s.releaseAssembly(x)
 		s.releaseHeader(x)
+		x.pending = nil
+		if x.tls != nil {
+			x.tls.tr.close() // a handshake waiting for bytes gives up
+		}
 	}
 	s.closeDeflate(wc) // permessage-deflate: return the context-takeover reservation (deflate.go)
 	if wc.has(sHandlerRan) {

@@ -17,6 +17,7 @@ const (
 	phaseClosing         // we sent a close frame and wait for the peer's
 	phaseFailing         // we failed the connection: input is discarded until EOF or timeout
 	phaseClosed          // gnet's OnClose ran: nothing may touch the socket
+	phaseTLS             // wss: the TLS handshake runs; phaseHandshake follows (tls.go)
 )
 
 // wsConn is the per-connection state. It is allocated at accept and is kept
@@ -117,7 +118,8 @@ type connExtra struct {
 	stallSince uint32              // tick the outbound buffer stopped draining; 0 if it drains
 	stallBytes int                 // outbound bytes seen at stallSince
 	defl       *connDeflate        // permessage-deflate; set before OnOpen, then read-only (deflate.go)
-	pending    []byte              // bytes read before the socket reached the loop (net/http's reader), not decoded yet
+	pending    []byte              // bytes read before the socket reached the loop (net/http's reader) or decrypted by TLS, not decoded yet
+	tls        *tlsState           // wss: crypto/tls and its transport (tls.go)
 	deciding   bool                // an AsyncUpgrader is deciding on the request
 
 	// Set before OnOpen, then read-only: the choices of a net/http Upgrade.

@@ -29,6 +29,8 @@ type loop struct {
 
 	defl loopDeflate // permessage-deflate compressor and decompressor (deflate.go)
 
+	tlsPlain []byte // plaintext decrypted for one wss connection at a time (tls.go)
+
 	bmu sync.Mutex     // guards bq.q, bq.spare and bq.running
 	bq  broadcastQueue // broadcasts waiting for the loop (broadcast.go)
 

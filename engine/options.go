@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"crypto/tls"
 	"log/slog"
 	"net/http"
 	"runtime"
@@ -129,6 +130,20 @@ type Options struct {
 	// upgrade request whose hook panicked.
 	CrashOnPanic bool
 
+	// TLSConfig, when set, makes the listener serve wss://: TLS 1.2 and
+	// 1.3 through the standard library's crypto/tls (certificates from
+	// Certificates or GetCertificate, which may rotate them without a
+	// restart). ALPN offers http/1.1 unless NextProtos is set. Handshakes
+	// run on at most MaxTLSHandshakes goroutines; after it a connection
+	// holds no goroutine. The handshake timeout covers the TLS handshake
+	// too.
+	TLSConfig *tls.Config
+	// MaxTLSHandshakes caps the TLS handshakes in progress at once, each on
+	// a goroutine. A client that stalls in the middle of its handshake
+	// holds one until HandshakeTimeout; queued handshakes start oldest
+	// first. Default 256 (DefaultMaxTLSHandshakes).
+	MaxTLSHandshakes int
+
 	// Clock is where the server reads the time. nil means the system
 	// clock; tests pass one they move by hand (enginetest.Clock).
 	Clock Clock
@@ -178,6 +193,9 @@ func (o *Options) withDefaults() Options {
 	}
 	if c.MaxInboundMemory == 0 {
 		c.MaxInboundMemory = defaultInboundMemory()
+	}
+	if c.MaxTLSHandshakes <= 0 {
+		c.MaxTLSHandshakes = DefaultMaxTLSHandshakes
 	}
 	if c.Clock == nil {
 		c.Clock = systemClock{}

@@ -18,6 +18,26 @@ func (wc *wsConn) traffic() gnet.Action {
 	if wc.has(sProbeSent) {
 		wc.set(sProbeSent, false)
 	}
+	if ts := wc.tls(); ts != nil {
+		switch wc.phase() {
+		case phaseTLS:
+			return wc.tlsHandshakeTraffic(ts)
+		case phaseClosed:
+			return gnet.None
+		}
+		more := wc.tlsTraffic(ts)
+		action := wc.dispatch()
+		wc.keepCarried()
+		if !more {
+			return gnet.Close // the TLS stream ended
+		}
+		return action
+	}
+	return wc.dispatch()
+}
+
+// dispatch reads the input by phase: the upgrade request, then frames.
+func (wc *wsConn) dispatch() gnet.Action {
 	switch wc.phase() {
 	case phaseHandshake:
 		return wc.handshake()

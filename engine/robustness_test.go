@@ -221,7 +221,7 @@ func TestMaxMessageSize(t *testing.T) {
 // outbound cap is closed after WriteStallTimeout.
 func TestWriteStallTimeout(t *testing.T) {
 	t.Parallel()
-	const stall = 8 * time.Second // ticks of 1.25 s (CloseTimeout 5 s is the shortest)
+	const stall = 8 * time.Second // ticks of 500 ms, the longest tick
 	h := newRecorder()
 	big := bytes.Repeat([]byte{2}, 64<<10)
 	wrote := make(chan struct{}, 1)

@@ -23,6 +23,7 @@ package engine
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"log/slog"
 	"net"
@@ -71,6 +72,9 @@ type Server struct {
 	fdFreed      chan struct{} // a descriptor was released; wakes a paused accept loop
 	acceptPaused atomic.Bool
 
+	tlsConf    *tls.Config   // Options.TLSConfig with ALPN set, nil for ws://
+	handshakes handshakePool // TLS handshake goroutines (tls.go)
+
 	inbound inboundBudget // memory held for undelivered inbound messages (budget.go)
 	defl    serverDeflate // permessage-deflate budget and counters (deflate.go)
 	stats   serverStats   // counters (stats.go)
@@ -104,6 +108,7 @@ func New(h handler.Handler, opts Options) *Server {
 		s.maxConns = defaultMaxConns(s.opts.FDReserve)
 	}
 	s.inbound.limit = s.opts.MaxInboundMemory
+	s.tlsConf = tlsConfig(s.opts.TLSConfig)
 	s.stats.init()
 	return s
 }

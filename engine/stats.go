@@ -54,6 +54,14 @@ type Stats struct {
 	// delivered, as charged to Options.MaxInboundMemory; InboundRefused
 	// counts the times the budget refused to grow.
 	InboundBytes, InboundRefused int64
+	// TLSHandshakes counts completed TLS handshakes (wss://), and
+	// TLSFailures failed ones and broken TLS streams by a fixed set of
+	// labels: "timeout", "closed" (the client left), "not tls" (plain
+	// HTTP on the TLS port), "no common parameters", "certificate",
+	// "oversized record", "oversized handshake", "unexpected message",
+	// "bad record" and "other".
+	TLSHandshakes int64
+	TLSFailures   map[string]int64
 }
 
 // Reject labels (see Stats.Rejected).
@@ -116,21 +124,26 @@ const (
 
 // serverStats holds the server-wide counters.
 type serverStats struct {
-	conns        atomic.Int64 // connections holding a descriptor: the budget against maxConns
-	open         atomic.Int64 // connections past the handshake
-	accepted     atomic.Int64
-	upgraded     atomic.Int64
-	acceptErrors atomic.Int64
-	panics       atomic.Int64
-	closes       [closeBuckets]atomic.Int64
+	conns         atomic.Int64 // connections holding a descriptor: the budget against maxConns
+	open          atomic.Int64 // connections past the handshake
+	accepted      atomic.Int64
+	upgraded      atomic.Int64
+	acceptErrors  atomic.Int64
+	panics        atomic.Int64
+	closes        [closeBuckets]atomic.Int64
+	tlsHandshakes atomic.Int64
 
-	rmu      sync.Mutex
-	rejected map[string]int64 // keys: "STATUS label", bounded
+	rmu         sync.Mutex
+	rejected    map[string]int64 // keys: "STATUS label", bounded
+	tlsFailures map[string]int64 // keys: tlsFailureLabel's, bounded
 
 	limitLog, acceptLog, panicLog rateLimited
 }
 
-func (st *serverStats) init() { st.rejected = map[string]int64{} }
+func (st *serverStats) init() {
+	st.rejected = map[string]int64{}
+	st.tlsFailures = map[string]int64{}
+}
 
 // reject counts a refused request. status is clamped to a valid HTTP status
 // so that an application's own statuses cannot grow the key set either.
@@ -173,6 +186,8 @@ func (s *Server) Stats() Stats {
 		InboundRefused: s.inbound.refused.Load(),
 		Rejected:       map[string]int64{},
 		ClosesByCode:   map[uint16]int64{},
+		TLSHandshakes:  s.stats.tlsHandshakes.Load(),
+		TLSFailures:    map[string]int64{},
 	}
 	for _, lp := range s.loopList() {
 		st.MessagesIn += lp.stats.messagesIn.Load()
@@ -185,6 +200,9 @@ func (s *Server) Stats() Stats {
 	s.stats.rmu.Lock()
 	for k, v := range s.stats.rejected {
 		st.Rejected[k] = v
+	}
+	for k, v := range s.stats.tlsFailures {
+		st.TLSFailures[k] = v
 	}
 	s.stats.rmu.Unlock()
 	for i := range s.stats.closes {

@@ -130,6 +130,15 @@ func (wc *wsConn) onTimer() {
 	now := lp.now
 	o := &s.opts
 	switch wc.phase() {
+	case phaseTLS:
+		if now-wc.msgStart >= s.ticks(o.HandshakeTimeout) {
+			lp.stats.timeouts.Add(1)
+			s.tlsFailed("timeout")
+			wc.closeNow()
+			return
+		}
+		lp.wheel.schedule(wc, wc.msgStart+s.ticks(o.HandshakeTimeout))
+		return
 	case phaseHandshake:
 		if now-wc.msgStart >= s.ticks(o.HandshakeTimeout) {
 			wc.handshakeTimedOut()

@@ -57,7 +57,7 @@ func startClocked(t *testing.T, h handler.Handler, opts engine.Options) (*engine
 // at HandshakeTimeout, although bytes keep arriving.
 func TestHandshakeTimeoutSlowloris(t *testing.T) {
 	t.Parallel()
-	const timeout = 8 * time.Second // ticks of 2 s
+	const timeout = 8 * time.Second // ticks of 500 ms
 	srv, clk, opened := startClocked(t, newRecorder(), engine.Options{HandshakeTimeout: timeout})
 	addr := srv.Addr().String()
 
@@ -102,7 +102,7 @@ func TestHandshakeTimeoutSlowloris(t *testing.T) {
 // 1001 close and EOF at the idle timeout; OnClose reports ErrIdleTimeout.
 func TestIdleTimeoutProbeThenClose(t *testing.T) {
 	t.Parallel()
-	const idle = 8 * time.Second // ticks of 1.25 s (CloseTimeout 5 s is the shortest)
+	const idle = 8 * time.Second // ticks of 500 ms, the longest tick
 	h := newRecorder()
 	srv, clk, _ := startClocked(t, h, engine.Options{IdleTimeout: idle})
 	c := dialWS(t, srv.Addr().String(), "/")
@@ -178,7 +178,7 @@ func TestIdleTimeoutKeepsLiveClients(t *testing.T) {
 // ends, is closed with 1008 after MessageTimeout although bytes keep coming.
 func TestMessageTimeout(t *testing.T) {
 	t.Parallel()
-	const timeout = 8 * time.Second // ticks of 1.25 s (CloseTimeout 5 s is the shortest)
+	const timeout = 8 * time.Second // ticks of 500 ms, the longest tick
 	h := newRecorder()
 	srv, clk, _ := startClocked(t, h, engine.Options{IdleTimeout: time.Hour, MessageTimeout: timeout})
 	addr := srv.Addr().String()
@@ -265,7 +265,7 @@ func TestMessageTimeout(t *testing.T) {
 // PongTimeout; one that answers stays.
 func TestPingIntervalPongTimeout(t *testing.T) {
 	t.Parallel()
-	const interval, pongWait = 8 * time.Second, 8 * time.Second // ticks of 1.25 s
+	const interval, pongWait = 8 * time.Second, 8 * time.Second // ticks of 500 ms
 	h := newRecorder()
 	pongs := make(chan struct{}, 16)
 	h.pong = func(handler.Conn, []byte) { pongs <- struct{}{} }
@@ -323,7 +323,7 @@ func TestPingIntervalPongTimeout(t *testing.T) {
 // connection after CloseTimeout; one that is answered reports the code.
 func TestCloseTimeout(t *testing.T) {
 	t.Parallel()
-	const timeout = 4 * time.Second // ticks of 1 s
+	const timeout = 4 * time.Second // ticks of 500 ms
 	h := newRecorder()
 	h.message = func(c handler.Conn, op handler.Op, data []byte) {
 		if string(data) == "close me" {

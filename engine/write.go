@@ -263,7 +263,13 @@ func (wc *wsConn) write(b []byte) bool {
 	if p == phaseClosed {
 		return false
 	}
-	if _, err := wc.c.Write(b); err != nil || wc.phase() == phaseClosed {
+	var err error
+	if ts := wc.tls(); ts != nil {
+		_, err = ts.conn.Write(b) // encrypted into the transport, which writes to gnet
+	} else {
+		_, err = wc.c.Write(b)
+	}
+	if err != nil || wc.phase() == phaseClosed {
 		return false
 	}
 	if p != phaseHandshake {

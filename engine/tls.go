@@ -1,0 +1,425 @@
+package engine
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+	"unsafe"
+
+	"github.com/panjf2000/gnet/v2"
+)
+
+// wss:// on the event loops, with the standard library's crypto/tls.
+//
+// A TLS connection is adopted by a loop at accept, like any other, and its
+// handshake timer starts. crypto/tls can run a handshake only against a
+// reader that blocks, so once the client's first bytes have arrived the
+// connection is queued for a handshake goroutine; at most
+// Options.MaxTLSHandshakes of them run at once (a bounded pool, not a
+// goroutine per connection). The goroutine runs tls.Conn.Handshake over a
+// tlsTransport: its reads wait for the bytes the loop feeds it, its writes
+// are handed to the loop. A client that connects and never speaks costs no
+// goroutine; one that stalls in the middle of its handshake holds one until
+// the handshake timer closes its connection on the loop, which makes the
+// transport's read fail. Queued handshakes are started oldest first; one
+// whose connection timed out meanwhile is skipped, so after a wave of
+// stalled clients the live ones wait at most about one handshake timeout.
+//
+// After the handshake the transport stops blocking: the loop feeds it the
+// bytes it read and calls tls.Conn.Read until it reports that no more are
+// buffered, with a net.Error whose Temporary() is true, which crypto/tls
+// returns without storing (crypto/tls/conn.go, readRecordOrCCS). The
+// plaintext goes to the connection's carried input (connExtra.pending),
+// which the handshake and the frame decoder read as they read gnet's buffer.
+// Writes go through tls.Conn.Write on the loop, which encrypts into the
+// transport, which writes to gnet. So after the handshake a wss connection
+// holds no goroutine, and a broadcast encodes a frame once and encrypts it
+// per connection.
+
+// DefaultMaxTLSHandshakes is Options.MaxTLSHandshakes when it is zero.
+const DefaultMaxTLSHandshakes = 256
+
+// maxTLSPending bounds the ciphertext a connection may send before its
+// handshake has finished: a full first flight is far smaller.
+const maxTLSPending = 64 << 10
+
+// tlsState is a wss connection's TLS: crypto/tls's connection and the
+// transport under it.
+type tlsState struct {
+	conn *tls.Conn
+	tr   *tlsTransport
+}
+
+// errWouldBlock is what a tlsTransport read returns when the loop has fed
+// it nothing more: crypto/tls keeps its state across it.
+type wouldBlock struct{}
+
+func (wouldBlock) Error() string   { return "wsloop: no TLS bytes buffered" }
+func (wouldBlock) Timeout() bool   { return true }
+func (wouldBlock) Temporary() bool { return true }
+
+var errWouldBlock net.Error = wouldBlock{}
+
+// tlsTransport is the net.Conn under a wss connection's tls.Conn.
+type tlsTransport struct {
+	wc *wsConn
+
+	mu          sync.Mutex
+	in          []byte // ciphertext fed by the loop, not read by crypto/tls yet
+	handshaking bool   // reads block; writes are queued on the loop
+	closed      bool   // the connection is gone: reads end
+	fed         chan struct{}
+
+	local, remote net.Addr
+}
+
+func newTLSTransport(wc *wsConn) *tlsTransport {
+	return &tlsTransport{wc: wc, handshaking: true, fed: make(chan struct{}, 1),
+		local: wc.c.LocalAddr(), remote: wc.c.RemoteAddr()}
+}
+
+// Read gives crypto/tls the ciphertext the loop fed. During the handshake
+// it waits for more; after, it answers errWouldBlock when there is none.
+func (t *tlsTransport) Read(p []byte) (int, error) {
+	t.mu.Lock()
+	for len(t.in) == 0 {
+		switch {
+		case t.closed:
+			t.mu.Unlock()
+			return 0, io.EOF
+		case !t.handshaking:
+			t.mu.Unlock()
+			return 0, errWouldBlock
+		}
+		t.mu.Unlock()
+		<-t.fed
+		t.mu.Lock()
+	}
+	n := copy(p, t.in)
+	t.in = t.in[n:]
+	if len(t.in) == 0 {
+		t.in = nil
+	}
+	t.mu.Unlock()
+	return n, nil
+}
+
+// Write sends crypto/tls's records: during the handshake, from the
+// handshake goroutine, through a task on the loop; after it, on the loop,
+// straight to gnet.
+func (t *tlsTransport) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	handshaking, closed := t.handshaking, t.closed
+	t.mu.Unlock()
+	if closed {
+		return 0, net.ErrClosed
+	}
+	if handshaking {
+		b := append([]byte(nil), p...)
+		wc := t.wc
+		err := wc.lp.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+			if wc.phase() != phaseClosed {
+				_, _ = wc.c.Write(b)
+			}
+			return nil
+		}))
+		if err != nil {
+			return 0, err
+		}
+		return len(p), nil
+	}
+	if t.wc.phase() == phaseClosed {
+		return 0, net.ErrClosed
+	}
+	return t.wc.c.Write(p)
+}
+
+// feed appends ciphertext read by the loop. It reports false when the
+// client sent more before its handshake finished than a handshake needs.
+func (t *tlsTransport) feed(b []byte) bool {
+	t.mu.Lock()
+	if t.handshaking && len(t.in)+len(b) > maxTLSPending {
+		t.mu.Unlock()
+		return false
+	}
+	t.in = append(t.in, b...)
+	t.mu.Unlock()
+	t.wake()
+	return true
+}
+
+func (t *tlsTransport) wake() {
+	select {
+	case t.fed <- struct{}{}:
+	default:
+	}
+}
+
+// established switches the transport to the loop's non-blocking mode.
+func (t *tlsTransport) established() {
+	t.mu.Lock()
+	t.handshaking = false
+	t.mu.Unlock()
+}
+
+// close ends the transport: a handshake blocked in Read gives up.
+func (t *tlsTransport) close() {
+	t.mu.Lock()
+	t.closed = true
+	t.in = nil
+	t.mu.Unlock()
+	t.wake()
+}
+
+func (t *tlsTransport) Close() error                     { t.close(); return nil }
+func (t *tlsTransport) LocalAddr() net.Addr              { return t.local }
+func (t *tlsTransport) RemoteAddr() net.Addr             { return t.remote }
+func (t *tlsTransport) SetDeadline(time.Time) error      { return nil } // the loop's timers bound everything
+func (t *tlsTransport) SetReadDeadline(time.Time) error  { return nil }
+func (t *tlsTransport) SetWriteDeadline(time.Time) error { return nil }
+
+// tlsConfig returns the server's TLS configuration: the application's,
+// with ALPN http/1.1 offered when it sets no protocols.
+func tlsConfig(c *tls.Config) *tls.Config {
+	if c == nil {
+		return nil
+	}
+	c = c.Clone()
+	if len(c.NextProtos) == 0 {
+		c.NextProtos = []string{"http/1.1"}
+	}
+	return c
+}
+
+// tlsStart sets a new connection up for its TLS handshake. Loop only.
+func (wc *wsConn) tlsStart() {
+	x := wc.extra()
+	x.tls = &tlsState{tr: newTLSTransport(wc)}
+	wc.setPhase(phaseTLS)
+}
+
+// tlsState returns the connection's TLS state, nil for ws://.
+func (wc *wsConn) tls() *tlsState {
+	if x := wc.x.Load(); x != nil {
+		return x.tls
+	}
+	return nil
+}
+
+// tlsHandshakeTraffic feeds the bytes of a connection in its TLS handshake
+// to the transport and, on the first ones, queues the handshake. Loop only.
+func (wc *wsConn) tlsHandshakeTraffic(ts *tlsState) gnet.Action {
+	buf, _ := wc.c.Peek(-1)
+	if len(buf) == 0 {
+		return gnet.None
+	}
+	ok := ts.tr.feed(buf)
+	_, _ = wc.c.Discard(len(buf))
+	if !ok {
+		wc.lp.srv.tlsFailed("oversized handshake")
+		return gnet.Close
+	}
+	if ts.conn == nil {
+		s := wc.lp.srv
+		ts.conn = tls.Server(ts.tr, s.tlsConf)
+		s.handshakes.queue(s, wc)
+	}
+	return gnet.None
+}
+
+// tlsTraffic decrypts what arrived for an established wss connection into
+// its carried input. It returns false when the TLS stream ended (the peer's
+// close_notify, or a bad record), after which the connection is closed.
+// Loop only.
+func (wc *wsConn) tlsTraffic(ts *tlsState) bool {
+	if buf, _ := wc.c.Peek(-1); len(buf) > 0 {
+		ts.tr.feed(buf)
+		_, _ = wc.c.Discard(len(buf))
+	}
+	lp := wc.lp
+	x := wc.x.Load()
+	plain := lp.tlsPlain[:0]
+	if len(x.pending) > 0 {
+		plain = append(plain, x.pending...)
+	}
+	var err error
+	for {
+		if cap(plain)-len(plain) < 16<<10 {
+			plain = slices.Grow(plain, 32<<10)
+		}
+		var n int
+		n, err = ts.conn.Read(plain[len(plain):cap(plain)])
+		plain = plain[:len(plain)+n]
+		if err != nil {
+			break
+		}
+	}
+	lp.tlsPlain = plain[:0]
+	x.pending = plain // read by in(); made the connection's own by keepCarried
+	if ne, ok := err.(net.Error); ok && ne.Temporary() {
+		return true
+	}
+	if !errors.Is(err, io.EOF) {
+		wc.lp.srv.tlsFailed("bad record")
+	}
+	return len(plain) > 0 // deliver what came before the end, then close
+}
+
+// keepCarried copies carried bytes that still point into the loop's TLS
+// buffer, which the next connection reuses. Loop only.
+func (wc *wsConn) keepCarried() {
+	x := wc.x.Load()
+	if x == nil || len(x.pending) == 0 {
+		return
+	}
+	base := wc.lp.tlsPlain[:cap(wc.lp.tlsPlain)]
+	if len(base) == 0 {
+		return
+	}
+	p, lo := uintptr(unsafe.Pointer(&x.pending[0])), uintptr(unsafe.Pointer(&base[0]))
+	if p >= lo && p < lo+uintptr(len(base)) {
+		x.pending = append([]byte(nil), x.pending...)
+	}
+}
+
+// tlsEstablished runs on the loop once the handshake goroutine finished a
+// handshake: the connection goes on to its WebSocket handshake, with
+// whatever plaintext crypto/tls already holds.
+func (wc *wsConn) tlsEstablished() {
+	if wc.phase() != phaseTLS {
+		return // timed out or closed meanwhile
+	}
+	ts := wc.tls()
+	ts.tr.established()
+	wc.setPhase(phaseHandshake)
+	wc.lp.srv.stats.tlsHandshakes.Add(1)
+	if wc.traffic() == gnet.Close {
+		wc.closeNow()
+	}
+}
+
+// tlsCloseNotify sends close_notify before the server ends an established
+// wss connection. Loop only.
+func (wc *wsConn) tlsCloseNotify() {
+	if ts := wc.tls(); ts != nil && ts.conn != nil && wc.phase() != phaseTLS {
+		_ = ts.conn.CloseWrite()
+	}
+}
+
+// handshakePool runs TLS handshakes on at most max goroutines, oldest
+// first.
+type handshakePool struct {
+	mu      sync.Mutex
+	q       []*wsConn
+	running int
+}
+
+// queue adds wc and starts a goroutine if fewer than the cap run.
+func (p *handshakePool) queue(s *Server, wc *wsConn) {
+	p.mu.Lock()
+	p.q = append(p.q, wc)
+	start := p.running < s.opts.MaxTLSHandshakes
+	if start {
+		p.running++
+	}
+	p.mu.Unlock()
+	if start {
+		go p.work(s) // bounded by MaxTLSHandshakes
+	}
+}
+
+// work runs queued handshakes until the queue is empty.
+func (p *handshakePool) work(s *Server) {
+	for {
+		p.mu.Lock()
+		if len(p.q) == 0 {
+			p.running--
+			p.mu.Unlock()
+			return
+		}
+		wc := p.q[0]
+		p.q[0] = nil
+		p.q = p.q[1:]
+		p.mu.Unlock()
+		s.runHandshake(wc)
+	}
+}
+
+// runHandshake runs one TLS handshake on the calling goroutine.
+func (s *Server) runHandshake(wc *wsConn) {
+	ts := wc.tls()
+	ts.tr.mu.Lock()
+	closed := ts.tr.closed
+	ts.tr.mu.Unlock()
+	if closed {
+		return // its handshake timer fired while it waited for a goroutine
+	}
+	err := ts.conn.Handshake()
+	if err == nil {
+		_ = wc.lp.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+			wc.tlsEstablished()
+			return nil
+		}))
+		return
+	}
+	var rhe tls.RecordHeaderError
+	notTLS := errors.As(err, &rhe) && rhe.Conn != nil
+	switch {
+	case notTLS:
+		s.tlsFailed("not tls")
+	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
+		s.tlsFailed("closed")
+	default:
+		s.tlsFailed(tlsFailureLabel(err))
+	}
+	s.log.Debug("wsloop: TLS handshake failed", "remote", ts.tr.remote, "err", err)
+	_ = wc.lp.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+		if wc.phase() != phaseTLS {
+			return nil
+		}
+		if notTLS {
+			// A plain HTTP request on the TLS port: say so in plain
+			// HTTP, as net/http does.
+			_, _ = wc.c.Write(httpOnTLSPort)
+			wc.setPhase(phaseFailing)
+			wc.flushFailing()
+			return nil
+		}
+		wc.closeNow()
+		return nil
+	}))
+}
+
+var httpOnTLSPort = []byte("HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\nClient sent an HTTP request to an HTTPS server.\n")
+
+// tlsFailureLabel sorts a handshake error into a fixed set of labels, for
+// Stats.TLSFailures.
+func tlsFailureLabel(err error) string {
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "no cipher suite"), strings.Contains(msg, "unsupported versions"), strings.Contains(msg, "protocol version"):
+		return "no common parameters"
+	case strings.Contains(msg, "certificate"):
+		return "certificate"
+	case strings.Contains(msg, "oversized"), strings.Contains(msg, "record overflow"):
+		return "oversized record"
+	case strings.Contains(msg, "unexpected message"):
+		return "unexpected message"
+	case strings.Contains(msg, "bad record MAC"), strings.Contains(msg, "decrypt"):
+		return "bad record"
+	}
+	return "other"
+}
+
+// tlsFailed counts a failed TLS handshake or connection under label.
+func (s *Server) tlsFailed(label string) {
+	s.stats.rmu.Lock()
+	s.stats.tlsFailures[label]++
+	s.stats.rmu.Unlock()
+}

@@ -1,0 +1,358 @@
+package engine_test
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"io"
+	"math/big"
+	"net"
+	"net/http"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/wsloop/wsloop/codec"
+	"github.com/wsloop/wsloop/engine"
+	"github.com/wsloop/wsloop/handler"
+)
+
+// testCert makes a self-signed certificate for 127.0.0.1 with the given
+// serial number.
+func testCert(t testing.TB, serial int64) tls.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(serial),
+		Subject:      pkix.Name{CommonName: "wsloop test"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+// dialWSS opens a wss connection, with the given TLS version, and upgrades.
+func dialWSS(t testing.TB, addr, path string, version uint16) (*wsClient, *tls.Conn) {
+	t.Helper()
+	conn, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true, MinVersion: version, MaxVersion: version, NextProtos: []string{"http/1.1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	c, err := upgrade(conn, addr, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, conn
+}
+
+// wss serves the WebSocket protocol over TLS 1.2 and 1.3 on the loops:
+// echo of every size, pings, a coded close with close_notify, ALPN.
+func TestTLSEcho(t *testing.T) {
+	t.Parallel()
+	h := newRecorder()
+	cert := testCert(t, 1)
+	srv, _ := startServer(t, h, engine.Options{TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}}})
+	addr := srv.Addr().String()
+	for _, v := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
+		t.Run(tls.VersionName(v), func(t *testing.T) {
+			c, conn := dialWSS(t, addr, "/", v)
+			if st := conn.ConnectionState(); st.Version != v || st.NegotiatedProtocol != "http/1.1" {
+				t.Errorf("version %x, ALPN %q", st.Version, st.NegotiatedProtocol)
+			}
+			c.roundTrip(t, "hello over TLS")
+			for _, n := range []int{0, 125, 16 << 10, 100 << 10, 1 << 20} {
+				msg := bytes.Repeat([]byte{byte(n)}, n)
+				if err := c.send(codec.OpBinary, msg); err != nil {
+					t.Fatal(err)
+				}
+				if f, err := c.read(readTimeout); err != nil || !bytes.Equal(f.data, msg) {
+					t.Fatalf("echo of %d bytes: %d bytes, %v", n, len(f.data), err)
+				}
+			}
+			if err := c.send(codec.OpPing, []byte("p")); err != nil {
+				t.Fatal(err)
+			}
+			c.expect(t, codec.OpPong, "p")
+			if err := c.sendClose(4001, "bye"); err != nil {
+				t.Fatal(err)
+			}
+			c.expectClose(t, 4001)
+			// close_notify, then EOF: a clean TLS close, not a cut.
+			if _, err := c.br.ReadByte(); err != io.EOF {
+				t.Errorf("after the close frame: %v, want io.EOF (close_notify)", err)
+			}
+			ev := h.waitClose(t)
+			var ce *handler.CloseError
+			if !errors.As(ev.err, &ce) || ce.Code != 4001 || !ce.Remote {
+				t.Errorf("OnClose %v", ev.err)
+			}
+		})
+	}
+	if st := srv.Stats(); st.TLSHandshakes != 2 {
+		t.Errorf("TLSHandshakes %d", st.TLSHandshakes)
+	}
+	h.check(t)
+}
+
+// Certificates come from GetCertificate at every handshake, so they can be
+// rotated without a restart.
+func TestTLSCertificateRotation(t *testing.T) {
+	t.Parallel()
+	var serial atomic.Int64
+	serial.Store(1)
+	certs := map[int64]tls.Certificate{1: testCert(t, 1), 2: testCert(t, 2)}
+	cfg := &tls.Config{GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+		c := certs[serial.Load()]
+		return &c, nil
+	}}
+	srv, _ := startServer(t, newRecorder(), engine.Options{TLSConfig: cfg})
+	addr := srv.Addr().String()
+	for want := int64(1); want <= 2; want++ {
+		serial.Store(want)
+		c, conn := dialWSS(t, addr, "/", tls.VersionTLS13)
+		if got := conn.ConnectionState().PeerCertificates[0].SerialNumber.Int64(); got != want {
+			t.Errorf("certificate %d, want %d", got, want)
+		}
+		c.roundTrip(t, "rotated")
+	}
+}
+
+// What a client does wrong on the TLS port gets a clear answer and costs
+// nothing lasting.
+func TestTLSBadInput(t *testing.T) {
+	t.Parallel()
+	h := newRecorder()
+	cfg := &tls.Config{Certificates: []tls.Certificate{testCert(t, 1)}}
+	srv, clk, _ := startClocked(t, h, engine.Options{TLSConfig: cfg, HandshakeTimeout: 8 * time.Second})
+	addr := srv.Addr().String()
+
+	t.Run("plain HTTP", func(t *testing.T) {
+		c, err := dialRaw(addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.conn.Close()
+		if err := c.request(upgradeRequest(addr, "/")); err != nil {
+			t.Fatal(err)
+		}
+		if c.resp.StatusCode != http.StatusBadRequest || !strings.Contains(c.body, "HTTPS") {
+			t.Errorf("%s %q", c.resp.Status, c.body)
+		}
+	})
+	t.Run("garbage", func(t *testing.T) {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		// A handshake record header announcing more than a record may hold.
+		if _, err := conn.Write([]byte{0x16, 0x03, 0x01, 0xff, 0xff, 1, 2, 3}); err != nil {
+			t.Fatal(err)
+		}
+		_ = conn.SetReadDeadline(time.Now().Add(readTimeout))
+		if _, err := io.ReadAll(conn); err != nil && !errors.Is(err, syscall.ECONNRESET) {
+			t.Errorf("read: %v", err)
+		}
+	})
+	t.Run("garbage after the handshake", func(t *testing.T) {
+		c, conn := dialWSS(t, addr, "/", tls.VersionTLS13)
+		c.roundTrip(t, "fine so far")
+		h.waitOpen(t)
+		// An application data record that does not decrypt.
+		raw := tlsRawConn(conn)
+		if _, err := raw.Write([]byte{0x17, 0x03, 0x03, 0x00, 0x20, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32}); err != nil {
+			t.Fatal(err)
+		}
+		if ev := h.waitClose(t); ev.err == nil {
+			t.Error("OnClose without a cause")
+		}
+	})
+	t.Run("silent client", func(t *testing.T) {
+		before := runtime.NumGoroutine()
+		var conns []net.Conn
+		for i := 0; i < 100; i++ {
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			conns = append(conns, c)
+		}
+		waitFor(t, "the silent connections to be adopted", func() bool { return srv.Stats().Conns >= 100 })
+		if grew := runtime.NumGoroutine() - before; grew > 10 {
+			t.Errorf("100 silent TLS clients cost %d goroutines", grew)
+		}
+		clk.Advance(10 * time.Second)
+		for _, c := range conns {
+			_ = c.SetReadDeadline(time.Now().Add(readTimeout))
+			if _, err := c.Read(make([]byte, 1)); err == nil {
+				t.Fatal("a silent client got bytes")
+			} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				t.Fatal("a silent client was not disconnected at the handshake timeout")
+			}
+			c.Close()
+		}
+	})
+	st := srv.Stats()
+	if st.TLSFailures["not tls"] != 1 || st.TLSFailures["timeout"] != 100 || st.TLSFailures["bad record"] != 1 {
+		t.Errorf("TLSFailures %v", st.TLSFailures)
+	}
+	h.check(t)
+}
+
+// tlsRawConn returns the TCP connection under a client tls.Conn, to write
+// bytes that are not TLS.
+func tlsRawConn(c *tls.Conn) net.Conn { return c.NetConn() }
+
+// clientHello captures the first flight of a TLS 1.3 client.
+func clientHello(t *testing.T) []byte {
+	t.Helper()
+	a, b := net.Pipe()
+	go func() {
+		_ = tls.Client(a, &tls.Config{InsecureSkipVerify: true}).Handshake()
+	}()
+	buf := make([]byte, 4096)
+	n, err := b.Read(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Close()
+	b.Close()
+	return buf[:n]
+}
+
+// 2,000 clients send a ClientHello and stall, with the handshake cap at
+// 100; 50 live clients connecting during the stall all complete their
+// handshakes within twice the handshake timeout, and goroutines stay
+// bounded by the cap meanwhile.
+func TestTLSStalledHandshakes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("2,000 connections")
+	}
+	const stalled, live, cap = 2000, 50, 100
+	const timeout = 8 * time.Second
+	h := newRecorder()
+	cfg := &tls.Config{Certificates: []tls.Certificate{testCert(t, 1)}}
+	srv, clk, _ := startClocked(t, h, engine.Options{TLSConfig: cfg, HandshakeTimeout: timeout, MaxTLSHandshakes: cap, EventLoops: 2})
+	addr := srv.Addr().String()
+	hello := clientHello(t)
+	before := runtime.NumGoroutine()
+
+	conns := make([]net.Conn, 0, stalled)
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for i := 0; i < stalled; i++ {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+		if _, err := c.Write(hello); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "the stalled connections to be adopted", func() bool { return srv.Stats().Conns >= stalled })
+	waitFor(t, "the stalled handshakes to start", func() bool { return runtime.NumGoroutine()-before >= cap-5 })
+	if n := runtime.NumGoroutine() - before; n > cap+10 {
+		t.Errorf("%d goroutines for %d stalled handshakes, cap %d", n, stalled, cap)
+	}
+	clk.Advance(timeout / 2)
+
+	// The live clients connect while the stall goes on.
+	var wg sync.WaitGroup
+	errs := make(chan error, live)
+	done := make(chan struct{}, live)
+	for i := 0; i < live; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			conn, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true})
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer conn.Close()
+			c, err := upgrade(conn, addr, "/")
+			if err != nil {
+				errs <- err
+				return
+			}
+			done <- struct{}{}
+			if err := c.send(codec.OpText, []byte("live")); err != nil {
+				errs <- err
+				return
+			}
+			if f, err := c.read(readTimeout); err != nil || string(f.data) != "live" {
+				errs <- errors.New("no echo")
+			}
+		}()
+	}
+	waitFor(t, "the live clients to be adopted", func() bool { return srv.Stats().Conns >= stalled+live })
+	// The stalled ones reach their handshake timeout; the live ones, which
+	// came later, get the handshake goroutines then.
+	clk.Advance(timeout/2 + 2*time.Second)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if len(done) != live {
+		t.Errorf("%d of %d live clients completed their handshake", len(done), live)
+	}
+	st := srv.Stats()
+	if st.TLSHandshakes != live || st.TLSFailures["timeout"]+st.TLSFailures["closed"] < stalled {
+		t.Errorf("TLSHandshakes %d, TLSFailures %v", st.TLSHandshakes, st.TLSFailures)
+	}
+	waitFor(t, "the handshake goroutines to end", func() bool { return runtime.NumGoroutine() <= before+live })
+}
+
+// Broadcast over wss encodes the frame once and encrypts it per connection;
+// a drain sends 1001 and close_notify.
+func TestTLSBroadcastAndDrain(t *testing.T) {
+	t.Parallel()
+	h := newRecorder()
+	cfg := &tls.Config{Certificates: []tls.Certificate{testCert(t, 1)}}
+	srv, served := startServer(t, h, engine.Options{TLSConfig: cfg})
+	addr := srv.Addr().String()
+	var clients []*wsClient
+	for i := 0; i < 20; i++ {
+		c, _ := dialWSS(t, addr, "/", tls.VersionTLS13)
+		clients = append(clients, c)
+	}
+	waitN(t, h.opened, 20, readTimeout)
+	srv.BroadcastAll(codec.NewPreparedFrame(codec.OpText, []byte("to all")))
+	for _, c := range clients {
+		c.expect(t, codec.OpText, "to all")
+	}
+	go func() { _ = srv.Shutdown(t.Context()) }()
+	for _, c := range clients {
+		c.expectClose(t, codec.CloseGoingAway)
+		_ = c.sendClose(codec.CloseGoingAway, "")
+		if _, err := c.br.ReadByte(); err != io.EOF {
+			t.Errorf("after the drain: %v, want io.EOF (close_notify)", err)
+		}
+	}
+	<-served
+}
