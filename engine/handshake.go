@@ -195,6 +195,12 @@ func (wc *wsConn) open(info *connInfo, ctx any) {
 	wc.beginCallbacks()
 	s.callOpen(wc)
 	wc.endCallbacks()
+	if s.draining.Load() {
+		// Shutdown began while this connection was on its way (an
+		// Upgrade racing it, or a loop created after its drain task
+		// was queued): it gets its 1001 too.
+		wc.drain()
+	}
 }
 
 // rejectErr answers a request an Upgrader refused with err.

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -8,6 +9,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -108,19 +110,20 @@ func (s *Server) Upgrade(w http.ResponseWriter, r *http.Request, opts *UpgradeOp
 	if sub == "" {
 		sub = s.preferredSubprotocol(&req)
 	}
-	hj, ok := w.(http.Hijacker)
-	if !ok {
-		return nil, s.httpReject(w, errNoHijack, rejectOther, nil)
-	}
 	if s.stats.conns.Add(1) > int64(s.maxConns) {
 		s.stats.conns.Add(-1)
 		return nil, s.httpReject(w, errConnLimit, rejectConnLimit, nil)
 	}
 	defl, ext := s.deflateFor(&req, nil)
-	conn, brw, err := hj.Hijack()
+	// Through a ResponseController, so that middleware wrappers that
+	// offer Unwrap instead of implementing http.Hijacker still work.
+	conn, brw, err := http.NewResponseController(w).Hijack()
 	if err != nil {
 		s.stats.conns.Add(-1)
 		s.releaseDeflate(defl)
+		if errors.Is(err, http.ErrNotSupported) {
+			return nil, s.httpReject(w, errNoHijack, rejectOther, nil)
+		}
 		return nil, fmt.Errorf("wsloop: upgrade: hijack: %w", err)
 	}
 	out := codec.AppendAccept(nil, req.Key, sub, ext, opts.Header)
@@ -304,10 +307,9 @@ func (s *Server) bridge(conn net.Conn, a *adoption) error {
 		return err
 	}
 	b := &bridged{client: conn, loop: pumpEnd, linger: s.opts.CloseTimeout}
-	b.done.Add(2)
+	b.left.Store(2)
 	go b.up()
 	go b.down()
-	go func() { b.done.Wait(); conn.Close(); pumpEnd.Close() }()
 	return nil
 }
 
@@ -325,13 +327,21 @@ type bridged struct {
 	client net.Conn // the hijacked connection
 	loop   net.Conn // our end of the socketpair; the loop has the other
 	linger time.Duration
-	done   sync.WaitGroup
+	left   atomic.Int32 // copying directions still running; the last closes both
+}
+
+// done ends one direction; the second to end closes both connections.
+func (b *bridged) done() {
+	if b.left.Add(-1) == 0 {
+		b.client.Close()
+		b.loop.Close()
+	}
 }
 
 // up copies the client's bytes to the loop; when the client ends, the loop
 // sees its end of the pair half-closed, as it would see a socket's.
 func (b *bridged) up() {
-	defer b.done.Done()
+	defer b.done()
 	copyBuf(b.loop, b.client)
 	if cw, ok := b.loop.(interface{ CloseWrite() error }); ok {
 		_ = cw.CloseWrite()
@@ -342,7 +352,7 @@ func (b *bridged) up() {
 // end, the client gets close_notify and FIN, and has the close timeout to
 // finish before its reads stop too.
 func (b *bridged) down() {
-	defer b.done.Done()
+	defer b.done()
 	copyBuf(b.client, b.loop)
 	if cw, ok := b.client.(interface{ CloseWrite() error }); ok {
 		_ = cw.CloseWrite()
