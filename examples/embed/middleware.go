@@ -26,7 +26,7 @@ func logRequests(log *slog.Logger, next http.Handler) http.Handler {
 		}
 		log.Info("http", "method", r.Method, "path", r.URL.Path, "status", status,
 			"bytes", lw.bytes, "upgraded", lw.hijacked, "remote", r.RemoteAddr,
-			"duration", time.Since(start))
+			"duration", time.Since(start).Round(time.Microsecond).String())
 	})
 }
 
