@@ -136,6 +136,7 @@ func NewApp(cfg Config) (*App, error) {
 		a.auth = &http.Server{Handler: tokenService(cfg.Tokens), ReadHeaderTimeout: 5 * time.Second}
 		go func() { _ = a.auth.Serve(aln) }()
 		cfg.AuthURL = "http://" + aln.Addr().String() + "/check"
+		a.cfg.AuthURL = cfg.AuthURL
 	}
 
 	opts := cfg.Engine
