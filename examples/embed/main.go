@@ -1,16 +1,25 @@
-// Command embed shows a wsloop engine inside a larger program: two
-// WebSocket paths routed to two handlers, net/http on a second port for
-// /healthz and Prometheus /metrics, log/slog throughout, and one signal
-// context that drains both servers (every WebSocket client gets 1001 Going
-// Away) on SIGINT or SIGTERM.
+// Command embed shows wsloop inside an ordinary net/http program: one
+// server on one port serves a page, /healthz, Prometheus /metrics and three
+// WebSocket endpoints, behind real middleware. Each WebSocket handler calls
+// engine.Server.Upgrade, which hands the connection to wsloop's event loops:
+// from then on no goroutine of net/http's or ours serves it.
 //
-//	go run . -addr :8080 -admin :9090
-//	websocat ws://localhost:8080/echo     # or /upper
-//	curl localhost:9090/metrics
+//	go run . -addr :8080
+//	open http://localhost:8080/                        # a page that echoes through /echo
+//	websocat ws://localhost:8080/upper
+//	websocat -H 'Authorization: Bearer TOKEN' ws://localhost:8080/private
+//	curl localhost:8080/metrics
+//
+// SIGINT or SIGTERM drains both: every WebSocket client gets 1001 Going
+// Away while /healthz answers 503, then the HTTP server shuts down.
 package main
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/tls"
+	_ "embed"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -24,111 +33,249 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/wsloop/wsloop/engine"
 	"github.com/wsloop/wsloop/handler"
 )
 
+//go:embed index.html
+var page []byte
+
 func main() {
-	addr := flag.String("addr", ":8080", "WebSocket listen address")
-	admin := flag.String("admin", ":9090", "listen address of /healthz and /metrics")
+	addr := flag.String("addr", ":8080", "listen address of the page, /healthz, /metrics and the WebSocket endpoints")
+	authURL := flag.String("auth", "", "URL of the token service /private asks (default: an in-process one on a loopback port)")
+	token := flag.String("token", "", "token the in-process token service accepts for user \"demo\" (default: a random one, logged)")
+	cert := flag.String("tls-cert", "", "certificate file: serve HTTPS and wss:// (with -tls-key)")
+	key := flag.String("tls-key", "", "private key file of -tls-cert")
 	flag.Parse()
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+
+	cfg := Config{Addr: *addr, AuthURL: *authURL, Logger: log}
+	if *authURL == "" {
+		if *token == "" {
+			var b [16]byte
+			_, _ = rand.Read(b[:])
+			*token = hex.EncodeToString(b[:])
+			log.Info("token for /private", "user", "demo", "token", *token)
+		}
+		cfg.Tokens = map[string]string{*token: "demo"}
+	}
+	if *cert != "" || *key != "" {
+		kp, err := tls.LoadX509KeyPair(*cert, *key)
+		if err != nil {
+			log.Error("tls", "err", err)
+			os.Exit(1)
+		}
+		cfg.TLS = &tls.Config{Certificates: []tls.Certificate{kp}, MinVersion: tls.VersionTLS12}
+	}
+
+	// One signal context for the whole program: its end drains WebSocket
+	// and HTTP together (App.Run).
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := run(ctx, log, *addr, *admin, nil); err != nil {
+	app, err := NewApp(cfg)
+	if err != nil {
+		log.Error("start", "err", err)
+		os.Exit(1)
+	}
+	if err := app.Run(ctx); err != nil {
 		log.Error("stopped", "err", err)
 		os.Exit(1)
 	}
 }
 
-// run serves until ctx is done, then drains: the WebSocket clients get 1001
-// while /metrics still answers, and the admin server stops last. ready, if
-// set, is called with the bound addresses.
-func run(ctx context.Context, log *slog.Logger, wsAddr, adminAddr string, ready func(ws, admin net.Addr)) error {
-	rt := router{"/echo": echo{}, "/upper": upper{}}
-	srv := engine.New(rt, engine.Options{Addr: wsAddr, Logger: log})
+// Config is what an [App] needs: main fills it from flags, tests from
+// literals.
+type Config struct {
+	// Addr is the listen address of the one HTTP server.
+	Addr string
+	// AuthURL is the token service /private asks: POST with the client's
+	// bearer token, 200 and the user name in the body if it is valid. ""
+	// starts an in-process one on a loopback port that knows Tokens.
+	AuthURL string
+	// Tokens maps tokens to user names, for the in-process token service.
+	Tokens map[string]string
+	// TLS, when set, makes the server speak HTTPS (and wss://).
+	TLS *tls.Config
+	// Engine configures the WebSocket engine; Logger and MaxMessageSize
+	// are filled in when zero.
+	Engine engine.Options
+	// DrainTimeout bounds the drain on shutdown. Default 10 s.
+	DrainTimeout time.Duration
+	// Logger receives every log line, the engine's and net/http's too.
+	Logger *slog.Logger
+}
 
-	var draining atomic.Bool
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(statsCollector{srv})
+// App is the program: a net/http server whose WebSocket endpoints run on a
+// wsloop engine.
+type App struct {
+	WS       *engine.Server
+	HTTP     *http.Server
+	cfg      Config
+	log      *slog.Logger
+	ln       net.Listener
+	auth     *http.Server // the in-process token service, nil when AuthURL was given
+	draining atomic.Bool
+}
+
+// NewApp binds the listener (and the in-process token service) and builds
+// the routes; Run serves them.
+func NewApp(cfg Config) (*App, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.DrainTimeout <= 0 {
+		cfg.DrainTimeout = 10 * time.Second
+	}
+	a := &App{cfg: cfg, log: cfg.Logger}
+	if cfg.AuthURL == "" {
+		aln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		a.auth = &http.Server{Handler: tokenService(cfg.Tokens), ReadHeaderTimeout: 5 * time.Second}
+		go func() { _ = a.auth.Serve(aln) }()
+		cfg.AuthURL = "http://" + aln.Addr().String() + "/check"
+		a.cfg.AuthURL = cfg.AuthURL
+	}
+
+	opts := cfg.Engine
+	if opts.Logger == nil {
+		opts.Logger = a.log
+	}
+	if opts.MaxMessageSize == 0 {
+		opts.MaxMessageSize = 16 << 20 // /echo takes 16 MiB messages, text or binary
+	}
+	// echo is the server's handler: what an Upgrade without a Handler of
+	// its own gets. No Addr: net/http owns the port, the engine only its
+	// event loops.
+	a.WS = engine.New(echo{}, opts)
+
+	auth := &authClient{url: cfg.AuthURL, hc: &http.Client{Timeout: 5 * time.Second}, log: a.log}
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		if draining.Load() {
-			http.Error(w, "draining", http.StatusServiceUnavailable)
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		_, _ = w.Write(page)
+	})
+	mux.HandleFunc("GET /healthz", a.healthz)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(newRegistry(a.WS), promhttp.HandlerOpts{
+		ErrorLog: slog.NewLogLogger(a.log.Handler(), slog.LevelError),
+	}))
+	mux.HandleFunc("GET /echo", a.upgrade(nil))
+	mux.HandleFunc("GET /upper", a.upgrade(func(*http.Request) *engine.UpgradeOptions {
+		// A handler and a message limit of its own: the engine's
+		// defaults are the server's, each Upgrade may override them.
+		return &engine.UpgradeOptions{Handler: upper{}, MaxMessageSize: 64 << 10}
+	}))
+	mux.Handle("GET /private", auth.require(a.upgrade(func(r *http.Request) *engine.UpgradeOptions {
+		// The middleware did the blocking work (a call to the token
+		// service) on this request's goroutine; the connection only
+		// carries the answer, as its Context.
+		return &engine.UpgradeOptions{Handler: private{}, Context: userFrom(r.Context())}
+	})))
+
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		a.closeAuth()
+		return nil, err
+	}
+	if cfg.TLS != nil {
+		ln = tls.NewListener(ln, cfg.TLS)
+	}
+	a.ln = ln
+	a.HTTP = &http.Server{
+		Handler:           logRequests(a.log, mux),
+		ReadHeaderTimeout: 5 * time.Second,
+		IdleTimeout:       time.Minute,
+		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
+	}
+	return a, nil
+}
+
+// Addr returns the address the HTTP server listens on.
+func (a *App) Addr() net.Addr { return a.ln.Addr() }
+
+// upgrade returns a handler that upgrades its request onto the engine with
+// the options opts returns (nil: the server's handler and limits).
+func (a *App) upgrade(opts func(*http.Request) *engine.UpgradeOptions) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var o *engine.UpgradeOptions
+		if opts != nil {
+			o = opts(r)
+		}
+		// Nothing may be written to w before Upgrade (net/http would send
+		// it ahead of the 101), and neither w nor r may be used after it.
+		// On a refused request Upgrade has written the status and reason.
+		c, err := a.WS.Upgrade(w, r, o)
+		if err != nil {
+			a.log.Info("upgrade refused", "path", r.URL.Path, "err", err)
 			return
 		}
-		fmt.Fprintln(w, "ok")
-	})
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelError)}))
-	ln, err := net.Listen("tcp", adminAddr)
-	if err != nil {
-		return err
+		if a.draining.Load() {
+			// Shutdown sends 1001 to the connections open when it
+			// starts; one that Upgrade was still handing to a loop
+			// at that moment can miss it. Run sets draining before
+			// calling Shutdown, so such a connection is caught here.
+			_ = c.Close(1001, "server shutting down")
+		}
 	}
-	hs := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
-	go func() { _ = hs.Serve(ln) }()
+}
 
+// healthz says whether to send this process traffic: 503 from the start of
+// the drain, so that a load balancer moves new clients elsewhere.
+func (a *App) healthz(w http.ResponseWriter, _ *http.Request) {
+	if a.draining.Load() {
+		http.Error(w, "draining", http.StatusServiceUnavailable)
+		return
+	}
+	fmt.Fprintln(w, "ok")
+}
+
+// Run serves until ctx ends, then drains: the WebSocket clients get 1001
+// while HTTP still answers (/healthz 503, upgrades 503 with Retry-After),
+// then the HTTP server shuts down, all under one DrainTimeout.
+func (a *App) Run(ctx context.Context) error {
+	defer a.closeAuth()
 	wsDone := make(chan error, 1)
-	// Not ctx: the drain below is ours to order, so the engine gets a
-	// context that never ends and a Shutdown call.
-	go func() { wsDone <- srv.ListenAndServe(context.Background()) }()
-	<-srv.Ready()
-	if srv.Addr() == nil {
-		_ = hs.Close()
-		return fmt.Errorf("websocket listener: %w", <-wsDone)
-	}
-	log.Info("serving", "ws", srv.Addr().String(), "admin", ln.Addr().String())
-	if ready != nil {
-		ready(srv.Addr(), ln.Addr())
-	}
+	// The engine's own context never ends: the drain below orders it.
+	go func() { wsDone <- a.WS.Serve(context.Background(), nil) }()
+	<-a.WS.Ready()
+	httpDone := make(chan error, 1)
+	go func() { httpDone <- a.HTTP.Serve(a.ln) }()
+	a.log.Info("serving", "addr", a.Addr().String(), "tls", a.cfg.TLS != nil)
 
 	select {
 	case <-ctx.Done():
 	case err := <-wsDone:
-		_ = hs.Close()
-		return err
+		_ = a.HTTP.Close()
+		return fmt.Errorf("websocket engine: %w", err)
+	case err := <-httpDone:
+		sctx, cancel := context.WithTimeout(context.Background(), a.cfg.DrainTimeout)
+		defer cancel()
+		return errors.Join(err, a.WS.Shutdown(sctx), <-wsDone)
 	}
-	log.Info("draining", "open", srv.Stats().Open)
-	draining.Store(true)
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	a.draining.Store(true)
+	a.log.Info("draining", "open", a.WS.Stats().Open)
+	sctx, cancel := context.WithTimeout(context.Background(), a.cfg.DrainTimeout)
 	defer cancel()
-	errWS := srv.Shutdown(sctx)
-	errWS = errors.Join(errWS, <-wsDone)
-	errHTTP := hs.Shutdown(sctx)
-	log.Info("stopped", "stats", fmt.Sprintf("%+v", srv.Stats()))
+	errWS := errors.Join(a.WS.Shutdown(sctx), <-wsDone)
+	// Shutdown closes the listener, then waits for requests in flight.
+	// Hijacked connections are not its business: the engine drained them.
+	errHTTP := a.HTTP.Shutdown(sctx)
+	if err := <-httpDone; !errors.Is(err, http.ErrServerClosed) {
+		errHTTP = errors.Join(errHTTP, err)
+	}
+	a.log.Info("stopped", "upgraded", a.WS.Stats().Upgraded)
 	return errors.Join(errWS, errHTTP)
 }
 
-// router sends each connection to the handler of its request path. The
-// upgrade hook picks the handler and stores it as the connection's Context;
-// every callback then forwards to it. (Routed handlers therefore do not get
-// the Context slot for themselves.)
-type router map[string]handler.Handler
-
-func (rt router) OnUpgrade(r *handler.Request, res *handler.UpgradeResponse) error {
-	h, ok := rt[r.Path]
-	if !ok {
-		return handler.Reject(http.StatusNotFound, "no WebSocket endpoint at "+r.Path+"; try /echo or /upper")
+func (a *App) closeAuth() {
+	if a.auth != nil {
+		_ = a.auth.Close()
 	}
-	res.Context = h
-	return nil
 }
 
-func (router) of(c handler.Conn) handler.Handler {
-	if h, ok := c.Context().(handler.Handler); ok {
-		return h
-	}
-	return handler.Base{}
-}
-
-func (rt router) OnOpen(c handler.Conn)                             { rt.of(c).OnOpen(c) }
-func (rt router) OnMessage(c handler.Conn, op handler.Op, b []byte) { rt.of(c).OnMessage(c, op, b) }
-func (rt router) OnPing(c handler.Conn, b []byte)                   { rt.of(c).OnPing(c, b) }
-func (rt router) OnPong(c handler.Conn, b []byte)                   { rt.of(c).OnPong(c, b) }
-func (rt router) OnClose(c handler.Conn, err error)                 { rt.of(c).OnClose(c, err) }
-
-// echo sends every message back unchanged.
+// echo sends every message back unchanged, text or binary.
 type echo struct{ handler.Base }
 
 func (echo) OnMessage(c handler.Conn, op handler.Op, data []byte) { _ = c.WriteMessage(op, data) }
@@ -144,45 +291,15 @@ func (upper) OnMessage(c handler.Conn, op handler.Op, data []byte) {
 	_ = c.WriteMessage(handler.Text, []byte(strings.ToUpper(string(data))))
 }
 
-// statsCollector exports the engine's counters, read at every scrape.
-type statsCollector struct{ srv *engine.Server }
+// private greets the user the token service named and echoes with the
+// user's name in front: the name is the connection's Context, set by
+// Upgrade.
+type private struct{ handler.Base }
 
-var (
-	descOpen     = prometheus.NewDesc("wsloop_connections_open", "Open WebSocket connections.", nil, nil)
-	descAccepted = prometheus.NewDesc("wsloop_connections_accepted_total", "TCP connections accepted.", nil, nil)
-	descUpgraded = prometheus.NewDesc("wsloop_upgrades_total", "Successful WebSocket handshakes.", nil, nil)
-	descRejected = prometheus.NewDesc("wsloop_rejected_total", "Refused upgrade requests.", []string{"reason"}, nil)
-	descMsgs     = prometheus.NewDesc("wsloop_messages_total", "Data messages.", []string{"direction"}, nil)
-	descBytes    = prometheus.NewDesc("wsloop_bytes_total", "Payload bytes in, frame bytes out.", []string{"direction"}, nil)
-	descCloses   = prometheus.NewDesc("wsloop_closes_total", "Close frames sent by the server.", []string{"code"}, nil)
-	descSlow     = prometheus.NewDesc("wsloop_slow_consumers_total", "Connections dropped by the outbound cap.", nil, nil)
-	descTimeouts = prometheus.NewDesc("wsloop_timeouts_total", "Connections closed by a timeout.", nil, nil)
-)
-
-func (statsCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descOpen, descAccepted, descUpgraded, descRejected, descMsgs, descBytes, descCloses, descSlow, descTimeouts} {
-		ch <- d
-	}
+func (private) OnOpen(c handler.Conn) {
+	_ = c.WriteMessage(handler.Text, []byte("hello, "+c.Context().(string)))
 }
 
-func (s statsCollector) Collect(ch chan<- prometheus.Metric) {
-	st := s.srv.Stats()
-	m := func(d *prometheus.Desc, t prometheus.ValueType, v int64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, t, float64(v), labels...)
-	}
-	m(descOpen, prometheus.GaugeValue, st.Open)
-	m(descAccepted, prometheus.CounterValue, st.Accepted)
-	m(descUpgraded, prometheus.CounterValue, st.Upgraded)
-	for reason, n := range st.Rejected {
-		m(descRejected, prometheus.CounterValue, n, reason)
-	}
-	m(descMsgs, prometheus.CounterValue, st.MessagesIn, "in")
-	m(descMsgs, prometheus.CounterValue, st.MessagesOut, "out")
-	m(descBytes, prometheus.CounterValue, st.BytesIn, "in")
-	m(descBytes, prometheus.CounterValue, st.BytesOut, "out")
-	for code, n := range st.ClosesByCode {
-		m(descCloses, prometheus.CounterValue, n, fmt.Sprint(code))
-	}
-	m(descSlow, prometheus.CounterValue, st.SlowConsumers)
-	m(descTimeouts, prometheus.CounterValue, st.Timeouts)
+func (private) OnMessage(c handler.Conn, op handler.Op, data []byte) {
+	_ = c.WriteMessage(op, append([]byte(c.Context().(string)+": "), data...))
 }
