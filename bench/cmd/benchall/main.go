@@ -189,7 +189,7 @@ func main() {
 		for _, n := range c.idleN {
 			runs = append(runs, b.each(fmt.Sprintf("idle %d", n), func(impl string, rep int) run {
 				return b.one(impl, rep, fmt.Sprintf("idle %d", n), []string{"-scenario", "idle", "-n", fmt.Sprint(n), "-size", "64",
-					"-settle", c.settle.String(), "-hold", c.hold.String()})
+					"-read-at", "0s," + c.settle.String(), "-hold", c.hold.String()})
 			})...)
 		}
 	}
