@@ -491,6 +491,9 @@ func (b *bencher) one(v variant, rep int, name string, args []string) run {
 	}
 	srv := exec.Command(filepath.Join(b.bin, "server"), append(sargs, v.Flags...)...)
 	srv.Env = serverEnv(os.Environ(), v)
+	// If benchall is killed (a timeout around the whole run), the kernel
+	// kills its server and client too.
+	srv.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	errLog := filepath.Join(b.tmp, fmt.Sprintf("server-%d.log", b.seq))
 	if f, err := os.Create(errLog); err == nil {
 		srv.Stderr = f
@@ -553,6 +556,7 @@ func (b *bencher) one(v variant, rep int, name string, args []string) run {
 	ld := exec.CommandContext(ctx, filepath.Join(b.bin, "wsload"), largs...)
 	ld.Stderr = os.Stderr
 	ld.WaitDelay = 5 * time.Second
+	ld.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	outb, err := ld.Output()
 	if ctx.Err() != nil {
 		r.Err = fmt.Sprintf("run stopped after -run-timeout %v", b.c.runTimeout)

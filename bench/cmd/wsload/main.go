@@ -39,6 +39,7 @@ func main() {
 	n := flag.Int("n", 1000, "connections")
 	size := flag.Int("size", 1024, "message payload bytes (echo), broadcast body bytes (broadcast)")
 	loops := flag.Int("loops", 1, "client event loops")
+	rampTimeout := flag.Duration("ramp-timeout", 2*time.Minute, "give up waiting for the ramp after this long")
 	inflight := flag.Int("inflight", 256, "most handshakes in flight while ramping")
 	src := flag.String("src", "127.0.0.2", "first source address")
 	srcCount := flag.Int("src-count", 4, "number of consecutive source addresses to spread connections over")
@@ -106,7 +107,7 @@ func main() {
 	o := load.Options{Scenario: *scenario, N: *n, Size: *size, Rate: *rate, ReadAt: moments, Hold: *hold,
 		ServerGC: *serverGC, GCWait: *gcWait, BaseGC: *baseGC, EchoAll: *echoAll, Sample: *sample, Warmup: *warmup,
 		Duration: *duration, Rounds: *rounds, Window: max(1, *window), ServerPID: *pid, StatsFile: *stats, Label: *label,
-		Control: os.Stdin, Out: os.Stdout}
+		Control: os.Stdin, Out: os.Stdout, RampTimeout: *rampTimeout}
 	if !*quiet {
 		o.Progress = os.Stderr
 	}
