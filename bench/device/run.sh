@@ -14,9 +14,13 @@
 #   2. scaling table: wsloop echo 1000 x 1 KiB at 1, 2, 4, 8 event loops;
 #   3. if time is left: 1,002,000 idle connections over 60 server processes
 #      sharing one port (SO_REUSEPORT), bytes per connection for wsloop, then
-#      nbio if time allows.
+#      nbio if time allows;
+#   4. if time is still left: idle 19,000 connections ramped at 10,000/s,
+#      wsloop (one loop per server CPU) and nbio, RSS per connection (issue
+#      15 item 3's "0.6x nbio on 8 loops").
 # Files in $OUT: results.md (all tables), tail.json, scaling.json,
-# million-wsloop.json, million-nbio.json, run.log (everything printed).
+# million-wsloop.json, million-nbio.json, idle.json, run.log (everything
+# printed).
 #
 # Settings (environment):
 #   VARIANTS   extra server configurations for step 1, separated by ';', each
@@ -26,7 +30,9 @@
 #   DURATION   measured seconds per echo run (default 8)
 #   MILLION_N  connections for step 3 (default 1002000), MILLION_SERVERS (60),
 #              MILLION_RATE (new connections/s, default 40000)
-#   STEPS      which steps to run (default "tail scaling million")
+#   STEPS      which steps to run (default "tail scaling million idle")
+#   SYSCTL     0: leave the kernel settings alone (for a trial on a shared
+#              machine; the 1M step then needs the settings in place)
 set -u
 
 BENCH=$(cd "$(dirname "$0")/.." && pwd)
@@ -34,7 +40,8 @@ BIN=$BENCH/bin
 OUT=${OUT:-$BENCH/results/device}
 BUDGET=${BUDGET:-510}
 DURATION=${DURATION:-8}
-STEPS=${STEPS:-tail scaling million}
+STEPS=${STEPS:-tail scaling million idle}
+SYSCTL=${SYSCTL:-1}
 MILLION_N=${MILLION_N:-1002000}
 MILLION_SERVERS=${MILLION_SERVERS:-60}
 MILLION_RATE=${MILLION_RATE:-40000}
@@ -73,6 +80,24 @@ setsys() {
 	echo "$2" >"$f" 2>/dev/null && echo "sysctl $1 = $(cat "$f")" || echo "sysctl $1: could not set $2"
 }
 
+# sysctls sets what many loopback connections need (root): listen backlog
+# (read by the servers when they start), ephemeral ports, the per-CPU queue
+# loopback packets go through, descriptors machine-wide, and the conntrack
+# table, which would otherwise drop new connections once full.
+sysctls() {
+	setsys net.core.somaxconn 65535
+	setsys net.ipv4.tcp_max_syn_backlog 65535
+	setsys net.core.netdev_max_backlog 65536
+	setsys net.ipv4.ip_local_port_range "1024 65535"
+	setsys fs.file-max 4194304
+	if [ -e /proc/sys/net/netfilter/nf_conntrack_max ]; then
+		setsys net.netfilter.nf_conntrack_max 2097152
+		if [ -w /sys/module/nf_conntrack/parameters/hashsize ]; then
+			echo 524288 >/sys/module/nf_conntrack/parameters/hashsize 2>/dev/null && echo "nf_conntrack hashsize = $(cat /sys/module/nf_conntrack/parameters/hashsize)"
+		fi
+	fi
+}
+
 restore() {
 	local kv
 	for kv in "${SAVED[@]}"; do
@@ -102,18 +127,8 @@ main() {
 	} >"$WORK/machine.md"
 	cat "$WORK/machine.md"
 
-	# Kernel settings for many loopback connections (root): listen backlog,
-	# ephemeral ports, conntrack table, per-CPU backlog of loopback packets.
 	ulimit -n "$(ulimit -Hn)" 2>/dev/null
-	setsys net.core.somaxconn 65535
-	setsys net.ipv4.tcp_max_syn_backlog 65535
-	setsys net.core.netdev_max_backlog 65536
-	setsys net.ipv4.ip_local_port_range "1024 65535"
-	setsys fs.file-max 4194304
-	if [ -e /proc/sys/net/netfilter/nf_conntrack_max ]; then
-		setsys net.netfilter.nf_conntrack_max 2097152
-		[ -w /sys/module/nf_conntrack/parameters/hashsize ] && echo 524288 >/sys/module/nf_conntrack/parameters/hashsize 2>/dev/null
-	fi
+	[ "$SYSCTL" = 1 ] && sysctls
 
 	local common=(-bin "$BIN" -reps 1 -server-cpus "$scpus" -client-cpus "$ccpus" -no-charts -warmup 2s -duration "${DURATION}s" -run-timeout 60s -pause 200ms)
 	local variants=() v
@@ -164,11 +179,20 @@ main() {
 		done
 	fi
 
+	if [[ " $STEPS " == *" idle "* ]] && [ "$(left)" -gt 60 ]; then
+		local t=$(($(left) - 5))
+		echo
+		echo "== 4. idle 19000 connections, ramp 10000/s, wsloop and nbio (${t}s at most)"
+		bounded $((t + 20)) "$BIN/benchall" "${common[@]}" -budget "$((t - 30))s" -impls wsloop,nbio \
+			-scenarios idle -idle-n 19000 -idle-rate 10000 -hold 10s -out "$WORK/idle"
+		cp "$WORK/idle/results.json" "$OUT/idle.json" 2>/dev/null
+	fi
+
 	{
 		echo "# wsloop device run, $(date -u '+%Y-%m-%d %H:%M UTC')"
 		echo
 		cat "$WORK/machine.md"
-		for f in tail scaling million-wsloop million-nbio; do
+		for f in tail scaling million-wsloop million-nbio idle; do
 			local md=$WORK/$f/results.md
 			[ -f "$md" ] || md=$WORK/$f/million.md
 			[ -f "$md" ] && { echo; sed '1s/^# /## /' "$md"; }
@@ -178,7 +202,7 @@ main() {
 	echo
 	echo "== summary ($(($(date +%s) - T0)) s)"
 	local files=()
-	for f in tail scaling million-wsloop million-nbio; do
+	for f in tail scaling million-wsloop million-nbio idle; do
 		[ -f "$OUT/$f.json" ] && files+=("$OUT/$f.json")
 	done
 	[ ${#files[@]} -gt 0 ] && "$BIN/summarize" "${files[@]}"

@@ -373,7 +373,7 @@ func start(kids *children, stderr io.Writer, name string, args []string, env []s
 	cmd.Stderr = stderr
 	// The kernel kills the child if million dies without cleaning up.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	c := &child{cmd: cmd, lines: make(chan string, 16), done: make(chan struct{})}
+	c := &child{cmd: cmd, lines: make(chan string, 256), done: make(chan struct{})}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, err
@@ -391,7 +391,13 @@ func start(kids *children, stderr io.Writer, name string, args []string, env []s
 		sc := bufio.NewScanner(out)
 		sc.Buffer(make([]byte, 64<<10), 16<<20)
 		for sc.Scan() {
-			c.lines <- sc.Text()
+			// Never block on a reader: a server that logs to stdout
+			// must not stall here, or its exit would never be seen.
+			// The lines million waits for are few and read promptly.
+			select {
+			case c.lines <- sc.Text():
+			default:
+			}
 		}
 		close(c.lines)
 		_ = cmd.Wait()
@@ -424,7 +430,10 @@ func (c *child) stop(sig syscall.Signal, wait time.Duration) {
 	case <-c.done:
 	case <-time.After(wait):
 		_ = c.cmd.Process.Kill()
-		<-c.done
+		select {
+		case <-c.done:
+		case <-time.After(wait):
+		}
 	}
 }
 
@@ -508,7 +517,7 @@ func runImpl(c *config, impl, tmp string, idx int, kids *children) *result {
 			s.stop(syscall.SIGTERM, 5*time.Second)
 		}
 		if r.Base.MemInfo != nil {
-			waitSockets(r.Base.Sock.InUse, c.stepTimeout)
+			waitSockets(r.Base.Sock.InUse, r.Base.Conntrack, c.stepTimeout)
 		}
 	}()
 
@@ -667,13 +676,17 @@ func runImpl(c *config, impl, tmp string, idx int, kids *children) *result {
 	return r
 }
 
-// waitSockets waits until the kernel's count of TCP sockets in use is back
-// near base, so the next implementation starts from a clean table.
-func waitSockets(base int64, timeout time.Duration) {
+// waitSockets waits until the kernel's count of TCP sockets in use, and of
+// conntrack entries (a reset connection's entry lingers for
+// nf_conntrack_tcp_timeout_close, 10 s by default), are back near their
+// baselines, so that the next implementation's kernel figures are not
+// lowered by the previous one's objects being freed during its run.
+func waitSockets(sockets, conntrack int64, timeout time.Duration) {
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
 		s, err := proc.ReadSockStat()
-		if err != nil || s.InUse <= base+1000 {
+		ct := proc.ConntrackCount()
+		if err != nil || (s.InUse <= sockets+1000 && (conntrack < 0 || ct <= conntrack+1000)) {
 			return
 		}
 		time.Sleep(200 * time.Millisecond)
