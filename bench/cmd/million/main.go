@@ -179,18 +179,10 @@ func preflight(c *config, limit uint64) []string {
 	if capacity < 100 {
 		fatal("RLIMIT_NOFILE %d is too small", limit)
 	}
-	if c.servers <= 0 {
-		c.servers = int(math.Ceil(float64(c.n) / (c.fill * float64(capacity))))
-	}
-	if c.clients <= 0 {
-		c.clients = (c.n + capacity - 1) / capacity
-	}
-	perClient := (c.n + c.clients - 1) / c.clients
+	var perClient int
+	c.servers, c.clients, c.srcPer, perClient = size(c.n, capacity, c.fill, c.servers, c.clients, c.srcPer)
 	if perClient > capacity {
 		fatal("%d connections per client process exceed the descriptor limit (%d); raise -clients", perClient, limit)
-	}
-	if c.srcPer <= 0 {
-		c.srcPer = max(1, (perClient+7999)/8000)
 	}
 	var l []string
 	l = append(l, fmt.Sprintf("RLIMIT_NOFILE %d per process: %d server processes (~%d connections each), %d client processes (%d each, %d source addresses each)",
@@ -231,6 +223,25 @@ func preflight(c *config, limit uint64) []string {
 		}
 	}
 	return l
+}
+
+// size fills in the process counts left at 0: server processes filled to
+// fill of their capacity (descriptors each can give to connections),
+// clients filled to capacity, and enough source addresses per client for at
+// most 8,000 connections each (a quarter of the default ephemeral range, so
+// the kernel's port search stays short).
+func size(n, capacity int, fill float64, servers, clients, srcPer int) (int, int, int, int) {
+	if servers <= 0 {
+		servers = int(math.Ceil(float64(n) / (fill * float64(capacity))))
+	}
+	if clients <= 0 {
+		clients = (n + capacity - 1) / capacity
+	}
+	perClient := (n + clients - 1) / clients
+	if srcPer <= 0 {
+		srcPer = max(1, (perClient+7999)/8000)
+	}
+	return servers, clients, srcPer, perClient
 }
 
 func readPair(path string) (int, int) {
