@@ -18,9 +18,11 @@
 #   4. if time is still left: idle 19,000 connections ramped at 10,000/s,
 #      wsloop (one loop per server CPU) and nbio, RSS per connection (issue
 #      15 item 3's "0.6x nbio on 8 loops").
-# Files in $OUT: results.md (all tables), tail.json, scaling.json,
-# million-wsloop.json, million-nbio.json, idle.json, run.log (everything
-# printed).
+#      If time is left after that, the same with the other transparent huge
+#      page setting (always <-> madvise), restored afterwards.
+# Files in $OUT (8 at most): results.md (all tables), tail.json,
+# scaling.json, million-wsloop.json, million-nbio.json, idle.json,
+# idle-thp.json, run.log (everything printed).
 #
 # Settings (environment):
 #   VARIANTS   extra server configurations for step 1, separated by ';', each
@@ -123,7 +125,7 @@ main() {
 		echo
 		echo "- CPUs: $ncpu ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')); server on $scpus, load generator on $ccpus"
 		echo "- Memory: $(awk '/MemTotal/{printf "%.1f GiB", $2/1048576}' /proc/meminfo); kernel $(uname -r)"
-		echo "- RLIMIT_NOFILE: soft $(ulimit -Sn), hard $(ulimit -Hn)"
+		echo "- RLIMIT_NOFILE: soft $(ulimit -Sn), hard $(ulimit -Hn); transparent huge pages: $(cat /sys/kernel/mm/transparent_hugepage/enabled 2>/dev/null)"
 	} >"$WORK/machine.md"
 	cat "$WORK/machine.md"
 
@@ -180,19 +182,35 @@ main() {
 	fi
 
 	if [[ " $STEPS " == *" idle "* ]] && [ "$(left)" -gt 60 ]; then
-		local t=$(($(left) - 5))
+		local t=$(($(left) - 5)) thpf=/sys/kernel/mm/transparent_hugepage/enabled thp
+		thp=$(sed 's/.*\[\(.*\)\].*/\1/' "$thpf" 2>/dev/null)
 		echo
-		echo "== 4. idle 19000 connections, ramp 10000/s, wsloop and nbio (${t}s at most)"
+		echo "== 4. idle 19000 connections, ramp 10000/s, wsloop and nbio, transparent huge pages: ${thp:-unknown} (${t}s at most)"
 		bounded $((t + 20)) "$BIN/benchall" "${common[@]}" -budget "$((t - 30))s" -impls wsloop,nbio \
 			-scenarios idle -idle-n 19000 -idle-rate 10000 -hold 10s -out "$WORK/idle"
 		cp "$WORK/idle/results.json" "$OUT/idle.json" 2>/dev/null
+		# Huge pages can inflate a small Go heap's RSS: the same runs with
+		# the other setting, if the machine lets us switch it.
+		local other=madvise
+		[ "$thp" = madvise ] && other=always
+		t=$(($(left) - 5))
+		if [ "$SYSCTL" = 1 ] && [ -n "$thp" ] && [ -w "$thpf" ] && [ $t -gt 60 ]; then
+			SAVED+=("$thpf=$thp")
+			echo "$other" >"$thpf"
+			echo
+			echo "== 4b. the same with transparent huge pages: $(sed 's/.*\[\(.*\)\].*/\1/' "$thpf") (${t}s at most)"
+			bounded $((t + 20)) "$BIN/benchall" "${common[@]}" -budget "$((t - 30))s" -impls wsloop,nbio \
+				-scenarios idle -idle-n 19000 -idle-rate 10000 -hold 10s -out "$WORK/idle-thp"
+			cp "$WORK/idle-thp/results.json" "$OUT/idle-thp.json" 2>/dev/null
+			echo "$thp" >"$thpf"
+		fi
 	fi
 
 	{
 		echo "# wsloop device run, $(date -u '+%Y-%m-%d %H:%M UTC')"
 		echo
 		cat "$WORK/machine.md"
-		for f in tail scaling million-wsloop million-nbio idle; do
+		for f in tail scaling million-wsloop million-nbio idle idle-thp; do
 			local md=$WORK/$f/results.md
 			[ -f "$md" ] || md=$WORK/$f/million.md
 			[ -f "$md" ] && { echo; sed '1s/^# /## /' "$md"; }
@@ -202,7 +220,7 @@ main() {
 	echo
 	echo "== summary ($(($(date +%s) - T0)) s)"
 	local files=()
-	for f in tail scaling million-wsloop million-nbio idle; do
+	for f in tail scaling million-wsloop million-nbio idle idle-thp; do
 		[ -f "$OUT/$f.json" ] && files+=("$OUT/$f.json")
 	done
 	[ ${#files[@]} -gt 0 ] && "$BIN/summarize" "${files[@]}"

@@ -631,8 +631,13 @@ func machineInfo() []string {
 	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
 		kernel = strings.TrimSpace(string(b))
 	}
+	thp := "unknown"
+	if b, err := os.ReadFile("/sys/kernel/mm/transparent_hugepage/enabled"); err == nil {
+		thp = strings.TrimSpace(string(b))
+	}
 	lines = append(lines,
-		fmt.Sprintf("CPU: %s, %d logical CPUs (server and client share them)", cpu, runtime.NumCPU()),
+		fmt.Sprintf("CPU: %s, %d logical CPUs", cpu, runtime.NumCPU()),
+		fmt.Sprintf("Transparent huge pages: %s (with always, the kernel may back the Go heap with 2 MiB pages, which changes RSS)", thp),
 		fmt.Sprintf("Memory: %s; kernel %s; %s %s/%s", mem, kernel, runtime.Version(), runtime.GOOS, runtime.GOARCH))
 	return lines
 }

@@ -213,6 +213,9 @@ func preflight(c *config, limit uint64) []string {
 			l = append(l, fmt.Sprintf("WARNING: nf_conntrack_max %d < connections (%d): the kernel will drop new connections once the table is full", n, c.n))
 		}
 	}
+	if b, err := os.ReadFile("/sys/kernel/mm/transparent_hugepage/enabled"); err == nil {
+		l = append(l, "transparent huge pages: "+strings.TrimSpace(string(b)))
+	}
 	if mi, err := proc.MemInfo(); err == nil {
 		// Rough need: kernel ~7 KB per loopback connection pair, the
 		// client ~0.5 KB, a server up to a few KB.
