@@ -126,7 +126,7 @@ func main() {
 	scaleCase := flag.String("scale-echo", "1000x1024", "scaling: echo case CONNSxBYTES")
 	scaleImpls := flag.String("scale-impls", "wsloop", "scaling: implementations (their -loops knob: wsloop event loops, nbio pollers)")
 	flag.DurationVar(&c.runTimeout, "run-timeout", 3*time.Minute, "stop a run (server and client) that takes longer than this")
-	flag.DurationVar(&c.budget, "budget", 0, "skip runs that would start after this much time (0: no limit)")
+	flag.DurationVar(&c.budget, "budget", 0, "skip runs that would not end within this much time from the start (0: no limit)")
 	flag.StringVar(&c.bin, "bin", "", "use the server and wsload binaries in this directory instead of building them")
 	noCharts := flag.Bool("no-charts", false, "do not write PNG charts")
 	flag.Float64Var(&c.busy, "busy", 0.3, "flag a run when other processes used more than this many cores")
@@ -289,7 +289,11 @@ func main() {
 				if c.echoAll {
 					args = append(args, "-echo-all")
 				}
-				runs = append(runs, b.each(name, c.impls, func(v variant, rep int) run {
+				est := c.hold + 12*time.Second
+				if rate > 0 {
+					est += time.Duration(float64(n) / rate * float64(time.Second))
+				}
+				runs = append(runs, b.each(name, c.impls, est, func(v variant, rep int) run {
 					return b.one(v, rep, name, args)
 				})...)
 			}
@@ -298,7 +302,7 @@ func main() {
 	if c.scenarios["echo"] {
 		for _, e := range c.echo {
 			name := "echo " + e.String()
-			runs = append(runs, b.each(name, c.impls, func(v variant, rep int) run {
+			runs = append(runs, b.each(name, c.impls, c.warmup+c.duration+4*time.Second, func(v variant, rep int) run {
 				return b.one(v, rep, name, []string{"-scenario", "echo", "-n", fmt.Sprint(e.N), "-size", fmt.Sprint(e.Size),
 					"-warmup", c.warmup.String(), "-duration", c.duration.String()})
 			})...)
@@ -316,14 +320,14 @@ func main() {
 			}
 		}
 		b.c = c
-		runs = append(runs, b.each(name, labels, func(v variant, rep int) run {
+		runs = append(runs, b.each(name, labels, c.warmup+c.duration+4*time.Second, func(v variant, rep int) run {
 			return b.one(v, rep, name, []string{"-scenario", "echo", "-n", fmt.Sprint(e.N), "-size", fmt.Sprint(e.Size),
 				"-warmup", c.warmup.String(), "-duration", c.duration.String()})
 		})...)
 	}
 	if c.scenarios["broadcast"] {
 		name := fmt.Sprintf("broadcast %d x %s", c.bcastN, sizeName(c.bcastSize))
-		runs = append(runs, b.each(name, c.impls, func(v variant, rep int) run {
+		runs = append(runs, b.each(name, c.impls, c.duration+15*time.Second, func(v variant, rep int) run {
 			return b.one(v, rep, name, []string{"-scenario", "broadcast", "-n", fmt.Sprint(c.bcastN), "-size", fmt.Sprint(c.bcastSize),
 				"-rounds", fmt.Sprint(c.rounds), "-window", fmt.Sprint(c.window), "-duration", c.duration.String()})
 		})...)
@@ -422,20 +426,32 @@ type bencher struct {
 	seq   int
 	port  int
 	start time.Time
+	done  []run // every run so far, in order
+}
+
+// save writes the runs so far to results.json.
+func (b *bencher) save() {
+	raw, _ := json.MarshalIndent(b.done, "", "  ")
+	tmp := filepath.Join(b.c.out, "results.json.tmp")
+	if err := os.WriteFile(tmp, raw, 0o644); err == nil {
+		_ = os.Rename(tmp, filepath.Join(b.c.out, "results.json"))
+	}
 }
 
 // each runs fn for every variant in labels, reps times, rotating the order
 // so that no variant always runs first or right after the same one. Once
-// the -budget is spent, the remaining runs are recorded as skipped.
-func (b *bencher) each(name string, labels []string, fn func(v variant, rep int) run) []run {
+// a run would end after the -budget (est is how long one takes), the
+// remaining runs are recorded as skipped. Every finished run is saved to
+// results.json at once, so a run killed from outside keeps what it had.
+func (b *bencher) each(name string, labels []string, est time.Duration, fn func(v variant, rep int) run) []run {
 	var out []run
 	for rep := 1; rep <= b.c.reps; rep++ {
 		n := len(labels)
 		for i := 0; i < n; i++ {
 			v := b.c.variants[labels[(i+rep-1)%n]]
-			if b.c.budget > 0 && time.Since(b.start) > b.c.budget {
-				fmt.Printf("[%s] rep %d/%d %s: skipped, -budget %v spent\n", name, rep, b.c.reps, v.Label, b.c.budget)
-				out = append(out, run{Impl: v.Label, Spec: v.String(), Rep: rep, Case: name, Err: "skipped: time budget spent"})
+			if b.c.budget > 0 && time.Since(b.start)+est > b.c.budget {
+				fmt.Printf("[%s] rep %d/%d %s: skipped, it would end after the -budget %v\n", name, rep, b.c.reps, v.Label, b.c.budget)
+				out = append(out, run{Impl: v.Label, Spec: v.String(), Rep: rep, Case: name, Err: "skipped: would end after the time budget"})
 				continue
 			}
 			fmt.Printf("[%s] rep %d/%d %s\n", name, rep, b.c.reps, v.Label)
@@ -446,6 +462,8 @@ func (b *bencher) each(name string, labels []string, fn func(v variant, rep int)
 				fmt.Printf("  %s\n", summary(r))
 			}
 			out = append(out, r)
+			b.done = append(b.done, r)
+			b.save()
 			time.Sleep(b.c.pause)
 		}
 	}
