@@ -45,6 +45,7 @@ func main() {
 	srcCount := flag.Int("src-count", 4, "number of consecutive source addresses to spread connections over")
 	rate := flag.Float64("rate", 0, "ramp at this many new connections per second (0: as fast as -inflight allows)")
 	readAt := flag.String("read-at", "0s,2s", "idle: also read the server's memory at these moments after the ramp (comma-separated durations)")
+	settle := flag.Duration("settle", 0, "idle: an extra reading this long after the ramp (kept for older scripts; see -read-at)")
 	hold := flag.Duration("hold", 10*time.Second, "idle: hold time after the ramp; the headline RSS is read at its end")
 	serverGC := flag.Bool("server-gc", true, "idle: after the last reading, force a GC in the server (SIGUSR1) for its live heap and read RSS again")
 	gcWait := flag.Duration("gc-wait", 2*time.Second, "idle: wait between the forced server GC and the RSS reading after it")
@@ -103,6 +104,9 @@ func main() {
 			fatal("bad -read-at %q", *readAt)
 		}
 		moments = append(moments, d)
+	}
+	if *settle > 0 {
+		moments = append(moments, *settle)
 	}
 	o := load.Options{Scenario: *scenario, N: *n, Size: *size, Rate: *rate, ReadAt: moments, Hold: *hold,
 		ServerGC: *serverGC, GCWait: *gcWait, BaseGC: *baseGC, EchoAll: *echoAll, Sample: *sample, Warmup: *warmup,
