@@ -3,7 +3,6 @@ package servers
 import (
 	"context"
 	"io"
-	"net"
 	"net/http"
 	"sync"
 
@@ -21,7 +20,7 @@ func init() {
 	}, runCoder)
 }
 
-func runCoder(addr string, ready func()) error {
+func runCoder(addr string, set Settings, ready func()) error {
 	conns := newConnSet[*websocket.Conn]()
 	var snapPool sync.Pool
 	h := func(w http.ResponseWriter, r *http.Request) {
@@ -75,7 +74,7 @@ func runCoder(addr string, ready func()) error {
 			}
 		}
 	}
-	ln, err := net.Listen("tcp", addr)
+	ln, err := listen(addr, set.ReusePort)
 	if err != nil {
 		return err
 	}

@@ -34,13 +34,13 @@ type gobwasServer struct {
 	fds  map[int]net.Conn
 }
 
-func runGobwas(addr string, ready func()) error {
+func runGobwas(addr string, set Settings, ready func()) error {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return err
 	}
 	s := &gobwasServer{epfd: epfd, fds: make(map[int]net.Conn)}
-	ln, err := net.Listen("tcp", addr)
+	ln, err := listen(addr, set.ReusePort)
 	if err != nil {
 		return err
 	}

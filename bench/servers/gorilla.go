@@ -2,7 +2,6 @@ package servers
 
 import (
 	"io"
-	"net"
 	"net/http"
 	"sync"
 
@@ -28,7 +27,7 @@ type gorillaConn struct {
 	mu sync.Mutex
 }
 
-func runGorilla(addr string, ready func()) error {
+func runGorilla(addr string, set Settings, ready func()) error {
 	up := websocket.Upgrader{WriteBufferPool: &sync.Pool{}}
 	conns := newConnSet[*gorillaConn]()
 	var snapPool sync.Pool
@@ -94,7 +93,7 @@ func runGorilla(addr string, ready func()) error {
 			}
 		}
 	}
-	ln, err := net.Listen("tcp", addr)
+	ln, err := listen(addr, set.ReusePort)
 	if err != nil {
 		return err
 	}

@@ -1,7 +1,6 @@
 package servers
 
 import (
-	"net"
 	"sync"
 
 	"github.com/lxzan/gws"
@@ -53,14 +52,14 @@ func (h *gwsHandler) OnMessage(c *gws.Conn, m *gws.Message) {
 	_ = c.WriteMessage(m.Opcode, m.Bytes())
 }
 
-func runGWS(addr string, ready func()) error {
+func runGWS(addr string, set Settings, ready func()) error {
 	h := &gwsHandler{conns: newConnSet[*gws.Conn]()}
 	srv := gws.NewServer(h, &gws.ServerOption{
 		ParallelEnabled:   true,
 		Recovery:          gws.Recovery,
 		PermessageDeflate: gws.PermessageDeflate{Enabled: true},
 	})
-	ln, err := net.Listen("tcp", addr)
+	ln, err := listen(addr, set.ReusePort)
 	if err != nil {
 		return err
 	}

@@ -1,6 +1,7 @@
 package servers
 
 import (
+	"net"
 	"net/http"
 	"sync"
 
@@ -22,7 +23,7 @@ func init() {
 	}, runNbio)
 }
 
-func runNbio(addr string, ready func()) error {
+func runNbio(addr string, set Settings, ready func()) error {
 	conns := newConnSet[*websocket.Conn]()
 	var snapPool sync.Pool
 	up := websocket.NewUpgrader()
@@ -48,14 +49,19 @@ func runNbio(addr string, ready func()) error {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		_, _ = up.Upgrade(w, r, nil)
 	})
-	engine := nbhttp.NewEngine(nbhttp.Config{
+	conf := nbhttp.Config{
 		Network:                 "tcp",
 		Addrs:                   []string{addr},
 		MaxLoad:                 1_000_000,
 		ReleaseWebsocketPayload: true,
 		IOMod:                   nbhttp.IOModNonBlocking,
 		Handler:                 mux,
-	})
+		NPoller:                 set.Loops,
+	}
+	if set.ReusePort {
+		conf.Listen = func(_, a string) (net.Listener, error) { return listen(a, true) }
+	}
+	engine := nbhttp.NewEngine(conf)
 	if err := engine.Start(); err != nil {
 		return err
 	}

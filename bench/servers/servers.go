@@ -13,9 +13,14 @@
 package servers
 
 import (
+	"context"
 	"fmt"
+	"net"
 	"sort"
 	"sync"
+	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // BroadcastPrefix marks a text message as a broadcast request.
@@ -23,7 +28,45 @@ const BroadcastPrefix = "broadcast:"
 
 // Server runs one implementation until the process exits. ready is called
 // once the listener accepts connections.
-type Server func(addr string, ready func()) error
+type Server func(addr string, set Settings, ready func()) error
+
+// Settings are the knobs the harness may turn on any server. The zero
+// value is each library's default, which is what the side-by-side tables
+// use; the scaling table and the many-process runs turn them.
+type Settings struct {
+	// Loops is the number of event loops (wsloop) or pollers (nbio). The
+	// goroutine-per-connection servers have no such knob and ignore it:
+	// GOMAXPROCS (or the CPU set the process is pinned to) bounds them.
+	Loops int
+	// ReusePort sets SO_REUSEPORT on the listening socket(s), so that
+	// several server processes can share one port and the kernel spreads
+	// the connections over them: the way past a per-process descriptor
+	// limit.
+	ReusePort bool
+	// Options are Field=Value pairs applied to wsloop's engine.Options by
+	// field name (int, bool, string and time.Duration fields), so an
+	// engine setting can be compared without a new bench flag. Other
+	// implementations refuse them.
+	Options []string
+}
+
+// listen opens a TCP listener, with SO_REUSEPORT when reusePort is set.
+func listen(addr string, reusePort bool) (net.Listener, error) {
+	if !reusePort {
+		return net.Listen("tcp", addr)
+	}
+	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		err := c.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+		})
+		if err != nil {
+			return err
+		}
+		return serr
+	}}
+	return lc.Listen(context.Background(), "tcp", addr)
+}
 
 var registry = map[string]Server{}
 

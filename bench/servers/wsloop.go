@@ -4,6 +4,11 @@ package servers
 
 import (
 	"context"
+	"fmt"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
 
 	"github.com/wsloop/wsloop/codec"
 	"github.com/wsloop/wsloop/engine"
@@ -37,9 +42,13 @@ func (h *wsloopHandler) OnMessage(c handler.Conn, op handler.Op, data []byte) {
 	_ = c.WriteMessage(op, data)
 }
 
-func runWsloop(addr string, ready func()) error {
+func runWsloop(addr string, set Settings, ready func()) error {
+	opts := engine.Options{Addr: addr, EventLoops: set.Loops, ReusePort: set.ReusePort}
+	if err := applyOptions(&opts, set.Options); err != nil {
+		return err
+	}
 	h := &wsloopHandler{}
-	h.srv = engine.New(h, engine.Options{Addr: addr})
+	h.srv = engine.New(h, opts)
 	errc := make(chan error, 1)
 	go func() { errc <- h.srv.ListenAndServe(context.Background()) }()
 	select {
@@ -49,4 +58,52 @@ func runWsloop(addr string, ready func()) error {
 		return err
 	}
 	return <-errc
+}
+
+// applyOptions sets the engine.Options fields named in kv ("Field=Value").
+// It works by reflection so that a setting the engine gains later can be
+// compared in a bench run (-opt NewField=3) without touching this file.
+func applyOptions(o *engine.Options, kv []string) error {
+	v := reflect.ValueOf(o).Elem()
+	for _, pair := range kv {
+		name, val, ok := strings.Cut(pair, "=")
+		if !ok {
+			return fmt.Errorf("option %q: want Field=Value", pair)
+		}
+		f := v.FieldByName(name)
+		if !f.IsValid() || !f.CanSet() {
+			return fmt.Errorf("engine.Options has no settable field %q", name)
+		}
+		switch {
+		case f.Type() == reflect.TypeFor[time.Duration]():
+			d, err := time.ParseDuration(val)
+			if err != nil {
+				return fmt.Errorf("option %s: %w", name, err)
+			}
+			f.SetInt(int64(d))
+		case f.Kind() == reflect.Bool:
+			b, err := strconv.ParseBool(val)
+			if err != nil {
+				return fmt.Errorf("option %s: %w", name, err)
+			}
+			f.SetBool(b)
+		case f.CanInt():
+			n, err := strconv.ParseInt(val, 0, 64)
+			if err != nil || f.OverflowInt(n) {
+				return fmt.Errorf("option %s: bad integer %q", name, val)
+			}
+			f.SetInt(n)
+		case f.CanUint():
+			n, err := strconv.ParseUint(val, 0, 64)
+			if err != nil || f.OverflowUint(n) {
+				return fmt.Errorf("option %s: bad integer %q", name, val)
+			}
+			f.SetUint(n)
+		case f.Kind() == reflect.String:
+			f.SetString(val)
+		default:
+			return fmt.Errorf("option %s: type %s cannot be set from the command line", name, f.Type())
+		}
+	}
+	return nil
 }

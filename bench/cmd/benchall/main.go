@@ -6,10 +6,17 @@
 //
 //	cd bench && go run ./cmd/benchall            # full run (about 45 min)
 //	cd bench && go run ./cmd/benchall -quick     # 1-2 minutes, small N
+//
+// On a machine with 4 or more CPUs the server and the load generator are
+// pinned to disjoint halves of them (-server-cpus, -client-cpus), and the
+// scaling scenario runs wsloop's echo at -scale-loops event loops. Extra
+// server configurations join any scenario as -variant LABEL=SPEC. With
+// -bin it uses binaries built elsewhere (bench/device) instead of building.
 package main
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -46,6 +53,19 @@ type config struct {
 	loops     int
 	busy      float64
 	pause     time.Duration
+
+	variants   map[string]variant // by label; c.impls lists the labels in order
+	serverCPUs string
+	clientCPUs string
+	idleRates  []float64
+	echoAll    bool
+	scaleLoops []int
+	scaleCase  echoCase
+	scaleImpls []string
+	runTimeout time.Duration
+	budget     time.Duration
+	bin        string
+	idleSample float64
 }
 
 type echoCase struct{ N, Size int }
@@ -61,9 +81,11 @@ func sizeName(n int) string {
 	}
 }
 
-// run is one server process under one scenario.
+// run is one server process under one scenario. Impl is the variant's
+// label.
 type run struct {
 	Impl     string       `json:"impl"`
+	Spec     string       `json:"spec,omitempty"`
 	Rep      int          `json:"rep"`
 	Case     string       `json:"case"`
 	Result   *load.Result `json:"result,omitempty"`
@@ -89,7 +111,24 @@ func main() {
 	duration := flag.Duration("duration", 0, "echo and broadcast-rate measuring time (default 10s, quick 2s)")
 	rounds := flag.Int("rounds", 0, "sequential broadcast rounds (default 20, quick 5)")
 	flag.IntVar(&c.window, "window", 4, "broadcasts in flight during the rate phase")
-	flag.IntVar(&c.loops, "loops", 1, "client event loops")
+	flag.IntVar(&c.loops, "loops", 0, "client event loops (default 1, or one per client CPU when pinned)")
+	var variants []string
+	flag.Func("variant", "extra server configuration `LABEL=[ENV=VAL ...] IMPL [server flags]` run beside -impls in every scenario (repeatable), e.g. 'wsloop-rbc=wsloop -opt ReadBufferCap=16384'", func(v string) error {
+		variants = append(variants, v)
+		return nil
+	})
+	serverCPUs := flag.String("server-cpus", "auto", "pin the server to these CPUs (taskset -c syntax); auto: the first half when the machine has 4 or more, else none")
+	clientCPUs := flag.String("client-cpus", "auto", "pin the load generator to these CPUs; auto: the second half when the machine has 4 or more, else none")
+	idleRate := flag.String("idle-rate", "10000", "idle: ramp rates in new connections/s, comma-separated (0: as fast as possible)")
+	flag.BoolVar(&c.echoAll, "idle-echo-all", false, "idle: echo once on every connection right after the ramp")
+	flag.Float64Var(&c.idleSample, "idle-sample", 0.01, "idle: fraction of the connections echo-checked after the hold")
+	scaleLoops := flag.String("scale-loops", "1,2,4,8", "scaling: server event loops")
+	scaleCase := flag.String("scale-echo", "1000x1024", "scaling: echo case CONNSxBYTES")
+	scaleImpls := flag.String("scale-impls", "wsloop", "scaling: implementations (their -loops knob: wsloop event loops, nbio pollers)")
+	flag.DurationVar(&c.runTimeout, "run-timeout", 3*time.Minute, "stop a run (server and client) that takes longer than this")
+	flag.DurationVar(&c.budget, "budget", 0, "skip runs that would not end within this much time from the start (0: no limit)")
+	flag.StringVar(&c.bin, "bin", "", "use the server and wsload binaries in this directory instead of building them")
+	noCharts := flag.Bool("no-charts", false, "do not write PNG charts")
 	flag.Float64Var(&c.busy, "busy", 0.3, "flag a run when other processes used more than this many cores")
 	flag.DurationVar(&c.pause, "pause", 300*time.Millisecond, "pause between runs")
 	flag.Parse()
@@ -161,12 +200,62 @@ func main() {
 	for _, s := range strings.Split(*scen, ",") {
 		c.scenarios[strings.TrimSpace(s)] = true
 	}
+	for _, s := range strings.Split(*idleRate, ",") {
+		v, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
+		if err != nil || v < 0 {
+			fatal("bad -idle-rate %q", *idleRate)
+		}
+		c.idleRates = append(c.idleRates, v)
+	}
+	for _, s := range strings.Split(*scaleLoops, ",") {
+		v, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || v <= 0 {
+			fatal("bad -scale-loops %q", *scaleLoops)
+		}
+		c.scaleLoops = append(c.scaleLoops, v)
+	}
+	{
+		a, b, ok := strings.Cut(*scaleCase, "x")
+		n, err1 := strconv.Atoi(a)
+		sz, err2 := strconv.Atoi(b)
+		if !ok || err1 != nil || err2 != nil {
+			fatal("bad -scale-echo %q", *scaleCase)
+		}
+		c.scaleCase = echoCase{n, sz}
+	}
+	c.scaleImpls = strings.Split(*scaleImpls, ",")
+	c.serverCPUs, c.clientCPUs = splitCPUs(*serverCPUs, *clientCPUs, runtime.NumCPU())
+	if c.loops <= 0 {
+		c.loops = max(1, countCPUs(c.clientCPUs))
+	}
 
-	bin, note, have := build()
+	var bin, note string
+	var have []string
+	if c.bin != "" {
+		bin, have = prebuilt(c.bin)
+	} else {
+		bin, note, have = build()
+	}
+	c.bin = bin
 	if *impls != "" {
 		c.impls = strings.Split(*impls, ",")
 	} else {
 		c.impls = have
+	}
+	c.variants = map[string]variant{}
+	for _, name := range c.impls {
+		c.variants[name] = variant{Label: name, Impl: name}
+	}
+	for _, s := range variants {
+		v, err := parseVariant(s)
+		if err != nil {
+			fatal("%v", err)
+		}
+		if _, dup := c.variants[v.Label]; dup {
+			fatal("variant label %q used twice", v.Label)
+		}
+		c.variants[v.Label] = v
+		c.impls = append(c.impls, v.Label)
 	}
 	if err := os.MkdirAll(c.out, 0o755); err != nil {
 		fatal("%v", err)
@@ -180,32 +269,66 @@ func main() {
 
 	start := time.Now()
 	var runs []run
-	b := &bencher{c: c, bin: bin, tmp: tmp}
+	b := &bencher{c: c, bin: bin, tmp: tmp, start: start}
 	fmt.Printf("benchall: %v, reps %d, implementations %v, RLIMIT_NOFILE %d\n", map[bool]string{true: "quick", false: "full"}[c.quick], c.reps, c.impls, limit)
+	fmt.Printf("benchall: server CPUs %s, client CPUs %s, client loops %d\n", orAll(c.serverCPUs), orAll(c.clientCPUs), c.loops)
+	for _, l := range c.impls {
+		if v := c.variants[l]; v.Label != v.Impl || len(v.Env)+len(v.Flags) > 0 {
+			fmt.Printf("benchall: variant %s\n", v)
+		}
+	}
 	if note != "" {
 		fmt.Println("benchall:", note)
 	}
 	if c.scenarios["idle"] {
-		for _, n := range c.idleN {
-			runs = append(runs, b.each(fmt.Sprintf("idle %d", n), func(impl string, rep int) run {
-				return b.one(impl, rep, fmt.Sprintf("idle %d", n), []string{"-scenario", "idle", "-n", fmt.Sprint(n), "-size", "64",
-					"-settle", c.settle.String(), "-hold", c.hold.String()})
-			})...)
+		for _, rate := range c.idleRates {
+			for _, n := range c.idleN {
+				name := idleCase(n, rate)
+				args := []string{"-scenario", "idle", "-n", fmt.Sprint(n), "-size", "64", "-rate", fmt.Sprint(rate),
+					"-read-at", "0s," + c.settle.String(), "-hold", c.hold.String(), "-sample", fmt.Sprint(c.idleSample)}
+				if c.echoAll {
+					args = append(args, "-echo-all")
+				}
+				est := c.hold + 12*time.Second
+				if rate > 0 {
+					est += time.Duration(float64(n) / rate * float64(time.Second))
+				}
+				runs = append(runs, b.each(name, c.impls, est, func(v variant, rep int) run {
+					return b.one(v, rep, name, args)
+				})...)
+			}
 		}
 	}
 	if c.scenarios["echo"] {
 		for _, e := range c.echo {
 			name := "echo " + e.String()
-			runs = append(runs, b.each(name, func(impl string, rep int) run {
-				return b.one(impl, rep, name, []string{"-scenario", "echo", "-n", fmt.Sprint(e.N), "-size", fmt.Sprint(e.Size),
+			runs = append(runs, b.each(name, c.impls, c.warmup+c.duration+4*time.Second, func(v variant, rep int) run {
+				return b.one(v, rep, name, []string{"-scenario", "echo", "-n", fmt.Sprint(e.N), "-size", fmt.Sprint(e.Size),
 					"-warmup", c.warmup.String(), "-duration", c.duration.String()})
 			})...)
 		}
 	}
+	if c.scenarios["scaling"] {
+		e := c.scaleCase
+		name := "scaling " + e.String()
+		var labels []string
+		for _, impl := range c.scaleImpls {
+			for _, l := range c.scaleLoops {
+				v := variant{Label: fmt.Sprintf("%s loops=%d", impl, l), Impl: impl, Flags: []string{"-loops", fmt.Sprint(l)}}
+				c.variants[v.Label] = v
+				labels = append(labels, v.Label)
+			}
+		}
+		b.c = c
+		runs = append(runs, b.each(name, labels, c.warmup+c.duration+4*time.Second, func(v variant, rep int) run {
+			return b.one(v, rep, name, []string{"-scenario", "echo", "-n", fmt.Sprint(e.N), "-size", fmt.Sprint(e.Size),
+				"-warmup", c.warmup.String(), "-duration", c.duration.String()})
+		})...)
+	}
 	if c.scenarios["broadcast"] {
 		name := fmt.Sprintf("broadcast %d x %s", c.bcastN, sizeName(c.bcastSize))
-		runs = append(runs, b.each(name, func(impl string, rep int) run {
-			return b.one(impl, rep, name, []string{"-scenario", "broadcast", "-n", fmt.Sprint(c.bcastN), "-size", fmt.Sprint(c.bcastSize),
+		runs = append(runs, b.each(name, c.impls, c.duration+15*time.Second, func(v variant, rep int) run {
+			return b.one(v, rep, name, []string{"-scenario", "broadcast", "-n", fmt.Sprint(c.bcastN), "-size", fmt.Sprint(c.bcastSize),
 				"-rounds", fmt.Sprint(c.rounds), "-window", fmt.Sprint(c.window), "-duration", c.duration.String()})
 		})...)
 	}
@@ -219,12 +342,55 @@ func main() {
 	if err := os.WriteFile(filepath.Join(c.out, "results.md"), []byte(md), 0o644); err != nil {
 		fatal("%v", err)
 	}
-	if err := charts(c, runs); err != nil {
-		fmt.Fprintln(os.Stderr, "benchall: charts:", err)
+	if !*noCharts {
+		if err := charts(c, runs); err != nil {
+			fmt.Fprintln(os.Stderr, "benchall: charts:", err)
+		}
 	}
 	fmt.Println()
 	fmt.Println(md)
 	fmt.Printf("benchall: wrote %s/results.md, results.json and charts in %v\n", c.out, elapsed.Round(time.Second))
+}
+
+func orAll(cpus string) string {
+	if cpus == "" {
+		return "all (not pinned)"
+	}
+	return cpus
+}
+
+// idleCase names an idle case by its size and ramp rate.
+func idleCase(n int, rate float64) string {
+	if rate <= 0 {
+		return fmt.Sprintf("idle %d, unpaced ramp", n)
+	}
+	return fmt.Sprintf("idle %d, ramp %.0f/s", n, rate)
+}
+
+// prebuilt checks that dir holds the server and wsload binaries and lists
+// the server's implementations.
+func prebuilt(dir string) (string, []string) {
+	dir, _ = filepath.Abs(dir)
+	for _, f := range []string{"server", "wsload"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			fatal("-bin: %v", err)
+		}
+	}
+	return dir, listImpls(dir)
+}
+
+func listImpls(binDir string) []string {
+	outb, err := exec.Command(filepath.Join(binDir, "server"), "-list").Output()
+	if err != nil {
+		fatal("server -list: %v", err)
+	}
+	var impls []string
+	for _, line := range strings.Split(strings.TrimSpace(string(outb)), "\n") {
+		if f := strings.Fields(line); len(f) > 0 {
+			impls = append(impls, f[0])
+		}
+	}
+	return impls
 }
 
 func fatal(f string, a ...any) {
@@ -250,42 +416,54 @@ func build() (binDir, note string, impls []string) {
 			fatal("build failed: %v", err)
 		}
 	}
-	outb, err := exec.Command(filepath.Join(binDir, "server"), "-list").Output()
-	if err != nil {
-		fatal("server -list: %v", err)
-	}
-	for _, line := range strings.Split(strings.TrimSpace(string(outb)), "\n") {
-		if f := strings.Fields(line); len(f) > 0 {
-			impls = append(impls, f[0])
-		}
-	}
-	return binDir, note, impls
+	return binDir, note, listImpls(binDir)
 }
 
 type bencher struct {
-	c    config
-	bin  string
-	tmp  string
-	seq  int
-	port int
+	c     config
+	bin   string
+	tmp   string
+	seq   int
+	port  int
+	start time.Time
+	done  []run // every run so far, in order
 }
 
-// each runs fn for every implementation, reps times, rotating the order so
-// that no implementation always runs first or right after the same one.
-func (b *bencher) each(name string, fn func(impl string, rep int) run) []run {
+// save writes the runs so far to results.json.
+func (b *bencher) save() {
+	raw, _ := json.MarshalIndent(b.done, "", "  ")
+	tmp := filepath.Join(b.c.out, "results.json.tmp")
+	if err := os.WriteFile(tmp, raw, 0o644); err == nil {
+		_ = os.Rename(tmp, filepath.Join(b.c.out, "results.json"))
+	}
+}
+
+// each runs fn for every variant in labels, reps times, rotating the order
+// so that no variant always runs first or right after the same one. Once
+// a run would end after the -budget (est is how long one takes), the
+// remaining runs are recorded as skipped. Every finished run is saved to
+// results.json at once, so a run killed from outside keeps what it had.
+func (b *bencher) each(name string, labels []string, est time.Duration, fn func(v variant, rep int) run) []run {
 	var out []run
 	for rep := 1; rep <= b.c.reps; rep++ {
-		n := len(b.c.impls)
+		n := len(labels)
 		for i := 0; i < n; i++ {
-			impl := b.c.impls[(i+rep-1)%n]
-			fmt.Printf("[%s] rep %d/%d %s\n", name, rep, b.c.reps, impl)
-			r := fn(impl, rep)
+			v := b.c.variants[labels[(i+rep-1)%n]]
+			if b.c.budget > 0 && time.Since(b.start)+est > b.c.budget {
+				fmt.Printf("[%s] rep %d/%d %s: skipped, it would end after the -budget %v\n", name, rep, b.c.reps, v.Label, b.c.budget)
+				out = append(out, run{Impl: v.Label, Spec: v.String(), Rep: rep, Case: name, Err: "skipped: would end after the time budget"})
+				continue
+			}
+			fmt.Printf("[%s] rep %d/%d %s\n", name, rep, b.c.reps, v.Label)
+			r := fn(v, rep)
 			if r.Err != "" {
 				fmt.Printf("  ERROR: %s\n", r.Err)
 			} else {
 				fmt.Printf("  %s\n", summary(r))
 			}
 			out = append(out, r)
+			b.done = append(b.done, r)
+			b.save()
 			time.Sleep(b.c.pause)
 		}
 	}
@@ -297,7 +475,7 @@ func summary(r run) string {
 	s := ""
 	switch x.Scenario {
 	case "idle":
-		s = fmt.Sprintf("%d conns, RSS %.2f KB/conn, Go %.2f KB/conn, %.0f conn/s", x.Connected, x.RSSPerConn/1024, x.HeapPerConn/1024, x.ConnectRate)
+		s = fmt.Sprintf("%d conns at %.0f conn/s, RSS %.0f B/conn after the hold (%.0f after a server GC), live Go %.0f B/conn, allocated %.0f B/conn", x.Connected, x.ConnectRate, x.RSSPerConn, x.RSSPerConnGC, x.HeapPerConn, x.AllocPerConn)
 	case "echo":
 		s = fmt.Sprintf("%.0f msg/s, p99 %.2f ms, server %.2f CPU-s per 1M msgs", x.MsgsPerSec, x.LatP99us/1000, x.ServerCPUPerM)
 	case "broadcast":
@@ -312,9 +490,10 @@ func summary(r run) string {
 	return s
 }
 
-// one starts a server, runs wsload against it and stops the server.
-func (b *bencher) one(impl string, rep int, name string, args []string) run {
-	r := run{Impl: impl, Rep: rep, Case: name}
+// one starts a server, runs wsload against it and stops the server. Both
+// are stopped after -run-timeout whatever happens.
+func (b *bencher) one(v variant, rep int, name string, args []string) run {
+	r := run{Impl: v.Label, Spec: v.String(), Rep: rep, Case: name}
 	b.seq++
 	port := 20000 + (b.seq*7+os.Getpid())%9000
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
@@ -323,9 +502,21 @@ func (b *bencher) one(impl string, rep int, name string, args []string) run {
 	// 4-tuple with this one.
 	src := netip.AddrFrom4([4]byte{127, byte(1 + b.seq%250), byte(rand8(b.seq)), 2})
 	stats := filepath.Join(b.tmp, fmt.Sprintf("stats-%d.json", b.seq))
-	life := 10 * time.Minute
-	srv := exec.Command(filepath.Join(b.bin, "server"), "-impl", impl, "-addr", addr, "-stats", stats, "-max-life", life.String())
-	srv.Stderr = nil
+	life := b.c.runTimeout + 30*time.Second
+	sargs := []string{"-impl", v.Impl, "-addr", addr, "-stats", stats, "-max-life", life.String()}
+	if b.c.serverCPUs != "" {
+		sargs = append(sargs, "-cpus", b.c.serverCPUs)
+	}
+	srv := exec.Command(filepath.Join(b.bin, "server"), append(sargs, v.Flags...)...)
+	srv.Env = serverEnv(os.Environ(), v)
+	// If benchall is killed (a timeout around the whole run), the kernel
+	// kills its server and client too.
+	srv.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	errLog := filepath.Join(b.tmp, fmt.Sprintf("server-%d.log", b.seq))
+	if f, err := os.Create(errLog); err == nil {
+		srv.Stderr = f
+		defer f.Close()
+	}
 	stdout, err := srv.StdoutPipe()
 	if err != nil {
 		r.Err = err.Error()
@@ -363,7 +554,7 @@ func (b *bencher) one(impl string, rep int, name string, args []string) run {
 	select {
 	case ok := <-ready:
 		if !ok {
-			r.Err = "server exited before listening"
+			r.Err = "server exited before listening: " + tail(errLog, 300)
 			stop()
 			return r
 		}
@@ -375,10 +566,20 @@ func (b *bencher) one(impl string, rep int, name string, args []string) run {
 	time.Sleep(200 * time.Millisecond) // let the fresh process settle before the baseline
 
 	largs := append([]string{"-addr", addr, "-src", src.String(), "-src-count", "4", "-loops", fmt.Sprint(b.c.loops),
-		"-server-pid", fmt.Sprint(srv.Process.Pid), "-stats", stats, "-label", impl, "-max-life", life.String()}, args...)
-	ld := exec.Command(filepath.Join(b.bin, "wsload"), largs...)
+		"-server-pid", fmt.Sprint(srv.Process.Pid), "-stats", stats, "-label", v.Label, "-max-life", b.c.runTimeout.String()}, args...)
+	if b.c.clientCPUs != "" {
+		largs = append(largs, "-cpus", b.c.clientCPUs)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), b.c.runTimeout)
+	ld := exec.CommandContext(ctx, filepath.Join(b.bin, "wsload"), largs...)
 	ld.Stderr = os.Stderr
+	ld.WaitDelay = 5 * time.Second
+	ld.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	outb, err := ld.Output()
+	if ctx.Err() != nil {
+		r.Err = fmt.Sprintf("run stopped after -run-timeout %v", b.c.runTimeout)
+	}
+	cancel()
 	select {
 	case werr := <-exited:
 		r.Err = fmt.Sprintf("server exited during the run: %v", werr)
@@ -413,6 +614,15 @@ func (b *bencher) one(impl string, rep int, name string, args []string) run {
 	return r
 }
 
+// tail returns the last n bytes of a file, for error messages.
+func tail(path string, n int) string {
+	b, _ := os.ReadFile(path)
+	if len(b) > n {
+		b = b[len(b)-n:]
+	}
+	return strings.TrimSpace(string(b))
+}
+
 func rand8(i int) int { return (i * 37) % 256 }
 
 func machineInfo() []string {
@@ -439,8 +649,13 @@ func machineInfo() []string {
 	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
 		kernel = strings.TrimSpace(string(b))
 	}
+	thp := "unknown"
+	if b, err := os.ReadFile("/sys/kernel/mm/transparent_hugepage/enabled"); err == nil {
+		thp = strings.TrimSpace(string(b))
+	}
 	lines = append(lines,
-		fmt.Sprintf("CPU: %s, %d logical CPUs (server and client share them)", cpu, runtime.NumCPU()),
+		fmt.Sprintf("CPU: %s, %d logical CPUs", cpu, runtime.NumCPU()),
+		fmt.Sprintf("Transparent huge pages: %s (with always, the kernel may back the Go heap with 2 MiB pages, which changes RSS)", thp),
 		fmt.Sprintf("Memory: %s; kernel %s; %s %s/%s", mem, kernel, runtime.Version(), runtime.GOOS, runtime.GOARCH))
 	return lines
 }

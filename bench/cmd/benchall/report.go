@@ -40,6 +40,11 @@ func (s stat) fmt(f string) string {
 	return fmt.Sprintf(f+" ("+f+"–"+f+")", s.Med, s.Min, s.Max)
 }
 
+// fmtScaled formats the statistic multiplied by k.
+func (s stat) fmtScaled(k float64, f string) string {
+	return stat{Med: s.Med * k, Min: s.Min * k, Max: s.Max * k, N: s.N}.fmt(f)
+}
+
 // collect gathers metric m over the successful runs of impl in case.
 func collect(runs []run, impl, kase string, m func(*load.Result) float64) stat {
 	var v []float64
@@ -99,7 +104,7 @@ func report(c config, runs []run, elapsed time.Duration, note string) string {
 	for _, l := range machineInfo() {
 		w("- %s\n", l)
 	}
-	if out, err := exec.Command(filepath.Join("bin", "server"), "-list").Output(); err == nil {
+	if out, err := exec.Command(filepath.Join(c.bin, "server"), "-list").Output(); err == nil {
 		w("\n| implementation | module | version | configuration |\n| --- | --- | --- | --- |\n")
 		for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
 			f := strings.Fields(line)
@@ -115,26 +120,51 @@ func report(c config, runs []run, elapsed time.Duration, note string) string {
 			w("| %s | %s | %s | %s |\n", f[0], f[1], ver, strings.Join(rest, " "))
 		}
 	}
-	w("\nClient: `wsload`, %d epoll loop(s), on the same machine. Runs are flagged busy when other processes used more than %.2f cores during the measured window (from /proc/stat minus the server's and the client's own CPU time).\n", c.loops, c.busy)
+	w("\nClient: `wsload`, %d epoll loop(s), on the same machine. Server CPUs: %s; client CPUs: %s. Runs are flagged busy when other processes used more than %.2f cores during the measured window (from /proc/stat minus the server's and the client's own CPU time). The servers run with the Go runtime's defaults: GOGC, GOMEMLIMIT and GOMAXPROCS are removed from their environment unless a variant sets them.\n", c.loops, orAll(c.serverCPUs), orAll(c.clientCPUs), c.busy)
+	var vs []string
+	for _, l := range c.impls {
+		if v := c.variants[l]; v.Label != v.Impl || len(v.Env)+len(v.Flags) > 0 {
+			vs = append(vs, "`"+v.String()+"`")
+		}
+	}
+	if len(vs) > 0 {
+		w("\nVariants (label=environment implementation server-flags): %s.\n", strings.Join(vs, ", "))
+	}
 	if note != "" {
 		w("\n**Note:** %s.\n", note)
 	}
 
 	if ic := cases(runs, "idle"); len(ic) > 0 {
 		w("\n## Idle connections\n\n")
-		w("RSS/conn = (server VmRSS after the hold − VmRSS of the fresh process) ÷ connections. Go/conn = growth of live heap + goroutine stacks (after a forced GC) ÷ connections. Sample = connections of a 1%% sample (at least 20) that still echoed after the hold.\n\n")
+		w("The ramp is paced at the stated rate (new connections per second; \"unpaced\": as fast as 256 handshakes in flight allow). RSS/conn = (server VmRSS − VmRSS of the fresh process) ÷ connections, read from /proc at the end of the ramp and after the %v hold, with no GC forced in the server before either (the only forced GC is in the load generator, for its own memory). Only then is a GC forced in the server (SIGUSR1) for its live heap (Go/conn = growth of live heap + goroutine stacks ÷ connections), and RSS read once more %s later (after GC). Alloc/conn = heap bytes the server allocated per connection during the ramp (runtime/metrics, read without a GC): what the accept and handshake path allocates, live or garbage. Total = the server's whole VmRSS after the hold, baseline included. × nbio = RSS/conn after the hold ÷ nbio's.\n\n", c.hold, "2s")
 		for _, k := range ic {
 			w("### %s\n\n", k)
-			w("| impl | connected | RSS/conn KiB | Go heap+stacks/conn KiB | goroutines | connect rate conn/s | handshake p50 ms | handshake p99 ms | sample ok | notes |\n")
-			w("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+			w("| impl | connected | ramp conn/s | RSS/conn KiB at ramp end | **RSS/conn KiB after hold** | × nbio | RSS/conn KiB after server GC | Go heap+stacks/conn KiB | alloc/conn KiB in ramp | GCs in ramp | total RSS MiB | goroutines | handshake p99 ms | sample ok | notes |\n")
+			w("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+			nb := collect(runs, "nbio", k, func(r *load.Result) float64 { return r.RSSPerConn })
 			for _, impl := range c.impls {
-				w("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", impl,
+				held := collect(runs, impl, k, func(r *load.Result) float64 { return r.RSSPerConn })
+				ratio := "—"
+				if nb.N > 0 && held.N > 0 && nb.Med > 0 {
+					ratio = fmt.Sprintf("%.3f", held.Med/nb.Med)
+				}
+				w("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", impl,
 					collect(runs, impl, k, func(r *load.Result) float64 { return float64(r.Connected) }).fmt("%.0f"),
-					collect(runs, impl, k, func(r *load.Result) float64 { return r.RSSPerConn / 1024 }).fmt("%.2f"),
-					collect(runs, impl, k, func(r *load.Result) float64 { return r.HeapPerConn / 1024 }).fmt("%.2f"),
-					collect(runs, impl, k, func(r *load.Result) float64 { return float64(r.Goroutines) }).fmt("%.0f"),
 					collect(runs, impl, k, func(r *load.Result) float64 { return r.ConnectRate }).fmt("%.0f"),
-					collect(runs, impl, k, func(r *load.Result) float64 { return r.HandshakeP50 }).fmt("%.2f"),
+					collect(runs, impl, k, func(r *load.Result) float64 {
+						if len(r.Readings) == 0 {
+							return 0
+						}
+						return r.Readings[0].RSSPerConn / 1024
+					}).fmt("%.2f"),
+					held.fmtScaled(1.0/1024, "%.2f"),
+					ratio,
+					collect(runs, impl, k, func(r *load.Result) float64 { return r.RSSPerConnGC / 1024 }).fmt("%.2f"),
+					collect(runs, impl, k, func(r *load.Result) float64 { return r.HeapPerConn / 1024 }).fmt("%.2f"),
+					collect(runs, impl, k, func(r *load.Result) float64 { return r.AllocPerConn / 1024 }).fmt("%.2f"),
+					collect(runs, impl, k, func(r *load.Result) float64 { return float64(r.GCsInRamp) }).fmt("%.0f"),
+					collect(runs, impl, k, func(r *load.Result) float64 { return float64(r.ServerRSSHeld) / (1 << 20) }).fmt("%.1f"),
+					collect(runs, impl, k, func(r *load.Result) float64 { return float64(r.Goroutines) }).fmt("%.0f"),
 					collect(runs, impl, k, func(r *load.Result) float64 { return r.HandshakeP99 }).fmt("%.2f"),
 					collect(runs, impl, k, func(r *load.Result) float64 { return float64(r.SampleOK) / max(1, float64(r.SampleSent)) * 100 }).fmt("%.0f%%"),
 					notes(runs, impl, k, c.busy))
@@ -142,23 +172,30 @@ func report(c config, runs []run, elapsed time.Duration, note string) string {
 			w("\n")
 		}
 		w("### What a million idle connections would cost\n\n")
-		w("Least-squares line through the median RSS growth at each N (RSS = a + b·N), extrapolated to 1,000,000 connections. This is user-space memory only: the kernel's socket memory (a few KiB per idle TCP socket, not in RSS) comes on top for every implementation alike.\n\n")
-		w("| impl | slope KiB/conn | intercept MiB | projected RSS at 1M conns |\n| --- | --- | --- | --- |\n")
-		for _, impl := range c.impls {
-			var xs, ys []float64
-			for _, k := range ic {
-				st := collect(runs, impl, k, func(r *load.Result) float64 { return float64(r.ServerRSSHeld - r.ServerRSSBase) })
-				n := collect(runs, impl, k, func(r *load.Result) float64 { return float64(r.Connected) })
-				if st.N > 0 {
-					xs, ys = append(xs, n.Med), append(ys, st.Med)
+		w("Least-squares line through the median RSS growth after the hold at each N of one ramp rate (RSS = a + b·N), extrapolated to 1,000,000 connections. This is user-space memory only: the kernel's socket memory (a few KiB per idle TCP socket, not in RSS; `cmd/million` measures it) comes on top for every implementation alike.\n\n")
+		w("| ramp | impl | slope KiB/conn | intercept MiB | projected RSS at 1M conns |\n| --- | --- | --- | --- | --- |\n")
+		for _, rate := range c.idleRates {
+			for _, impl := range c.impls {
+				var xs, ys []float64
+				for _, n := range c.idleN {
+					k := idleCase(n, rate)
+					st := collect(runs, impl, k, func(r *load.Result) float64 { return float64(r.ServerRSSHeld - r.ServerRSSBase) })
+					cn := collect(runs, impl, k, func(r *load.Result) float64 { return float64(r.Connected) })
+					if st.N > 0 {
+						xs, ys = append(xs, cn.Med), append(ys, st.Med)
+					}
 				}
+				ramp := "unpaced"
+				if rate > 0 {
+					ramp = fmt.Sprintf("%.0f/s", rate)
+				}
+				a, sl, ok := fit(xs, ys)
+				if !ok {
+					w("| %s | %s | — | — | needs two idle sizes |\n", ramp, impl)
+					continue
+				}
+				w("| %s | %s | %.2f | %.1f | %.2f GiB |\n", ramp, impl, sl/1024, a/(1<<20), (a+sl*1e6)/(1<<30))
 			}
-			a, sl, ok := fit(xs, ys)
-			if !ok {
-				w("| %s | — | — | needs two idle sizes |\n", impl)
-				continue
-			}
-			w("| %s | %.2f | %.1f | %.2f GiB |\n", impl, sl/1024, a/(1<<20), (a+sl*1e6)/(1<<30))
 		}
 	}
 
@@ -184,6 +221,39 @@ func report(c config, runs []run, elapsed time.Duration, note string) string {
 		}
 	}
 
+	if sc := cases(runs, "scaling"); len(sc) > 0 {
+		w("\n## Scaling with event loops (echo, server pinned to %s, client to %s with %d loops)\n\n", orAll(c.serverCPUs), orAll(c.clientCPUs), c.loops)
+		w("The same echo case at each loop count (`-loops`: wsloop event loops, nbio pollers). Speedup = msg/s ÷ msg/s at the fewest loops.\n\n")
+		for _, k := range sc {
+			w("### %s\n\n", k)
+			w("| impl | loops | msg/s | speedup | p50 ms | p99 ms | p99.9 ms | server CPU s / 1M msgs | server CPU cores used | client CPU s | notes |\n")
+			w("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+			for _, impl := range c.scaleImpls {
+				var base float64
+				for _, l := range c.scaleLoops {
+					label := fmt.Sprintf("%s loops=%d", impl, l)
+					rate := collect(runs, label, k, func(r *load.Result) float64 { return r.MsgsPerSec })
+					speed := "—"
+					if rate.N > 0 {
+						if base == 0 {
+							base = rate.Med
+						}
+						speed = fmt.Sprintf("%.2f×", rate.Med/base)
+					}
+					w("| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", impl, l, rate.fmt("%.0f"), speed,
+						collect(runs, label, k, func(r *load.Result) float64 { return r.LatP50us / 1000 }).fmt("%.2f"),
+						collect(runs, label, k, func(r *load.Result) float64 { return r.LatP99us / 1000 }).fmt("%.2f"),
+						collect(runs, label, k, func(r *load.Result) float64 { return r.LatP999us / 1000 }).fmt("%.2f"),
+						collect(runs, label, k, func(r *load.Result) float64 { return r.ServerCPUPerM }).fmt("%.2f"),
+						collect(runs, label, k, func(r *load.Result) float64 { return r.ServerCPU / max(r.Seconds, 1e-9) }).fmt("%.2f"),
+						collect(runs, label, k, func(r *load.Result) float64 { return r.ClientCPU }).fmt("%.2f"),
+						notes(runs, label, k, c.busy))
+				}
+			}
+			w("\n")
+		}
+	}
+
 	if bc := cases(runs, "broadcast"); len(bc) > 0 {
 		w("\n## Broadcast (a text message starting with \"broadcast:\" makes the server send the rest to every connection)\n\n")
 		w("Time to all = from the client sending the request to the last connection receiving the message, one broadcast at a time (p50 and max over the rounds). Fan-out rate = messages delivered per second with %d broadcasts in flight. Server CPU is per million deliveries.\n\n", c.window)
@@ -202,7 +272,7 @@ func report(c config, runs []run, elapsed time.Duration, note string) string {
 			w("\n")
 		}
 	}
-	w("\nCharts: `idle_rss_per_conn.png`, `echo_msgs_per_sec.png`, `echo_cpu_per_million.png`, `broadcast_time_to_all.png`, `broadcast_rate.png` beside this file (bars are medians).\n")
+	w("\nCharts (unless -no-charts): `idle_rss_per_conn.png`, `echo_msgs_per_sec.png`, `echo_cpu_per_million.png`, `broadcast_time_to_all.png`, `broadcast_rate.png` beside this file (bars are medians).\n")
 	return b.String()
 }
 

@@ -6,10 +6,16 @@
 //	idle       hold the connections; server RSS and heap per connection
 //	echo       closed-loop request/response, every echo checked byte for byte
 //	broadcast  server-side fan-out of "broadcast:" messages to every connection
+//	hold       hold the connections for a controller (cmd/million): prints
+//	           "OPENED n failed", then answers "check" on stdin with
+//	           "CHECKED sent ok" and ends on "quit" or end of input
 //
-// With -server-pid it reads the server's RSS and CPU time from /proc and,
-// with -stats, asks it for Go heap statistics (SIGUSR1). The result is
-// printed as one JSON line prefixed "RESULT " (or indented with -pretty).
+// -rate paces the ramp (new connections per second). With -server-pid it
+// reads the server's RSS and CPU time from /proc and, with -stats, asks it
+// for Go runtime statistics: SIGUSR2 (no GC) at every idle reading, SIGUSR1
+// (a forced GC) only after the last RSS reading, for the live heap. The
+// result is printed as one JSON line prefixed "RESULT " (or indented with
+// -pretty).
 package main
 
 import (
@@ -18,24 +24,35 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/wsloop/wsloop/bench/internal/load"
+	"github.com/wsloop/wsloop/bench/internal/pin"
 	"github.com/wsloop/wsloop/bench/internal/proc"
 )
 
 func main() {
 	addr := flag.String("addr", "127.0.0.1:9001", "server address (loopback only)")
 	path := flag.String("path", "/", "request path")
-	scenario := flag.String("scenario", "echo", "idle, echo or broadcast")
+	scenario := flag.String("scenario", "echo", "idle, echo, broadcast or hold")
 	n := flag.Int("n", 1000, "connections")
 	size := flag.Int("size", 1024, "message payload bytes (echo), broadcast body bytes (broadcast)")
 	loops := flag.Int("loops", 1, "client event loops")
+	rampTimeout := flag.Duration("ramp-timeout", 2*time.Minute, "give up waiting for the ramp after this long")
 	inflight := flag.Int("inflight", 256, "most handshakes in flight while ramping")
 	src := flag.String("src", "127.0.0.2", "first source address")
 	srcCount := flag.Int("src-count", 4, "number of consecutive source addresses to spread connections over")
-	settle := flag.Duration("settle", 2*time.Second, "idle: wait after the ramp before reading RSS")
-	hold := flag.Duration("hold", 10*time.Second, "idle: hold time")
+	rate := flag.Float64("rate", 0, "ramp at this many new connections per second (0: as fast as -inflight allows)")
+	readAt := flag.String("read-at", "0s,2s", "idle: also read the server's memory at these moments after the ramp (comma-separated durations)")
+	settle := flag.Duration("settle", 0, "idle: an extra reading this long after the ramp (kept for older scripts; see -read-at)")
+	hold := flag.Duration("hold", 10*time.Second, "idle: hold time after the ramp; the headline RSS is read at its end")
+	serverGC := flag.Bool("server-gc", true, "idle: after the last reading, force a GC in the server (SIGUSR1) for its live heap and read RSS again")
+	gcWait := flag.Duration("gc-wait", 2*time.Second, "idle: wait between the forced server GC and the RSS reading after it")
+	baseGC := flag.Bool("base-gc", false, "idle: force a GC in the fresh server before the baseline (the old method)")
+	echoAll := flag.Bool("echo-all", false, "idle: send one echo on every connection right after the ramp, before the readings")
+	sample := flag.Float64("sample", 0.01, "idle, hold: fraction of the connections echo-checked after the hold (at least 20)")
+	cpus := flag.String("cpus", "", "run only on these CPUs (taskset -c syntax, e.g. 8-15)")
 	warmup := flag.Duration("warmup", 2*time.Second, "echo: warmup")
 	duration := flag.Duration("duration", 10*time.Second, "echo/broadcast: measured time")
 	rounds := flag.Int("rounds", 20, "broadcast: sequential rounds for time-to-all")
@@ -47,6 +64,9 @@ func main() {
 	quiet := flag.Bool("quiet", false, "no progress output")
 	maxLife := flag.Duration("max-life", 15*time.Minute, "exit after this long whatever happens")
 	flag.Parse()
+	if err := pin.Apply(*cpus); err != nil {
+		fatal("%v", err)
+	}
 
 	time.AfterFunc(*maxLife, func() {
 		fmt.Fprintln(os.Stderr, "wsload: max-life reached, exiting")
@@ -74,8 +94,24 @@ func main() {
 		fatal("-n %d needs more descriptors than RLIMIT_NOFILE allows (%d); split the connections over more processes", *n, limit)
 	}
 	cfg := load.Config{Target: target, Path: *path, Sources: sources, Loops: *loops, Inflight: *inflight}
-	o := load.Options{Scenario: *scenario, N: *n, Size: *size, Settle: *settle, Hold: *hold, Warmup: *warmup,
-		Duration: *duration, Rounds: *rounds, Window: max(1, *window), ServerPID: *pid, StatsFile: *stats, Label: *label}
+	var moments []time.Duration
+	for _, f := range strings.Split(*readAt, ",") {
+		if f = strings.TrimSpace(f); f == "" {
+			continue
+		}
+		d, err := time.ParseDuration(f)
+		if err != nil || d < 0 {
+			fatal("bad -read-at %q", *readAt)
+		}
+		moments = append(moments, d)
+	}
+	if *settle > 0 {
+		moments = append(moments, *settle)
+	}
+	o := load.Options{Scenario: *scenario, N: *n, Size: *size, Rate: *rate, ReadAt: moments, Hold: *hold,
+		ServerGC: *serverGC, GCWait: *gcWait, BaseGC: *baseGC, EchoAll: *echoAll, Sample: *sample, Warmup: *warmup,
+		Duration: *duration, Rounds: *rounds, Window: max(1, *window), ServerPID: *pid, StatsFile: *stats, Label: *label,
+		Control: os.Stdin, Out: os.Stdout, RampTimeout: *rampTimeout}
 	if !*quiet {
 		o.Progress = os.Stderr
 	}

@@ -345,7 +345,11 @@ func (c *Client) Dial(id int) error {
 		c.Failed.Add(1)
 		return errors.New("fd table full")
 	}
-	cn := &Conn{ID: id, fd: fd, loop: l, state: stConnecting, T0: c.Now()}
+	// Every field the loop reads is set before the table publishes cn (an
+	// atomic store): the loop finds cn through the table once epoll reports
+	// the socket, and the race detector cannot see that ordering through
+	// the kernel. wOut: the socket is registered for EPOLLOUT below.
+	cn := &Conn{ID: id, fd: fd, loop: l, state: stConnecting, T0: c.Now(), wOut: true}
 	c.conns = append(c.conns, cn)
 	c.table[fd].Store(cn)
 	l.Post(func() { l.Conns = append(l.Conns, cn) })
@@ -360,7 +364,6 @@ func (c *Client) Dial(id int) error {
 		return err
 	}
 	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP, Fd: int32(fd)}
-	cn.wOut = true
 	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
 		c.table[fd].Store(nil)
 		unix.Close(fd)

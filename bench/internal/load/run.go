@@ -1,11 +1,14 @@
 package load
 
 import (
+	"bufio"
 	"encoding/json"
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -16,11 +19,35 @@ import (
 
 // Options selects and sizes a scenario.
 type Options struct {
-	Scenario    string // idle, echo, broadcast
-	N           int
-	Size        int
-	Settle      time.Duration // idle: wait after the ramp before measuring
-	Hold        time.Duration // idle: hold the connections this long
+	Scenario string // idle, echo, broadcast, hold
+	N        int
+	Size     int
+	// Rate paces the ramp at this many new connections per second
+	// (0: as fast as Inflight handshakes in flight allow).
+	Rate float64
+	// ReadAt lists moments after the end of the ramp at which idle reads
+	// the server's RSS and its runtime statistics (without a GC); one more
+	// reading is always taken at Hold.
+	ReadAt []time.Duration
+	Hold   time.Duration // idle: hold the connections this long after the ramp
+	// ServerGC: after the last reading, idle forces a GC in the server
+	// (SIGUSR1) for its live heap, waits GCWait and reads RSS once more,
+	// reported apart from the headline figure.
+	ServerGC bool
+	GCWait   time.Duration
+	// BaseGC forces a GC in the fresh server before the baseline (the
+	// harness's behaviour before the ramp-rate study); off, the baseline
+	// statistics are read without one.
+	BaseGC bool
+	// EchoAll sends one echo on every connection right after the ramp,
+	// as a client that checks each connection once does, before the
+	// readings.
+	EchoAll bool
+	// Sample is the fraction of connections echo-checked after the hold
+	// (idle, hold); at least 20 connections.
+	Sample      float64
+	Control     io.Reader     // hold: commands, one per line ("check", "quit")
+	Out         io.Writer     // hold: answers to the commands
 	Warmup      time.Duration // echo: run before measuring
 	Duration    time.Duration // echo, broadcast rate phase: measuring time
 	Rounds      int           // broadcast: one-at-a-time rounds for latency
@@ -48,12 +75,19 @@ type Result struct {
 	HandshakeP99  float64 `json:"handshake_p99_ms"`
 	HandshakeMax  float64 `json:"handshake_max_ms"`
 
+	RateTarget    float64            `json:"rate_target"`
 	ServerRSSBase int64              `json:"server_rss_base"`
-	ServerRSSConn int64              `json:"server_rss_connected"`
-	ServerRSSHeld int64              `json:"server_rss_held"`
+	ServerRSSConn int64              `json:"server_rss_connected"` // at the first ReadAt moment
+	ServerRSSHeld int64              `json:"server_rss_held"`      // at Hold: the headline figure
 	RSSPerConn    float64            `json:"rss_per_conn"`
+	Readings      []Reading          `json:"readings,omitempty"`
+	RSSSeries     [][2]float64       `json:"rss_series,omitempty"` // [seconds since ramp start, bytes]
+	ServerRSSGC   int64              `json:"server_rss_after_gc,omitempty"`
+	RSSPerConnGC  float64            `json:"rss_per_conn_after_server_gc,omitempty"`
+	AllocPerConn  float64            `json:"alloc_per_conn,omitempty"` // server heap bytes allocated per connection during the ramp
+	GCsInRamp     int                `json:"gcs_in_ramp,omitempty"`
 	HeapBase      *proc.ServerStats  `json:"heap_base,omitempty"`
-	HeapConn      *proc.ServerStats  `json:"heap_connected,omitempty"`
+	HeapConn      *proc.ServerStats  `json:"heap_connected,omitempty"` // after the forced GC at the end
 	HeapPerConn   float64            `json:"heap_per_conn"`
 	Goroutines    int                `json:"goroutines"`
 	SampleSent    int64              `json:"sample_sent"`
@@ -83,6 +117,15 @@ type Result struct {
 	ProtoErrors int64    `json:"proto_errors"`
 	ClosedEarly int64    `json:"closed_early"`
 	Errors      []string `json:"errors,omitempty"`
+}
+
+// Reading is the server's memory at one moment after the ramp, read from
+// outside (/proc) and by SIGUSR2 (statistics without a GC).
+type Reading struct {
+	After      float64           `json:"after_ramp_secs"`
+	RSS        int64             `json:"rss"`
+	RSSPerConn float64           `json:"rss_per_conn"`
+	Stats      *proc.ServerStats `json:"stats,omitempty"`
 }
 
 func (r *Result) errf(format string, a ...any) {
@@ -132,7 +175,7 @@ func Run(cfg Config, o Options) (*Result, error) {
 	var echo *EchoApp
 	var bc *BroadcastApp
 	switch o.Scenario {
-	case "idle", "echo":
+	case "idle", "echo", "hold":
 		echo = NewEchoApp(o.Size, max(cfg.Loops, 1))
 		cfg.App = echo
 		cfg.MaxSize = echo.Size + 64
@@ -157,14 +200,28 @@ func Run(cfg Config, o Options) (*Result, error) {
 
 	// Baseline of the freshly started server.
 	if o.ServerPID > 0 {
+		clientGC()
 		r.ServerRSSBase, _ = proc.RSS(o.ServerPID)
-		r.HeapBase = serverStats(o.ServerPID, o.StatsFile)
+		r.HeapBase = serverStats(o.ServerPID, o.StatsFile, o.BaseGC)
 	}
 
 	// Ramp.
+	r.RateTarget = o.Rate
 	start := time.Now()
 	stopProg := progress(o.Progress, c, o.N, start)
+	var series *sampler
+	if o.Scenario == "idle" && o.ServerPID > 0 {
+		series = sampleRSS(o.ServerPID, start, 250*time.Millisecond)
+	}
 	for i := 0; i < o.N; i++ {
+		if o.Rate > 0 {
+			// Pace from the start, not from the previous dial, so that a
+			// late dial is followed by quicker ones and the mean rate holds.
+			due := start.Add(time.Duration(float64(i) / o.Rate * float64(time.Second)))
+			if d := time.Until(due); d > time.Millisecond {
+				time.Sleep(d)
+			}
+		}
 		_ = c.Dial(i)
 	}
 	deadline := time.Now().Add(o.RampTimeout)
@@ -172,7 +229,8 @@ func Run(cfg Config, o Options) (*Result, error) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	stopProg()
-	r.ConnectSecs = time.Since(start).Seconds()
+	rampEnd := time.Now()
+	r.ConnectSecs = rampEnd.Sub(start).Seconds()
 	r.Connected = c.Opened.Load()
 	r.ConnectFailed = int64(o.N) - r.Connected
 	if r.ConnectSecs > 0 {
@@ -190,7 +248,12 @@ func Run(cfg Config, o Options) (*Result, error) {
 
 	switch o.Scenario {
 	case "idle":
-		runIdle(c, echo, o, r)
+		runIdle(c, echo, o, r, rampEnd)
+		if series != nil {
+			r.RSSSeries = series.stop()
+		}
+	case "hold":
+		runHold(c, echo, o, r)
 	case "echo":
 		runEcho(c, echo, o, r)
 	case "broadcast":
@@ -208,9 +271,9 @@ func Run(cfg Config, o Options) (*Result, error) {
 	return r, nil
 }
 
-// serverStats asks the server for its runtime statistics (SIGUSR1) and
-// waits for the file to change.
-func serverStats(pid int, file string) *proc.ServerStats {
+// serverStats asks the server for its runtime statistics, after a forced
+// GC (SIGUSR1) or without one (SIGUSR2), and waits for the file to change.
+func serverStats(pid int, file string, forceGC bool) *proc.ServerStats {
 	if pid <= 0 || file == "" {
 		return nil
 	}
@@ -221,7 +284,11 @@ func serverStats(pid int, file string) *proc.ServerStats {
 			before = s.Seq
 		}
 	}
-	if err := syscall.Kill(pid, syscall.SIGUSR1); err != nil {
+	sig := syscall.SIGUSR2
+	if forceGC {
+		sig = syscall.SIGUSR1
+	}
+	if err := syscall.Kill(pid, sig); err != nil {
 		return nil
 	}
 	deadline := time.Now().Add(10 * time.Second)
@@ -268,55 +335,171 @@ func progress(w io.Writer, c *Client, n int, start time.Time) func() {
 	return func() { close(done); wg.Wait() }
 }
 
-func runIdle(c *Client, a *EchoApp, o Options, r *Result) {
-	time.Sleep(o.Settle)
-	if o.ServerPID > 0 {
-		r.ServerRSSConn, _ = proc.RSS(o.ServerPID)
-		r.HeapConn = serverStats(o.ServerPID, o.StatsFile)
+// clientGC collects the load generator's own garbage before a reading, so
+// that the client's memory does not change under the measurement. It is
+// the only GC the measurement forces before the RSS readings: the server
+// runs with the Go runtime's defaults and is left alone.
+func clientGC() { runtime.GC() }
+
+// runIdle holds the connections and reads the server's memory at the
+// moments o.ReadAt after the ramp and at o.Hold, each time from outside
+// (VmRSS) and by SIGUSR2, neither of which starts a GC in the server. Only
+// then, with o.ServerGC, it forces one to learn the live heap and reads the
+// RSS once more, reported apart.
+func runIdle(c *Client, a *EchoApp, o Options, r *Result, rampEnd time.Time) {
+	if o.EchoAll {
+		var all Result
+		checkSample(c, a, 1, &all)
+		if all.SampleOK < all.SampleSent {
+			r.errf("echo on every connection: %d of %d came back", all.SampleOK, all.SampleSent)
+		}
 	}
-	fmt.Fprintf(o.Progress, "  holding %d connections for %v\n", r.Connected, o.Hold)
-	w0 := takeWindow(o.ServerPID)
-	time.Sleep(o.Hold)
+	moments := slices.Clone(o.ReadAt)
+	moments = append(moments, o.Hold)
+	slices.Sort(moments)
+	moments = slices.Compact(moments)
+	fmt.Fprintf(o.Progress, "  holding %d connections for %v (readings at %v)\n", r.Connected, o.Hold, moments)
+	var w0 window
+	for i, at := range moments {
+		if at > o.Hold {
+			break
+		}
+		if d := time.Until(rampEnd.Add(at)); d > 0 {
+			time.Sleep(d)
+		}
+		if i == 0 {
+			w0 = takeWindow(o.ServerPID)
+		}
+		if o.ServerPID <= 0 {
+			continue
+		}
+		clientGC()
+		rd := Reading{After: time.Since(rampEnd).Seconds()}
+		rd.RSS, _ = proc.RSS(o.ServerPID)
+		rd.Stats = serverStats(o.ServerPID, o.StatsFile, false)
+		if r.Connected > 0 {
+			rd.RSSPerConn = float64(rd.RSS-r.ServerRSSBase) / float64(r.Connected)
+		}
+		r.Readings = append(r.Readings, rd)
+	}
 	w1 := takeWindow(o.ServerPID)
 	r.cpu(w0, w1)
 	r.Seconds = w1.t.Sub(w0.t).Seconds()
-	if o.ServerPID > 0 {
-		r.ServerRSSHeld, _ = proc.RSS(o.ServerPID)
-		if r.Connected > 0 {
-			r.RSSPerConn = float64(r.ServerRSSHeld-r.ServerRSSBase) / float64(r.Connected)
+	if n := len(r.Readings); n > 0 {
+		first, last := r.Readings[0], r.Readings[n-1]
+		r.ServerRSSConn, r.ServerRSSHeld, r.RSSPerConn = first.RSS, last.RSS, last.RSSPerConn
+		if b, f := r.HeapBase, first.Stats; b != nil && f != nil && r.Connected > 0 {
+			r.AllocPerConn = float64(f.TotalAlloc-b.TotalAlloc) / float64(r.Connected)
+			r.GCsInRamp = int(f.NumGC - b.NumGC)
 		}
+	}
+	if o.ServerPID > 0 && o.ServerGC {
+		r.HeapConn = serverStats(o.ServerPID, o.StatsFile, true)
 		if r.HeapBase != nil && r.HeapConn != nil && r.Connected > 0 {
 			// Go memory the connections hold: live heap plus goroutine stacks.
 			r.HeapPerConn = (float64(r.HeapConn.HeapAlloc+r.HeapConn.StackInuse) - float64(r.HeapBase.HeapAlloc+r.HeapBase.StackInuse)) / float64(r.Connected)
 			r.Goroutines = r.HeapConn.NumGoroutine
 		}
+		time.Sleep(o.GCWait)
+		clientGC()
+		r.ServerRSSGC, _ = proc.RSS(o.ServerPID)
+		if r.Connected > 0 {
+			r.RSSPerConnGC = float64(r.ServerRSSGC-r.ServerRSSBase) / float64(r.Connected)
+		}
 	}
-	// A sample of the held connections must still echo.
+	checkSample(c, a, o.Sample, r)
+}
+
+// checkSample sends one echo on a fraction of the open connections (at
+// least 20) and waits up to 10 s for every one to come back intact.
+func checkSample(c *Client, a *EchoApp, frac float64, r *Result) {
 	conns := c.Conns()
-	want := max(20, len(conns)/100)
+	want := max(20, int(float64(len(conns))*frac))
 	step := max(1, len(conns)/want)
 	var picked []*Conn
 	for i := 0; i < len(conns) && len(picked) < want; i += step {
 		picked = append(picked, conns[i])
 	}
+	before := a.Replies.Load()
+	var sent int64
 	for _, l := range c.Loops() {
 		l.Exec(func() {
 			for _, cn := range picked {
 				if cn.loop == l && cn.IsOpen() {
-					r.SampleSent++
+					sent++
 					a.SendOne(cn)
 				}
 			}
 		})
 	}
 	deadline := time.Now().Add(10 * time.Second)
-	for a.Replies.Load() < r.SampleSent && time.Now().Before(deadline) {
+	for a.Replies.Load()-before < sent && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 	}
-	r.SampleOK = a.Replies.Load()
-	if r.SampleOK < int64(len(picked)) {
-		r.errf("only %d of %d sampled connections echoed after the hold", r.SampleOK, len(picked))
+	ok := a.Replies.Load() - before
+	r.SampleSent += sent
+	r.SampleOK += ok
+	if ok < int64(len(picked)) {
+		r.errf("only %d of %d sampled connections echoed after the hold", ok, len(picked))
 	}
+}
+
+// runHold holds the connections for a controller process (cmd/million):
+// it answers each line of o.Control on o.Out. "check" echo-checks a sample
+// and answers "CHECKED sent ok"; "quit" or the end of input ends the hold.
+// The ramp's outcome is announced first as "OPENED connected failed".
+func runHold(c *Client, a *EchoApp, o Options, r *Result) {
+	if o.Control == nil || o.Out == nil {
+		r.errf("hold needs a control stream")
+		return
+	}
+	fmt.Fprintf(o.Out, "OPENED %d %d\n", r.Connected, r.ConnectFailed)
+	sc := bufio.NewScanner(o.Control)
+	for sc.Scan() {
+		switch strings.TrimSpace(sc.Text()) {
+		case "check":
+			var cr Result
+			checkSample(c, a, o.Sample, &cr)
+			r.SampleSent += cr.SampleSent
+			r.SampleOK += cr.SampleOK
+			r.Errors = append(r.Errors, cr.Errors...)
+			fmt.Fprintf(o.Out, "CHECKED %d %d\n", cr.SampleSent, cr.SampleOK)
+		case "quit":
+			return
+		}
+	}
+}
+
+// sampler reads a process's RSS at a fixed interval in the background.
+type sampler struct {
+	done chan struct{}
+	out  chan [][2]float64
+}
+
+func sampleRSS(pid int, start time.Time, every time.Duration) *sampler {
+	s := &sampler{done: make(chan struct{}), out: make(chan [][2]float64, 1)}
+	go func() {
+		var pts [][2]float64
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			if rss, err := proc.RSS(pid); err == nil {
+				pts = append(pts, [2]float64{time.Since(start).Seconds(), float64(rss)})
+			}
+			select {
+			case <-s.done:
+				s.out <- pts
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return s
+}
+
+func (s *sampler) stop() [][2]float64 {
+	close(s.done)
+	return <-s.out
 }
 
 func runEcho(c *Client, a *EchoApp, o Options, r *Result) {

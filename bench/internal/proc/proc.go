@@ -123,10 +123,13 @@ func RaiseNoFile() uint64 {
 	return r.Cur
 }
 
-// ServerStats is what a bench server reports about its Go runtime when it
-// receives SIGUSR1 (after a forced GC, so HeapAlloc is the live heap).
+// ServerStats is what a bench server reports about its Go runtime: on
+// SIGUSR1 after a forced GC (Forced, so HeapAlloc is the live heap), on
+// SIGUSR2 as it stands, without a GC (the fields from runtime/metrics then
+// say what the last GC found live and how much has been allocated since).
 type ServerStats struct {
 	Impl         string `json:"impl"`
+	Forced       bool   `json:"forced_gc"`
 	HeapAlloc    uint64 `json:"heap_alloc"`
 	HeapInuse    uint64 `json:"heap_inuse"`
 	HeapSys      uint64 `json:"heap_sys"`
@@ -139,4 +142,12 @@ type ServerStats struct {
 	NumGoroutine int    `json:"goroutines"`
 	NumGC        uint32 `json:"num_gc"`
 	Seq          int64  `json:"seq"`
+
+	// From runtime/metrics.
+	HeapLive    uint64 `json:"heap_live"`    // /gc/heap/live:bytes: live heap as the last GC marked it
+	HeapGoal    uint64 `json:"heap_goal"`    // /gc/heap/goal:bytes
+	TotalAlloc  uint64 `json:"total_alloc"`  // /gc/heap/allocs:bytes: every byte ever allocated
+	TotalAllocs uint64 `json:"total_allocs"` // /gc/heap/allocs:objects
+	HeapFree    uint64 `json:"heap_free"`    // /memory/classes/heap/free:bytes: free, still resident
+	HeapUnused  uint64 `json:"heap_unused"`  // /memory/classes/heap/unused:bytes: in spans, unallocated
 }
