@@ -3,7 +3,6 @@ package conformance
 import (
 	"bytes"
 	"compress/flate"
-	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -138,7 +137,7 @@ type pmdClient struct {
 // dialPMD connects, offers the given Sec-WebSocket-Extensions values (one
 // header line each) and checks the 101 response, extension included.
 func dialPMD(t testing.TB, addr string, offers ...string) (*pmdClient, error) {
-	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	conn, err := dialNet(&net.Dialer{Timeout: 5 * time.Second}, addr)
 	if err != nil {
 		return nil, err
 	}
@@ -461,25 +460,7 @@ func startDeflateEcho(t *testing.T, opts engine.Options) string {
 	if addrFromEnv() {
 		return startEcho(t, opts)
 	}
-	opts.Addr = "127.0.0.1:0"
-	srv := engine.New(newEchoHandler(), opts)
-	done := make(chan error, 1)
-	go func() { done <- srv.ListenAndServe(context.Background()) }()
-	select {
-	case <-srv.Ready():
-	case err := <-done:
-		t.Fatalf("server did not start: %v", err)
-	}
-	if srv.Addr() == nil {
-		t.Fatal("server did not start")
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-		<-done
-	})
-	return srv.Addr().String()
+	return serveEcho(t, newEchoHandler(), opts)
 }
 
 // deflateOpts is the server configuration of section 12: permessage-deflate

@@ -194,7 +194,7 @@ func dial(t testing.TB, addr string) *client {
 // as the handshake (a pipelined first frame); it returns errors instead of
 // failing, for use from worker goroutines.
 func dialErr(t testing.TB, d *net.Dialer, addr string, pipelined []byte) (*client, error) {
-	conn, err := d.Dial("tcp", addr)
+	conn, err := dialNet(d, addr)
 	if err != nil {
 		return nil, fmt.Errorf("dial: %w", err)
 	}

@@ -90,7 +90,7 @@ func TestHandshakeRejected(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+			conn, err := dialNet(&net.Dialer{Timeout: 5 * time.Second}, addr)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -16,7 +16,7 @@ import (
 // arrives in one read) and every frame header and payload across reads.
 func TestByteAtATime(t *testing.T) {
 	addr := startEcho(t, engineOptions())
-	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	conn, err := dialNet(&net.Dialer{Timeout: 5 * time.Second}, addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -108,7 +108,7 @@ func TestVanishingPeer(t *testing.T) {
 	var upgraded int64
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+			conn, err := dialNet(&net.Dialer{Timeout: 5 * time.Second}, addr)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -132,7 +132,7 @@ func TestVanishingPeer(t *testing.T) {
 				}
 			}
 			if tc.reset {
-				conn.(*net.TCPConn).SetLinger(0)
+				tcpConn(conn).SetLinger(0)
 			}
 			conn.Close()
 			if h == nil {

@@ -98,7 +98,7 @@ func openOne(t *testing.T, addr string, i int, conns []net.Conn) error {
 func closeAll(conns []net.Conn) {
 	for _, c := range conns {
 		if c != nil {
-			c.(*net.TCPConn).SetLinger(0)
+			tcpConn(c).SetLinger(0)
 			c.Close()
 		}
 	}

@@ -2,10 +2,17 @@ package conformance
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
+	"math/big"
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -100,11 +107,19 @@ func startEchoHooks(t testing.TB, opts engine.Options) (string, *echoHandler) {
 	}
 	opts.MaxMessageSize = 64 << 20
 	h := newEchoHandler()
-	if road == roadHTTP {
-		return startHTTPEcho(t, h, opts), h
+	return serveEcho(t, h, opts), h
+}
+
+// serveEcho serves h with opts on the current road and returns the address.
+func serveEcho(t testing.TB, h handler.Handler, opts engine.Options) string {
+	t.Helper()
+	switch road {
+	case roadHTTP:
+		return startHTTPEcho(t, h, opts)
+	case roadTLS:
+		opts.TLSConfig = &tls.Config{Certificates: []tls.Certificate{testCertificate(t)}}
 	}
-	srv := enginetest.Start(t, h, opts)
-	return srv.Addr().String(), h
+	return enginetest.Start(t, h, opts).Addr().String()
 }
 
 // The roads a connection takes to the engine's loops. TestMain runs the whole
@@ -113,21 +128,85 @@ func startEchoHooks(t testing.TB, opts engine.Options) (string, *echoHandler) {
 const (
 	roadNative = "native listener"
 	roadHTTP   = "net/http Upgrade"
+	roadTLS    = "wss (TLS on the native listener)"
 )
 
 // road is the road of the current pass.
 var road = roadNative
 
+// roadsEnv picks roads by name (native, http, tls), comma-separated; all
+// three by default.
+const roadsEnv = "WSLOOP_CONFORMANCE_ROADS"
+
 func TestMain(m *testing.M) {
-	code := m.Run()
-	if os.Getenv(addrEnv) == "" {
-		road = roadHTTP
-		fmt.Println("conformance: the same suite again, upgraded through net/http")
+	roads := map[string]string{"native": roadNative, "http": roadHTTP, "tls": roadTLS}
+	picked := []string{"native", "http", "tls"}
+	if v := os.Getenv(roadsEnv); v != "" {
+		picked = strings.Split(v, ",")
+	}
+	if os.Getenv(addrEnv) != "" {
+		picked = []string{"native"} // an external server: one pass, over TCP
+	}
+	code := 0
+	for _, p := range picked {
+		r, ok := roads[p]
+		if !ok {
+			fmt.Fprintf(os.Stderr, "conformance: unknown road %q in %s\n", p, roadsEnv)
+			os.Exit(2)
+		}
+		road = r
+		fmt.Println("conformance: road:", r)
 		if c := m.Run(); c != 0 {
 			code = c
 		}
 	}
 	os.Exit(code)
+}
+
+// dialNet opens the client's connection to addr: TCP, or TLS on the wss
+// road (any certificate: the suite tests the server, not the PKI).
+func dialNet(d *net.Dialer, addr string) (net.Conn, error) {
+	if road == roadTLS {
+		return tls.DialWithDialer(d, "tcp", addr, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
+	}
+	return d.Dial("tcp", addr)
+}
+
+// tcpConn returns the TCP connection under c (under TLS on the wss road).
+func tcpConn(c net.Conn) *net.TCPConn {
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	return c.(*net.TCPConn)
+}
+
+var (
+	certOnce sync.Once
+	cert     tls.Certificate
+)
+
+// testCertificate returns a self-signed certificate for 127.0.0.1, made
+// once per run.
+func testCertificate(t testing.TB) tls.Certificate {
+	certOnce.Do(func() {
+		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tmpl := &x509.Certificate{
+			SerialNumber: big.NewInt(1),
+			NotBefore:    time.Now().Add(-time.Hour),
+			NotAfter:     time.Now().Add(24 * time.Hour),
+			IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+			ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cert = tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+	})
+	return cert
 }
 
 // startHTTPEcho serves h through a net/http server that upgrades every

@@ -58,8 +58,8 @@ type Stats struct {
 	// TLSFailures failed ones and broken TLS streams by a fixed set of
 	// labels: "timeout", "closed" (the client left), "not tls" (plain
 	// HTTP on the TLS port), "no common parameters", "certificate",
-	// "oversized record", "oversized handshake", "unexpected message",
-	// "bad record" and "other".
+	// "oversized record", "oversized handshake", "inbound memory",
+	// "unexpected message", "bad record" and "other".
 	TLSHandshakes int64
 	TLSFailures   map[string]int64
 }

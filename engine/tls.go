@@ -45,9 +45,12 @@ import (
 // DefaultMaxTLSHandshakes is Options.MaxTLSHandshakes when it is zero.
 const DefaultMaxTLSHandshakes = 256
 
-// maxTLSPending bounds the ciphertext a connection may send before its
-// handshake has finished: a full first flight is far smaller.
-const maxTLSPending = 64 << 10
+// maxTLSEarly bounds the ciphertext a connection may send before its
+// handshake has finished, beyond Options.MaxHeaderBytes: a client may send
+// its upgrade request (and even frames) right behind its Finished message,
+// before the server has read it. What is held is charged to the inbound
+// budget too.
+const maxTLSEarly = 256 << 10
 
 // tlsState is a wss connection's TLS: crypto/tls's connection and the
 // transport under it.
@@ -140,18 +143,14 @@ func (t *tlsTransport) Write(p []byte) (int, error) {
 	return t.wc.c.Write(p)
 }
 
-// feed appends ciphertext read by the loop. It reports false when the
-// client sent more before its handshake finished than a handshake needs.
-func (t *tlsTransport) feed(b []byte) bool {
+// feed appends ciphertext read by the loop and returns how much is held.
+func (t *tlsTransport) feed(b []byte) int {
 	t.mu.Lock()
-	if t.handshaking && len(t.in)+len(b) > maxTLSPending {
-		t.mu.Unlock()
-		return false
-	}
 	t.in = append(t.in, b...)
+	n := len(t.in)
 	t.mu.Unlock()
 	t.wake()
-	return true
+	return n
 }
 
 func (t *tlsTransport) wake() {
@@ -219,14 +218,18 @@ func (wc *wsConn) tlsHandshakeTraffic(ts *tlsState) gnet.Action {
 	if len(buf) == 0 {
 		return gnet.None
 	}
-	ok := ts.tr.feed(buf)
+	held := ts.tr.feed(buf)
 	_, _ = wc.c.Discard(len(buf))
-	if !ok {
-		wc.lp.srv.tlsFailed("oversized handshake")
+	s := wc.lp.srv
+	if held > s.opts.MaxHeaderBytes+maxTLSEarly {
+		s.tlsFailed("oversized handshake")
+		return gnet.Close
+	}
+	if !s.chargeHeader(wc.extra(), held) {
+		s.tlsFailed("inbound memory")
 		return gnet.Close
 	}
 	if ts.conn == nil {
-		s := wc.lp.srv
 		ts.conn = tls.Server(ts.tr, s.tlsConf)
 		s.handshakes.queue(s, wc)
 	}
@@ -239,7 +242,7 @@ func (wc *wsConn) tlsHandshakeTraffic(ts *tlsState) gnet.Action {
 // Loop only.
 func (wc *wsConn) tlsTraffic(ts *tlsState) bool {
 	if buf, _ := wc.c.Peek(-1); len(buf) > 0 {
-		ts.tr.feed(buf)
+		_ = ts.tr.feed(buf) // decrypted at once below: at most a partial record stays
 		_, _ = wc.c.Discard(len(buf))
 	}
 	lp := wc.lp
@@ -297,6 +300,7 @@ func (wc *wsConn) tlsEstablished() {
 	}
 	ts := wc.tls()
 	ts.tr.established()
+	wc.lp.srv.releaseHeader(wc.extra()) // the early bytes are crypto/tls's now, read at once
 	wc.setPhase(phaseHandshake)
 	wc.lp.srv.stats.tlsHandshakes.Add(1)
 	if wc.traffic() == gnet.Close {
