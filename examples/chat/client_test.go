@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/url"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -71,6 +72,7 @@ type wsClient struct {
 	done  chan struct{}
 	close ws.StatusCode // valid after done
 	text  string        // close reason, valid after done
+	bytes atomic.Int64  // payload bytes of the text messages received
 }
 
 // dialChat opens /ws?room=ROOM&name=NAME on the app.
@@ -111,6 +113,7 @@ func (c *wsClient) readLoop() {
 		}
 		switch f.Header.OpCode {
 		case ws.OpText:
+			c.bytes.Add(int64(len(f.Payload)))
 			var m map[string]any
 			if json.Unmarshal(f.Payload, &m) == nil {
 				c.msgs <- m

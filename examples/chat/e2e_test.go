@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -193,5 +194,58 @@ func TestE2ETwoNodesOverNATS(t *testing.T) {
 	}
 	if !slices.Equal(texts, []string{"from node a", "from node b"}) {
 		t.Fatalf("history on b = %v", texts)
+	}
+}
+
+// TestE2EJoinStormKeepsReaders has hundreds of members join one room at
+// once, on a small outbound cap. Each member that reads gets its own
+// snapshots and one small delta per other joiner, so nobody is dropped as a
+// slow consumer and everyone ends with the full list and count; the first
+// member's bytes grow with the room, not with its square.
+func TestE2EJoinStormKeepsReaders(t *testing.T) {
+	app := startApp(t, Config{Engine: engine.Options{MaxOutboundBytes: 64 << 10}})
+	const n, dialers = 300, 16
+	clients := make([]*wsClient, n)
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for d := range dialers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := d; i < n; i += dialers {
+				c, err := dialChat(t, app.Addr(), "storm", fmt.Sprintf("m%03d", i))
+				if err != nil {
+					errs <- err
+					return
+				}
+				clients[i] = c
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	for _, c := range clients {
+		v := memberView{names: map[string]bool{}}
+		for v.count != n || len(v.names) != n {
+			m := c.expect(t, fmt.Sprintf("the room to fill (sees %d, count %d)", len(v.names), v.count), func(m map[string]any) bool {
+				return m["type"] == "members" || m["type"] == "join" || m["type"] == "leave"
+			})
+			v = replayInto(v, m)
+		}
+	}
+	if st := app.Server.Stats(); st.SlowConsumers != 0 || st.Open != n {
+		t.Fatalf("after the storm: %d slow consumers dropped, %d of %d open", st.SlowConsumers, st.Open, n)
+	}
+	// Each join costs each member one delta of about 40 bytes; the member
+	// lists of the old protocol cost the first member ~0.3 MB here.
+	var most int64
+	for _, c := range clients {
+		most = max(most, c.bytes.Load())
+	}
+	if limit := int64(64*n + 8<<10); most > limit {
+		t.Fatalf("a member received %d bytes while %d joined; want at most %d", most, n, limit)
 	}
 }

@@ -231,21 +231,27 @@ func (c *fakeConn) view() memberView {
 func replayView(msgs []map[string]any) memberView {
 	v := memberView{names: map[string]bool{}}
 	for _, m := range msgs {
-		switch m["type"] {
-		case "members":
-			v.names = map[string]bool{}
-			for _, n := range names(m) {
-				v.names[n] = true
-			}
-		case "join":
-			v.names[m["name"].(string)] = true
-		case "leave":
-			delete(v.names, m["name"].(string))
-		default:
-			continue
-		}
-		v.count = int(m["count"].(float64))
+		v = replayInto(v, m)
 	}
+	return v
+}
+
+// replayInto applies one received message to a member view.
+func replayInto(v memberView, m map[string]any) memberView {
+	switch m["type"] {
+	case "members":
+		v.names = map[string]bool{}
+		for _, n := range names(m) {
+			v.names[n] = true
+		}
+	case "join":
+		v.names[m["name"].(string)] = true
+	case "leave":
+		delete(v.names, m["name"].(string))
+	default:
+		return v
+	}
+	v.count = int(m["count"].(float64))
 	return v
 }
 
