@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/url"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -173,6 +174,26 @@ func (c *wsClient) expect(t *testing.T, what string, match func(map[string]any) 
 
 func typeIs(typ string) func(map[string]any) bool {
 	return func(m map[string]any) bool { return m["type"] == typ }
+}
+
+// joined matches the notice of name's join: a "join", or a "presence"
+// that lists it among those who joined.
+func joined(name string) func(map[string]any) bool { return noticeOf("join", "joined", name) }
+
+// left matches the notice of name's leave.
+func left(name string) func(map[string]any) bool { return noticeOf("leave", "left", name) }
+
+func noticeOf(typ, key, name string) func(map[string]any) bool {
+	return func(m map[string]any) bool {
+		switch m["type"] {
+		case typ:
+			return m["name"] == name
+		case "presence":
+			list, _ := m[key].([]any)
+			return slices.Contains(list, any(name))
+		}
+		return false
+	}
 }
 
 func textIs(text string) func(map[string]any) bool {

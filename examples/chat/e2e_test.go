@@ -53,7 +53,7 @@ func TestE2EChat(t *testing.T) {
 	}
 	bob := mustDial(t, addr, "lobby", "bob")
 	bob.expect(t, "history", typeIs("history"))
-	ann.expect(t, "bob's join", func(m map[string]any) bool { return m["type"] == "join" && m["name"] == "bob" })
+	ann.expect(t, "bob's join", joined("bob"))
 	bob.expect(t, "members", func(m map[string]any) bool {
 		return m["type"] == "members" && slices.Equal(names(m), []string{"ann", "bob"})
 	})
@@ -89,7 +89,7 @@ func TestE2EChat(t *testing.T) {
 		t.Fatalf("history = %v", h)
 	}
 	_ = bob.write(ws.NewCloseFrame(ws.NewCloseFrameBody(ws.StatusNormalClosure, "bye")))
-	cy.expect(t, "bob's leave", func(m map[string]any) bool { return m["type"] == "leave" && m["name"] == "bob" })
+	cy.expect(t, "bob's leave", left("bob"))
 
 	// Bad requests are refused with an HTTP status and a reason.
 	_, err := dialChat(t, addr, "no spaces", "x")
@@ -125,7 +125,7 @@ func TestE2ESlowConsumerDoesNotSlowTheRoom(t *testing.T) {
 	defer raw.Close()
 	fmt.Fprintf(raw, "GET /ws?room=busy&name=slow HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
 		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n", addr)
-	ann.expect(t, "slow's join", func(m map[string]any) bool { return m["type"] == "join" && m["name"] == "slow" })
+	ann.expect(t, "slow's join", joined("slow"))
 
 	// About 8 MB through the room: far past the cap plus what the kernel
 	// buffers for the stuck socket.
@@ -142,9 +142,9 @@ func TestE2ESlowConsumerDoesNotSlowTheRoom(t *testing.T) {
 	sawLeave := false
 	for i := 0; i < n; {
 		m := bob.expect(t, fmt.Sprintf("message %d", i), func(m map[string]any) bool {
-			return m["type"] == "message" || (m["type"] == "leave" && m["name"] == "slow")
+			return m["type"] == "message" || left("slow")(m)
 		})
-		if m["type"] == "leave" {
+		if m["type"] != "message" {
 			sawLeave = true
 			continue
 		}
@@ -154,7 +154,7 @@ func TestE2ESlowConsumerDoesNotSlowTheRoom(t *testing.T) {
 		i++
 	}
 	if !sawLeave {
-		bob.expect(t, "slow to be dropped", func(m map[string]any) bool { return m["type"] == "leave" && m["name"] == "slow" })
+		bob.expect(t, "slow to be dropped", left("slow"))
 	}
 	t.Logf("%d messages of 4 KB reached bob in %v; slow was dropped (slow consumers: %d)", n, time.Since(start), app.Server.Stats().SlowConsumers)
 }
@@ -173,7 +173,7 @@ func TestE2ETwoNodesOverNATS(t *testing.T) {
 	bob.expect(t, "members on b", func(m map[string]any) bool {
 		return m["type"] == "members" && slices.Equal(names(m), []string{"ann", "bob"})
 	})
-	ann.expect(t, "bob's join on a", func(m map[string]any) bool { return m["type"] == "join" && m["name"] == "bob" })
+	ann.expect(t, "bob's join on a", joined("bob"))
 
 	ann.say(t, "from node a")
 	bob.expect(t, "ann's message on b", textIs("from node a"))
@@ -231,7 +231,7 @@ func TestE2EJoinStormKeepsReaders(t *testing.T) {
 		v := memberView{names: map[string]bool{}}
 		for v.count != n || len(v.names) != n {
 			m := c.expect(t, fmt.Sprintf("the room to fill (sees %d, count %d)", len(v.names), v.count), func(m map[string]any) bool {
-				return m["type"] == "members" || m["type"] == "join" || m["type"] == "leave"
+				return m["type"] == "members" || m["type"] == "join" || m["type"] == "leave" || m["type"] == "presence"
 			})
 			v = replayInto(v, m)
 		}

@@ -248,6 +248,13 @@ func replayInto(v memberView, m map[string]any) memberView {
 		v.names[m["name"].(string)] = true
 	case "leave":
 		delete(v.names, m["name"].(string))
+	case "presence":
+		for _, n := range m["left"].([]any) {
+			delete(v.names, n.(string))
+		}
+		for _, n := range m["joined"].([]any) {
+			v.names[n.(string)] = true
+		}
 	default:
 		return v
 	}

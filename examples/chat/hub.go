@@ -43,26 +43,27 @@ type HubConfig struct {
 	// Heartbeat is the period of presence announcements between nodes; a
 	// node silent for three periods is forgotten. Default 5 s.
 	Heartbeat time.Duration
+	// PresenceInterval paces the join and leave notices of a room: a change
+	// after a quiet spell is sent at once, and the changes that follow
+	// within the interval are gathered into one "presence" message sent when
+	// it ends, so a join storm costs each member at most one frame per
+	// interval. Default 100 ms; negative sends every change at once.
+	PresenceInterval time.Duration
 	// Logger receives the hub's log lines. Default slog.Default().
 	Logger *slog.Logger
 	// Now returns the current time. Default time.Now.
 	Now func() time.Time
 }
 
-// bulkDeltas is the largest change of a room's members (another node gone,
-// a repair after a lost connection) sent to the room as join and leave
-// deltas; a larger one is sent as one "members" message instead, which
-// costs at most MaxListedMembers names per member whatever the change.
-const bulkDeltas = 100
-
 // Hub is the chat room logic: a [handler.Handler] (and [handler.Upgrader])
 // that keeps the rooms, their members and their history, and fans messages
 // out with one encoded frame per message.
 //
 // Joining and leaving cost each other member one small delta ("join",
-// "leave", with the new count); only the joiner gets the member list, at
-// most MaxListedMembers names and the count. So a room that fills up to N
-// members sends O(N) bytes to each of them, not O(N²).
+// "leave", with the new count), gathered into one "presence" message per
+// PresenceInterval in a storm; only the joiner gets the member list, at most
+// MaxListedMembers names and the count. So a room that fills up to N members
+// sends O(N) bytes to each of them, not O(N²).
 //
 // Every callback runs on an event loop, so the hub never blocks: room state
 // is guarded by a per-room mutex held only briefly, while the state is read
@@ -112,6 +113,13 @@ type room struct {
 	names  []string
 
 	history []histEntry // oldest first, at most HistorySize
+
+	// Join and leave notices not sent yet (see HubConfig.PresenceInterval):
+	// each changed name and whether the members last heard of it.
+	pend        map[string]bool
+	pendOrder   []string
+	lastNotice  time.Time
+	noticeTimer *time.Timer
 }
 
 type histEntry struct {
@@ -149,6 +157,9 @@ func NewHub(cfg HubConfig) *Hub {
 	}
 	if cfg.Heartbeat <= 0 {
 		cfg.Heartbeat = 5 * time.Second
+	}
+	if cfg.PresenceInterval == 0 {
+		cfg.PresenceInterval = 100 * time.Millisecond
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -285,7 +296,9 @@ func (h *Hub) admitLocked(r *room, m *member) {
 	m.idx = len(r.conns)
 	r.conns = append(r.conns, m.conn)
 	r.local[m.name] = m
-	added := r.addNameLocked(m.name)
+	if r.addNameLocked(m.name) {
+		h.changedLocked(r, m.name, false, others)
+	}
 	m.joined.Store(true)
 	hist := make([]json.RawMessage, len(r.history))
 	for i, e := range r.history {
@@ -293,13 +306,13 @@ func (h *Hub) admitLocked(r *room, m *member) {
 	}
 	// Through Broadcast, like everything else the room sends, so the
 	// joiner's snapshots are queued ahead of any later delta or message
-	// whichever goroutine admits it (see send).
+	// whichever goroutine admits it (see send). The list is the one the
+	// others last heard, so the pending notices bring the joiner where they
+	// bring everyone.
+	names, count := r.heardLocked(m.name)
 	self := []handler.Conn{m.conn}
 	h.send(self, mustJSON(historyMsg{Type: "history", Messages: hist}))
-	h.send(self, mustJSON(membersMsg{Type: "members", Names: r.listLocked(m.name), Count: len(r.names)}))
-	if added {
-		h.send(others, mustJSON(presenceMsg{Type: "join", Name: m.name, Count: len(r.names)}))
-	}
+	h.send(self, mustJSON(membersMsg{Type: "members", Names: names, Count: count}))
 }
 
 // synced applies the other nodes' answers about r: for a room's first
@@ -477,7 +490,7 @@ func (h *Hub) OnClose(c handler.Conn, err error) {
 	r.conns[last] = nil
 	r.conns = r.conns[:last]
 	if r.removeNameLocked(m.name) {
-		h.send(r.conns, mustJSON(presenceMsg{Type: "leave", Name: m.name, Count: len(r.names)}))
+		h.changedLocked(r, m.name, true, r.conns)
 	}
 	idle := r.idleIfEmptyLocked()
 	r.mu.Unlock()
@@ -554,6 +567,7 @@ func (h *Hub) applyLocked(r *room, ev *Event) {
 			return
 		}
 		raw := r.appendLocked(*ev.Msg, h.cfg.HistorySize)
+		h.noticesLocked(r) // whoever joined before the message is listed before it
 		h.send(r.conns, raw)
 	case EvJoin:
 		set := r.remote[ev.Node]
@@ -566,7 +580,7 @@ func (h *Hub) applyLocked(r *room, ev *Event) {
 		}
 		set[ev.Name] = struct{}{}
 		if r.addNameLocked(ev.Name) {
-			h.send(r.conns, mustJSON(presenceMsg{Type: "join", Name: ev.Name, Count: len(r.names)}))
+			h.changedLocked(r, ev.Name, false, r.conns)
 		}
 	case EvLeave:
 		set := r.remote[ev.Node]
@@ -578,7 +592,7 @@ func (h *Hub) applyLocked(r *room, ev *Event) {
 			delete(r.remote, ev.Node)
 		}
 		if r.removeNameLocked(ev.Name) {
-			h.send(r.conns, mustJSON(presenceMsg{Type: "leave", Name: ev.Name, Count: len(r.names)}))
+			h.changedLocked(r, ev.Name, true, r.conns)
 		}
 	}
 }

@@ -31,7 +31,7 @@ func newTestHub(t *testing.T, cfg HubConfig) *Hub {
 }
 
 func TestJoinMembersAndNotices(t *testing.T) {
-	h := newTestHub(t, HubConfig{})
+	h := newTestHub(t, HubConfig{PresenceInterval: -1})
 	ann := connect(t, h, "lobby", "ann")
 	if hist := ann.ofType("history"); len(hist) != 1 || len(hist[0]["messages"].([]any)) != 0 {
 		t.Fatalf("ann: want one empty history, got %v", ann.messages())
@@ -68,11 +68,12 @@ func TestJoinMembersAndNotices(t *testing.T) {
 	}
 }
 
-// TestJoinCostsEachMemberOneDelta fills a room and checks what each member
-// received: its own snapshots, then one small delta per later join, so a
-// room of N costs each member O(N) bytes, not O(N²).
+// TestJoinCostsEachMemberOneDelta fills a room, every notice sent at once,
+// and checks what each member received: its own snapshots, then one small
+// delta per later join, so a room of N costs each member O(N) bytes, not
+// O(N²).
 func TestJoinCostsEachMemberOneDelta(t *testing.T) {
-	h := newTestHub(t, HubConfig{})
+	h := newTestHub(t, HubConfig{PresenceInterval: -1})
 	const n = 300
 	conns := make([]*fakeConn, n)
 	for i := range n {
@@ -94,10 +95,57 @@ func TestJoinCostsEachMemberOneDelta(t *testing.T) {
 	}
 }
 
+// TestJoinStormNoticesAreGathered: the first join after a quiet spell is
+// announced at once, the ones that follow within PresenceInterval go out
+// together in one "presence" message, which a chat message flushes first so
+// that nobody's message arrives before their join.
+func TestJoinStormNoticesAreGathered(t *testing.T) {
+	now := time.UnixMilli(1_700_000_000_000)
+	// The clock stands still and the interval is long: only the message
+	// can end it.
+	h := newTestHub(t, HubConfig{PresenceInterval: time.Hour, Now: func() time.Time { return now }})
+	const n = 300
+	conns := make([]*fakeConn, n)
+	for i := range n {
+		conns[i] = connect(t, h, "storm", fmt.Sprintf("m%03d", i))
+	}
+	h.OnClose(conns[7], nil)
+	say(h, conns[n-1], "last")
+
+	var types []string
+	for _, m := range conns[0].messages() {
+		types = append(types, m["type"].(string))
+	}
+	if want := []string{"history", "members", "join", "presence", "message"}; !slices.Equal(types, want) {
+		t.Fatalf("m000 got %v, want %v", types, want)
+	}
+	// m007 joined and left within the interval: the others never hear of
+	// it.
+	batch := conns[0].last("presence")
+	got := batch["joined"].([]any)
+	if len(got) != n-3 || got[0] != "m002" || got[len(got)-1] != fmt.Sprintf("m%03d", n-1) || slices.Contains(got, any("m007")) {
+		t.Fatalf("presence joined = %v", got)
+	}
+	if left := batch["left"].([]any); len(left) != 0 || batch["count"] != float64(n-1) {
+		t.Fatalf("presence = left %v, count %v", left, batch["count"])
+	}
+	for i, c := range conns {
+		if i == 7 {
+			continue
+		}
+		if v := c.view(); len(v.names) != n-1 || v.count != n-1 || v.names["m007"] {
+			t.Fatalf("m%03d sees %d names, count %d", i, len(v.names), v.count)
+		}
+		if c.last("message") == nil {
+			t.Fatalf("m%03d did not get the message", i)
+		}
+	}
+}
+
 // TestJoinerListIsCapped joins more members than a member list holds: the
 // joiner gets MaxListedMembers names, its own among them, and the count.
 func TestJoinerListIsCapped(t *testing.T) {
-	h := newTestHub(t, HubConfig{})
+	h := newTestHub(t, HubConfig{PresenceInterval: -1})
 	const n = MaxListedMembers + 200
 	for i := range n {
 		connectQuiet(t, h, "huge", fmt.Sprintf("m%04d", i))
@@ -117,7 +165,7 @@ func TestJoinerListIsCapped(t *testing.T) {
 // list and count are right, and so is the view an early member built from
 // the deltas.
 func TestLateJoinerAfterChurn(t *testing.T) {
-	h := newTestHub(t, HubConfig{})
+	h := newTestHub(t, HubConfig{PresenceInterval: -1})
 	first := connect(t, h, "churn", "first")
 	var conns []*fakeConn
 	for i := range 100 {
@@ -347,9 +395,11 @@ func TestConcurrentJoinsConverge(t *testing.T) {
 		}
 		wg.Wait()
 		for i, c := range conns {
-			if v := c.view(); len(v.names) != n || v.count != n {
-				t.Fatalf("round %d: m%d's view is %v (count %d), want all %d members", round, i, v.sorted(), v.count, n)
-			}
+			// The last notices may wait for the end of PresenceInterval.
+			c.waitFor(t, fmt.Sprintf("round %d: m%d to see all %d members", round, i, n), func() bool {
+				v := c.view()
+				return len(v.names) == n && v.count == n
+			})
 		}
 	}
 }

@@ -110,10 +110,7 @@ func TestNATSTwoNodesShareRooms(t *testing.T) {
 
 	// bob leaves: ann on n1 sees it, and n2 stops listening to lobby.
 	n2.OnClose(bob, nil)
-	ann.waitFor(t, "bob's leave", func() bool {
-		l := ann.last("leave")
-		return l != nil && l["name"] == "bob"
-	})
+	ann.waitFor(t, "bob's leave", func() bool { return !ann.view().names["bob"] })
 	waitFor(t, "n2 to unsubscribe from lobby", func() bool {
 		return ns.GlobalAccount().Interest("wsloop.chat.room.lobby") == 1 // n1's
 	})

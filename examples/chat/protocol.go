@@ -49,6 +49,16 @@ type presenceMsg struct {
 	Count int    `json:"count"`
 }
 
+// batchMsg gathers the join and leave notices of one PresenceInterval:
+// the names that joined and those that left since the members last heard,
+// and the room's count.
+type batchMsg struct {
+	Type   string   `json:"type"` // "presence"
+	Joined []string `json:"joined"`
+	Left   []string `json:"left"`
+	Count  int      `json:"count"`
+}
+
 // MaxListedMembers caps the names in a "members" message: a joiner of a
 // room of 10,000 gets the first 1,000 (its own name always among them) and
 // the count, so joining costs O(1,000) bytes whatever the room size.

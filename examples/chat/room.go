@@ -2,6 +2,9 @@ package main
 
 import (
 	"slices"
+	"time"
+
+	"github.com/wsloop/wsloop/handler"
 )
 
 // The room's bookkeeping. Every method here needs the room's lock.
@@ -71,6 +74,55 @@ func (r *room) listLocked(self string) []string {
 	return list
 }
 
+// heardLocked is the member list and count the room's members last heard
+// of (the names, less the joins not yet announced, plus the leaves not yet
+// announced), as a joiner's list: the first MaxListedMembers names, and
+// self, a member who is always listed and counted.
+func (r *room) heardLocked(self string) ([]string, int) {
+	if len(r.pendOrder) == 0 {
+		return r.listLocked(self), len(r.names)
+	}
+	count := len(r.names)
+	var gone []string
+	for n, was := range r.pend {
+		switch now := r.refs[n] > 0; {
+		case was && !now:
+			gone = append(gone, n)
+			count++
+		case !was && now:
+			count--
+		}
+	}
+	slices.Sort(gone)
+	list := make([]string, 0, min(count, MaxListedMembers)+1)
+	for i, j := 0, 0; len(list) < MaxListedMembers && (i < len(r.names) || j < len(gone)); {
+		var n string
+		if j == len(gone) || (i < len(r.names) && r.names[i] < gone[j]) {
+			n, i = r.names[i], i+1
+		} else {
+			n, j = gone[j], j+1
+		}
+		if was, ok := r.pend[n]; ok && !was && r.refs[n] > 0 {
+			continue // joined since the last notices
+		}
+		list = append(list, n)
+	}
+	if was, ok := r.pend[self]; ok && !was {
+		count++ // self's own join is among the pending ones
+	}
+	if i, found := slices.BinarySearch(list, self); !found {
+		list = slices.Insert(list, i, self)
+		if len(list) > MaxListedMembers {
+			if i == len(list)-1 {
+				list = slices.Delete(list, i-1, i)
+			} else {
+				list = list[:MaxListedMembers]
+			}
+		}
+	}
+	return list, count
+}
+
 // setRemoteLocked replaces what the room knows of node's members (nil:
 // none) and returns the names that entered or left the member list.
 func (r *room) setRemoteLocked(node string, names []string) []nameChange {
@@ -136,35 +188,96 @@ func (r *room) idleIfEmptyLocked() bool {
 	r.refs = map[string]int{}
 	r.names = nil
 	r.conns = nil
+	clear(r.pend)
+	r.pendOrder = r.pendOrder[:0]
+	if r.noticeTimer != nil {
+		r.noticeTimer.Stop()
+		r.noticeTimer = nil
+	}
 	return true
 }
 
 // announceLocked tells the room's local members about a change to the
-// member list made by other nodes: as join and leave deltas when it is
-// small, as one member list when it is not.
+// member list made by other nodes, at once.
 func (h *Hub) announceLocked(r *room, changes []nameChange) {
-	if len(changes) == 0 || len(r.conns) == 0 {
+	for _, c := range changes {
+		r.pendLocked(c.name, !c.join)
+	}
+	h.noticesLocked(r)
+}
+
+// changedLocked tells the room's members that name joined (was false) or
+// left (was true): at once, to conns, after a quiet spell; otherwise in the
+// "presence" message that ends the current PresenceInterval.
+func (h *Hub) changedLocked(r *room, name string, was bool, conns []handler.Conn) {
+	if len(conns) == 0 && len(r.pendOrder) == 0 {
+		return // nobody to tell, and nothing pending that could overtake
+	}
+	now := h.cfg.Now()
+	if h.cfg.PresenceInterval < 0 || (len(r.pendOrder) == 0 && r.noticeTimer == nil &&
+		now.Sub(r.lastNotice) >= h.cfg.PresenceInterval) {
+		typ := "join"
+		if was {
+			typ = "leave"
+		}
+		h.send(conns, mustJSON(presenceMsg{Type: typ, Name: name, Count: len(r.names)}))
+		r.lastNotice = now
 		return
 	}
-	if len(changes) > bulkDeltas {
-		h.send(r.conns, mustJSON(membersMsg{Type: "members", Names: r.listLocked(""), Count: len(r.names)}))
+	r.pendLocked(name, was)
+	if r.noticeTimer == nil {
+		r.noticeTimer = time.AfterFunc(r.lastNotice.Add(h.cfg.PresenceInterval).Sub(now), func() {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			r.noticeTimer = nil
+			h.noticesLocked(r)
+		})
+	}
+}
+
+// pendLocked records a change of name for the next notices, remembering
+// whether the members last heard of the name as present.
+func (r *room) pendLocked(name string, was bool) {
+	if _, ok := r.pend[name]; ok {
 		return
 	}
+	if r.pend == nil {
+		r.pend = map[string]bool{}
+	}
+	r.pend[name] = was
+	r.pendOrder = append(r.pendOrder, name)
+}
+
+// noticesLocked sends the pending changes: each name whose presence
+// differs from what the members last heard, as one join or leave when
+// there is one, as a "presence" message when there are several, and as
+// the member list when there are more than a list holds.
+func (h *Hub) noticesLocked(r *room) {
+	if len(r.pendOrder) == 0 {
+		return
+	}
+	joined, left := []string{}, []string{} // [] rather than null on the wire
+	for _, n := range r.pendOrder {
+		switch now, was := r.refs[n] > 0, r.pend[n]; {
+		case now && !was:
+			joined = append(joined, n)
+		case !now && was:
+			left = append(left, n)
+		}
+	}
+	clear(r.pend)
+	r.pendOrder = r.pendOrder[:0]
+	r.lastNotice = h.cfg.Now()
 	count := len(r.names)
-	for _, c := range changes {
-		if c.join {
-			count--
-		} else {
-			count++
-		}
-	}
-	for _, c := range changes {
-		typ := "leave"
-		if c.join {
-			typ, count = "join", count+1
-		} else {
-			count--
-		}
-		h.send(r.conns, mustJSON(presenceMsg{Type: typ, Name: c.name, Count: count}))
+	switch {
+	case len(joined)+len(left) == 0:
+	case len(joined)+len(left) > MaxListedMembers:
+		h.send(r.conns, mustJSON(membersMsg{Type: "members", Names: r.listLocked(""), Count: count}))
+	case len(joined) == 1 && len(left) == 0:
+		h.send(r.conns, mustJSON(presenceMsg{Type: "join", Name: joined[0], Count: count}))
+	case len(joined) == 0 && len(left) == 1:
+		h.send(r.conns, mustJSON(presenceMsg{Type: "leave", Name: left[0], Count: count}))
+	default:
+		h.send(r.conns, mustJSON(batchMsg{Type: "presence", Joined: joined, Left: left, Count: count}))
 	}
 }
