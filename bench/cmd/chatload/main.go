@@ -14,8 +14,10 @@
 //
 // Implementations (-impls): wsloop (one chat process), wsloop-nats (two
 // chat processes sharing the room through a nats-server process, members
-// split between them), gorilla, and NAME=PATH for any chat binary that
-// takes -addr and speaks the wsloop chat protocol (an older build, say).
+// split between them), gorilla; "NAME=wsloop ARGS" or "NAME=wsloop-nats
+// ARGS" for the chat with arguments ("wsloop-1=wsloop -loops 1"); and
+// "NAME=PATH ARGS" for any chat binary that takes -addr and speaks the
+// wsloop chat protocol (an older build, say).
 //
 // The members live in -procs client processes (this binary with -worker),
 // each member a goroutine that reads continuously, as a browser tab does;
@@ -50,7 +52,7 @@ func main() {
 	rate := flag.Float64("rate", 20, "messages per second")
 	settle := flag.Duration("settle-timeout", 5*time.Minute, "longest wait for every member to see the whole room")
 	// orchestrator flags
-	impls := flag.String("impls", "wsloop,gorilla", "implementations: wsloop, wsloop-nats, gorilla, NAME=PATH")
+	impls := flag.String("impls", "wsloop,gorilla", "implementations: wsloop, wsloop-nats, gorilla, NAME=wsloop ARGS, NAME=PATH ARGS")
 	sizes := flag.String("members", "1000,2000", "room sizes")
 	reps := flag.Int("reps", 3, "repetitions (the order of the implementations rotates)")
 	procs := flag.Int("procs", 2, "client processes per run")

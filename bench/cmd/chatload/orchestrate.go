@@ -116,15 +116,14 @@ func (o *orchestration) build() error {
 	}
 	need := map[string]bool{}
 	for _, impl := range o.impls {
-		switch {
-		case impl == "wsloop":
+		switch kind, _ := implKind(impl); kind {
+		case "wsloop":
 			need["chat"] = true
-		case impl == "wsloop-nats":
+		case "wsloop-nats":
 			need["chat"], need["nats"] = true, true
-		case impl == "gorilla":
+		case "gorilla":
 			need["gorilla"] = true
-		case strings.Contains(impl, "="):
-		default:
+		case "":
 			return fmt.Errorf("unknown implementation %q", impl)
 		}
 	}
@@ -253,36 +252,37 @@ func (o *orchestration) one(impl string, n, rep, runIdx int) (r runResult) {
 	}()
 	proto := "wsloop"
 	var addrs []string
-	switch {
-	case impl == "wsloop":
-		s, err := o.start(log, filepath.Join(o.bin, "chat"), false)
+	kind, args := implKind(impl)
+	switch kind {
+	case "wsloop":
+		s, err := o.start(log, filepath.Join(o.bin, "chat"), false, args...)
 		if err != nil {
 			return fail(err)
 		}
 		servers, addrs = append(servers, s), []string{s.addr}
-	case impl == "wsloop-nats":
+	case "wsloop-nats":
 		ns, err := o.start(log, filepath.Join(o.bin, "nats-server"), true)
 		if err != nil {
 			return fail(err)
 		}
 		servers = append(servers, ns)
 		for _, node := range []string{"a", "b"} {
-			s, err := o.start(log, filepath.Join(o.bin, "chat"), false, "-nats", "nats://"+ns.addr, "-node", node)
+			s, err := o.start(log, filepath.Join(o.bin, "chat"), false,
+				append([]string{"-nats", "nats://" + ns.addr, "-node", node}, args...)...)
 			if err != nil {
 				return fail(err)
 			}
 			servers, addrs = append(servers, s), append(addrs, s.addr)
 		}
-	case impl == "gorilla":
+	case "gorilla":
 		proto = "gorilla"
 		s, err := o.start(log, filepath.Join(o.bin, "gorilla-chat"), false)
 		if err != nil {
 			return fail(err)
 		}
 		servers, addrs = append(servers, s), []string{s.addr}
-	default:
-		_, path, _ := strings.Cut(impl, "=")
-		s, err := o.start(log, path, false)
+	default: // a binary of one's own
+		s, err := o.start(log, kind, false, args...)
 		if err != nil {
 			return fail(err)
 		}
@@ -447,6 +447,26 @@ func (o *orchestration) sample(servers []*server, workers []*workerProc) cpuSamp
 	}
 	s.machine, _ = proc.ReadMachineCPU()
 	return s
+}
+
+// implKind splits an implementation into what runs and its extra
+// arguments: "wsloop", "wsloop-nats" and "gorilla" are built here;
+// "NAME=wsloop -loops 1" is the built chat with arguments;
+// "NAME=PATH ARGS" is a chat binary of one's own. Unknown names give "".
+func implKind(impl string) (string, []string) {
+	name, spec, custom := strings.Cut(impl, "=")
+	if !custom {
+		switch name {
+		case "wsloop", "wsloop-nats", "gorilla":
+			return name, nil
+		}
+		return "", nil
+	}
+	f := strings.Fields(spec)
+	if len(f) == 0 {
+		return "", nil
+	}
+	return f[0], f[1:]
 }
 
 func sanitize(s string) string {

@@ -3,22 +3,15 @@ package main
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net"
 	"net/netip"
 	"os"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
-
-	"github.com/gobwas/ws"
-	"golang.org/x/sys/unix"
 )
 
 // A worker is one client process: it holds a share of a room's members,
@@ -83,31 +76,28 @@ type worker struct {
 	ending  atomic.Bool
 }
 
-// wmember is one member's connection. Its fields are owned by its reader
-// goroutine, except the writer lock.
+// wmember is one member. Its fields are owned by the client's loop.
 type wmember struct {
 	id      int
-	conn    net.Conn
-	br      *bufio.Reader
-	wmu     sync.Mutex
+	ec      *econn
 	got     []uint64 // seq bitmap
 	n       int
 	settled bool
 	joined  bool
 	msg     []byte // a fragmented message being assembled
-	buf     []byte // the frame being read
 }
 
 func runWorker(cfg workerConfig) {
 	w := &worker{cfg: cfg, change: make(chan struct{}, 1), start: time.Now()}
 	in := bufio.NewScanner(os.Stdin)
 	start := w.start
-	w.dialAll()
+	ec, err := newEclient(w)
+	if err != nil {
+		fatal("%v", err)
+	}
+	w.dialAll(ec)
 	opened := len(w.members)
 	fmt.Printf("opened %d %d %.3f\n", opened, cfg.count-opened, time.Since(start).Seconds())
-	for _, m := range w.members {
-		go w.read(m)
-	}
 	w.waitJoined()
 	fmt.Printf("joined %d %.3f\n", w.joined.Load(), time.Since(start).Seconds())
 
@@ -155,7 +145,7 @@ func (w *worker) signal() {
 }
 
 // dialAll opens every member's connection, dialers at a time.
-func (w *worker) dialAll() {
+func (w *worker) dialAll(ec *eclient) {
 	var mu sync.Mutex
 	ids := make(chan int)
 	var wg sync.WaitGroup
@@ -164,7 +154,7 @@ func (w *worker) dialAll() {
 		go func() {
 			defer wg.Done()
 			for id := range ids {
-				m, err := w.dial(id)
+				m, err := w.dial(ec, id)
 				if err != nil {
 					w.noteErr(fmt.Errorf("member %d: %w", id, err))
 					continue
@@ -184,78 +174,21 @@ func (w *worker) dialAll() {
 
 func memberName(id int) string { return fmt.Sprintf("m%05d", id) }
 
-func (w *worker) dial(id int) (*wmember, error) {
+func (w *worker) dial(ec *eclient, id int) (*wmember, error) {
 	addr := w.cfg.addrs[id%len(w.cfg.addrs)]
-	src := w.cfg.sources[id%len(w.cfg.sources)]
-	u := "ws://" + addr + "/ws"
-	if w.cfg.impl != "gorilla" {
-		u += "?room=" + w.cfg.room + "&name=" + memberName(id)
-	}
-	d := ws.Dialer{
-		Timeout: 30 * time.Second,
-		NetDial: func(ctx context.Context, network, a string) (net.Conn, error) {
-			nd := net.Dialer{
-				LocalAddr: &net.TCPAddr{IP: src.AsSlice()},
-				Control: func(_, _ string, rc syscall.RawConn) error {
-					// Pick the source port at connect time, per destination,
-					// so each source address offers its full port range.
-					return rc.Control(func(fd uintptr) {
-						_ = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1)
-					})
-				},
-			}
-			return nd.DialContext(ctx, network, a)
-		},
-	}
-	conn, br, _, err := d.Dial(context.Background(), u)
+	ap, err := netip.ParseAddrPort(addr)
 	if err != nil {
 		return nil, err
 	}
-	if br == nil {
-		br = bufio.NewReaderSize(conn, 4096)
+	path := "/ws"
+	if w.cfg.impl != "gorilla" {
+		path += "?room=" + w.cfg.room + "&name=" + memberName(id)
 	}
-	return &wmember{id: id, conn: conn, br: br, got: make([]uint64, (w.cfg.msgs+63)/64)}, nil
-}
-
-// read is a member's reader goroutine: it reads every frame as it comes.
-func (w *worker) read(m *wmember) {
-	for {
-		h, err := ws.ReadHeader(m.br)
-		if err != nil {
-			w.closed(m, err)
-			return
-		}
-		if int64(cap(m.buf)) < h.Length {
-			m.buf = make([]byte, h.Length)
-		}
-		payload := m.buf[:h.Length]
-		if _, err := io.ReadFull(m.br, payload); err != nil {
-			w.closed(m, err)
-			return
-		}
-		now := time.Now().UnixNano()
-		switch h.OpCode {
-		case ws.OpPing:
-			m.wmu.Lock()
-			_ = ws.WriteFrame(m.conn, ws.MaskFrameInPlace(ws.NewPongFrame(bytes.Clone(payload))))
-			m.wmu.Unlock()
-			continue
-		case ws.OpClose:
-			code, reason := ws.ParseCloseFrameData(payload)
-			w.closed(m, fmt.Errorf("server closed with %d %q", code, reason))
-			return
-		case ws.OpPong:
-			continue
-		}
-		if !h.Fin || m.msg != nil {
-			m.msg = append(m.msg, payload...)
-			if !h.Fin {
-				continue
-			}
-			payload, m.msg = m.msg, nil
-		}
-		w.message(m, payload, now)
+	m := &wmember{id: id, got: make([]uint64, (w.cfg.msgs+63)/64)}
+	if err := ec.dial(m, ap, w.cfg.sources[id%len(w.cfg.sources)], path, addr); err != nil {
+		return nil, err
 	}
+	return m, nil
 }
 
 func (w *worker) closed(m *wmember, err error) {
@@ -395,10 +328,7 @@ func (w *worker) send() float64 {
 		if w.cfg.impl != "gorilla" {
 			payload = []byte(`{"type":"message","text":"` + text + `"}`)
 		}
-		m.wmu.Lock()
-		err := ws.WriteFrame(m.conn, ws.MaskFrameInPlace(ws.NewTextFrame(payload)))
-		m.wmu.Unlock()
-		if err != nil {
+		if err := m.ec.send(0x1, payload); err != nil {
 			w.noteErr(fmt.Errorf("sender: %w", err))
 			break
 		}
