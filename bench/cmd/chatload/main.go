@@ -59,6 +59,7 @@ func main() {
 	wait := flag.Duration("wait", time.Second, "pause between the room filling and the first message")
 	grace := flag.Duration("grace", 20*time.Second, "longest wait for the last deliveries after the last message was sent")
 	out := flag.String("out", "bin/chatload", "directory for binaries, logs and results")
+	noBuild := flag.Bool("no-build", false, "use the servers already built in -out (chat, gorilla-chat, nats-server) instead of building them")
 	maxLife := flag.Duration("max-life", 3*time.Hour, "exit after this long whatever happens")
 	flag.Parse()
 
@@ -77,7 +78,7 @@ func main() {
 		return
 	}
 	o := orchestration{impls: splitList(*impls), room: *room, reps: *reps, procs: *procs, msgs: *msgs, rate: *rate,
-		wait: *wait, grace: *grace, settle: *settle, out: *out, dialers: *dialers}
+		wait: *wait, grace: *grace, settle: *settle, out: *out, dialers: *dialers, noBuild: *noBuild}
 	for _, s := range splitList(*sizes) {
 		var n int
 		if _, err := fmt.Sscan(s, &n); err != nil || n < 2 {
