@@ -58,7 +58,7 @@ func main() {
 	procs := flag.Int("procs", 2, "client processes per run")
 	wait := flag.Duration("wait", time.Second, "pause between the room filling and the first message")
 	grace := flag.Duration("grace", 20*time.Second, "longest wait for the last deliveries after the last message was sent")
-	out := flag.String("out", "bin/chatload", "directory for binaries, logs and results")
+	out := flag.String("out", "bin/chatload-results", "directory for binaries, logs and results")
 	noBuild := flag.Bool("no-build", false, "use the servers already built in -out (chat, gorilla-chat, nats-server) instead of building them")
 	maxLife := flag.Duration("max-life", 3*time.Hour, "exit after this long whatever happens")
 	flag.Parse()
