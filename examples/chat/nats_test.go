@@ -221,3 +221,49 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestNATSJoinerWaitsForEveryServingNode: a room served by two nodes gets
+// a member on a third; the joiner's first member list already has both
+// other nodes' members, because the third node waits for the answer of
+// every node an answer names.
+func TestNATSJoinerWaitsForEveryServingNode(t *testing.T) {
+	url := startNATS(t)
+	n1, n2, n3 := newNATSHub(t, url, "n1"), newNATSHub(t, url, "n2"), newNATSHub(t, url, "n3")
+	ann := connect(t, n1, "lobby", "ann")
+	ann.waitFor(t, "the member list", func() bool { return ann.last("members") != nil })
+	bob := connect(t, n2, "lobby", "bob")
+	bob.waitFor(t, "the member list", func() bool { return bob.last("members") != nil })
+	ann.waitFor(t, "bob", func() bool { return ann.view().count == 2 })
+	for i := range 5 {
+		cy := connect(t, n3, "lobby", "cy")
+		cy.waitFor(t, "the member list", func() bool { return cy.last("members") != nil })
+		if m := cy.ofType("members")[0]; !slices.Equal(names(m), []string{"ann", "bob", "cy"}) || m["count"] != 3.0 {
+			t.Fatalf("round %d: cy's first member list = %v", i, m)
+		}
+		n3.OnClose(cy, nil) // n3 stops serving lobby; the next cy asks again
+		ann.waitFor(t, "cy to leave", func() bool { return ann.view().count == 2 })
+	}
+}
+
+// TestNATSFirstMembersAtOnce: the first members of a room on two nodes
+// join at the same moment; neither node has answered yet when the other
+// asks, and each must still learn of the other's member through the room's
+// events.
+func TestNATSFirstMembersAtOnce(t *testing.T) {
+	url := startNATS(t)
+	n1, n2 := newNATSHub(t, url, "n1"), newNATSHub(t, url, "n2")
+	for i := range 10 {
+		room := fmt.Sprintf("r%d", i)
+		var a, b *fakeConn
+		done := make(chan struct{})
+		go func() { defer close(done); a = connect(t, n1, room, "ann") }()
+		b = connect(t, n2, room, "bob")
+		<-done
+		for _, c := range []*fakeConn{a, b} {
+			c.waitFor(t, room+": both members", func() bool {
+				v := c.view()
+				return v.count == 2 && slices.Equal(v.sorted(), []string{"ann", "bob"})
+			})
+		}
+	}
+}
