@@ -9,11 +9,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/gobwas/ws"
 )
 
 var updateDocs = flag.Bool("update-docs", false, "also write the browser test's screenshot to docs/chat.png at the repository root")
@@ -121,6 +124,10 @@ func membersAre(names ...string) chromedp.Action[chromedp.Void] {
 	return until(`[...document.querySelectorAll("#members li")].map(e => e.textContent).join(",") === ` + jsString(strings.Join(names, ",")))
 }
 
+func countIs(n int) chromedp.Action[chromedp.Void] {
+	return until(`document.getElementById("membercount").textContent === ` + jsString(strconv.Itoa(n)))
+}
+
 func send(text string) chromedp.Action[chromedp.Void] {
 	return chromedp.Steps(chromedp.SendKeys(chromedp.CSS("#text"), text), chromedp.Click(chromedp.CSS("#sendbtn")))
 }
@@ -138,7 +145,7 @@ func TestBrowserChat(t *testing.T) {
 	base := "http://" + app.Addr().String()
 
 	ann := browser
-	do(t, ann, "ann joins via the URL", chromedp.Navigate(base+"/?room=lobby&name=ann"), statusIs("connected"), membersAre("ann"))
+	do(t, ann, "ann joins via the URL", chromedp.Navigate(base+"/?room=lobby&name=ann"), statusIs("connected"), membersAre("ann"), countIs(1))
 
 	bob := newTab(t, browser)
 	do(t, bob, "bob joins with the form",
@@ -146,8 +153,8 @@ func TestBrowserChat(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS("#join")),
 		chromedp.SendKeys(chromedp.CSS("#name"), "bob"),
 		chromedp.Click(chromedp.CSS("#joinbtn")),
-		statusIs("connected"), membersAre("ann", "bob"))
-	do(t, ann, "ann sees bob arrive", membersAre("ann", "bob"),
+		statusIs("connected"), membersAre("ann", "bob"), countIs(2))
+	do(t, ann, "ann sees bob arrive", membersAre("ann", "bob"), countIs(2),
 		until(`[...document.querySelectorAll("#messages li.notice")].some(e => e.textContent === "bob joined")`))
 
 	do(t, ann, "ann sends", send("hello from ann"), shows("hello from ann"))
@@ -156,8 +163,9 @@ func TestBrowserChat(t *testing.T) {
 
 	cy := newTab(t, browser)
 	do(t, cy, "cy gets the history", chromedp.Navigate(base+"/?room=lobby&name=cy"), statusIs("connected"),
-		shows("hello from ann"), shows("hi ann, the room works"), membersAre("ann", "bob", "cy"))
-	do(t, bob, "bob sees three members", membersAre("ann", "bob", "cy"), send("welcome cy"))
+		shows("hello from ann"), shows("hi ann, the room works"), membersAre("ann", "bob", "cy"), countIs(3),
+		until(`[...document.querySelectorAll("#messages li.notice")].some(e => e.textContent === "you joined #lobby (last 2 messages above)")`))
+	do(t, bob, "bob sees three members", membersAre("ann", "bob", "cy"), countIs(3), send("welcome cy"))
 	do(t, cy, "cy sees bob", shows("welcome cy"))
 	if n := app.Server.DeflateStats().Negotiated; n < 3 {
 		t.Errorf("%d of the 3 tabs negotiated permessage-deflate with Chromium", n)
@@ -221,4 +229,40 @@ func screenshot(t *testing.T, tab context.Context, name string) []byte {
 	}
 	t.Logf("screenshot: %s", p)
 	return png
+}
+
+// TestBrowserMemberListAfterChurn: 100 members join a room a page is in and
+// 50 of them leave. The page keeps its list from the join and leave deltas
+// alone, and a page that joins afterwards gets the right list and count.
+func TestBrowserMemberListAfterChurn(t *testing.T) {
+	browser := newBrowser(t)
+	app := startApp(t, Config{})
+	base := "http://" + app.Addr().String()
+
+	ann := browser
+	do(t, ann, "ann joins", chromedp.Navigate(base+"/?room=churn&name=ann"), statusIs("connected"), membersAre("ann"))
+
+	want := []string{"ann"}
+	var clients []*wsClient
+	for i := range 100 {
+		c := mustDial(t, app.Addr(), "churn", fmt.Sprintf("p%03d", i))
+		c.expect(t, "history", typeIs("history"))
+		clients = append(clients, c)
+	}
+	for i, c := range clients {
+		if i%2 == 0 {
+			_ = c.write(ws.NewCloseFrame(ws.NewCloseFrameBody(ws.StatusNormalClosure, "bye")))
+			c.waitClosed(t)
+		} else {
+			want = append(want, c.name)
+		}
+	}
+	do(t, ann, "ann's list follows the joins and leaves", countIs(len(want)), membersAre(want...))
+
+	zed := newTab(t, browser)
+	want = append(want, "zed")
+	slices.Sort(want)
+	do(t, zed, "a late joiner gets the list and the count",
+		chromedp.Navigate(base+"/?room=churn&name=zed"), statusIs("connected"), countIs(len(want)), membersAre(want...))
+	do(t, ann, "ann sees zed", countIs(len(want)), membersAre(want...))
 }

@@ -6,7 +6,9 @@ import (
 	"io"
 	"net"
 	"net/url"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -71,6 +73,7 @@ type wsClient struct {
 	done  chan struct{}
 	close ws.StatusCode // valid after done
 	text  string        // close reason, valid after done
+	bytes atomic.Int64  // payload bytes of the text messages received
 }
 
 // dialChat opens /ws?room=ROOM&name=NAME on the app.
@@ -111,6 +114,7 @@ func (c *wsClient) readLoop() {
 		}
 		switch f.Header.OpCode {
 		case ws.OpText:
+			c.bytes.Add(int64(len(f.Payload)))
 			var m map[string]any
 			if json.Unmarshal(f.Payload, &m) == nil {
 				c.msgs <- m
@@ -170,6 +174,26 @@ func (c *wsClient) expect(t *testing.T, what string, match func(map[string]any) 
 
 func typeIs(typ string) func(map[string]any) bool {
 	return func(m map[string]any) bool { return m["type"] == typ }
+}
+
+// joined matches the notice of name's join: a "join", or a "presence"
+// that lists it among those who joined.
+func joined(name string) func(map[string]any) bool { return noticeOf("join", "joined", name) }
+
+// left matches the notice of name's leave.
+func left(name string) func(map[string]any) bool { return noticeOf("leave", "left", name) }
+
+func noticeOf(typ, key, name string) func(map[string]any) bool {
+	return func(m map[string]any) bool {
+		switch m["type"] {
+		case typ:
+			return m["name"] == name
+		case "presence":
+			list, _ := m[key].([]any)
+			return slices.Contains(list, any(name))
+		}
+		return false
+	}
 }
 
 func textIs(text string) func(map[string]any) bool {

@@ -4,7 +4,9 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"io"
+	"maps"
 	"net"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -15,7 +17,9 @@ import (
 
 // fakeConn is a handler.Conn that records what the hub writes to it.
 type fakeConn struct {
-	name string
+	name    string
+	discard bool // count writes without keeping them (big rooms under -race)
+	written int
 
 	mu      sync.Mutex
 	ctx     any
@@ -31,6 +35,12 @@ func newFakeConn(name string) *fakeConn {
 }
 
 func (c *fakeConn) record(payload []byte) error {
+	if c.discard {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		c.written++
+		return nil
+	}
 	var m map[string]any
 	if err := json.Unmarshal(payload, &m); err != nil {
 		panic("hub wrote invalid JSON: " + string(payload))
@@ -168,7 +178,20 @@ func (fakeServer) Broadcast(conns []handler.Conn, f *codec.PreparedFrame) {
 // engine would.
 func connect(t *testing.T, h *Hub, room, name string) *fakeConn {
 	t.Helper()
+	return connectConn(t, h, room, newFakeConn(name))
+}
+
+// connectQuiet is connect for a member whose messages the test ignores.
+func connectQuiet(t *testing.T, h *Hub, room, name string) *fakeConn {
+	t.Helper()
 	c := newFakeConn(name)
+	c.discard = true
+	return connectConn(t, h, room, c)
+}
+
+func connectConn(t *testing.T, h *Hub, room string, c *fakeConn) *fakeConn {
+	t.Helper()
+	name := c.name
 	var res handler.UpgradeResponse
 	if err := h.OnUpgrade(&handler.Request{Method: "GET", Path: "/ws", RawQuery: "room=" + room + "&name=" + name}, &res); err != nil {
 		t.Fatalf("upgrade %s/%s: %v", room, name, err)
@@ -191,4 +214,55 @@ func names(m map[string]any) []string {
 		out = append(out, n.(string))
 	}
 	return out
+}
+
+// memberView is a room's member list as a client keeps it: the last
+// "members" message, then every join and leave after it, as the page does.
+type memberView struct {
+	names map[string]bool
+	count int
+}
+
+// view replays what c received into the member list a client would show.
+func (c *fakeConn) view() memberView {
+	return replayView(c.messages())
+}
+
+func replayView(msgs []map[string]any) memberView {
+	v := memberView{names: map[string]bool{}}
+	for _, m := range msgs {
+		v = replayInto(v, m)
+	}
+	return v
+}
+
+// replayInto applies one received message to a member view.
+func replayInto(v memberView, m map[string]any) memberView {
+	switch m["type"] {
+	case "members":
+		v.names = map[string]bool{}
+		for _, n := range names(m) {
+			v.names[n] = true
+		}
+	case "join":
+		v.names[m["name"].(string)] = true
+	case "leave":
+		delete(v.names, m["name"].(string))
+	case "presence":
+		for _, n := range m["left"].([]any) {
+			delete(v.names, n.(string))
+		}
+		for _, n := range m["joined"].([]any) {
+			v.names[n.(string)] = true
+		}
+	default:
+		return v
+	}
+	v.count = int(m["count"].(float64))
+	return v
+}
+
+// sorted returns the view's names in order.
+func (v memberView) sorted() []string {
+	return slices.Sorted(maps.Keys(v.names))
 }

@@ -43,6 +43,12 @@ type HubConfig struct {
 	// Heartbeat is the period of presence announcements between nodes; a
 	// node silent for three periods is forgotten. Default 5 s.
 	Heartbeat time.Duration
+	// PresenceInterval paces the join and leave notices of a room: a change
+	// after a quiet spell is sent at once, and the changes that follow
+	// within the interval are gathered into one "presence" message sent when
+	// it ends, so a join storm costs each member at most one frame per
+	// interval. Default 100 ms; negative sends every change at once.
+	PresenceInterval time.Duration
 	// Logger receives the hub's log lines. Default slog.Default().
 	Logger *slog.Logger
 	// Now returns the current time. Default time.Now.
@@ -52,6 +58,12 @@ type HubConfig struct {
 // Hub is the chat room logic: a [handler.Handler] (and [handler.Upgrader])
 // that keeps the rooms, their members and their history, and fans messages
 // out with one encoded frame per message.
+//
+// Joining and leaving cost each other member one small delta ("join",
+// "leave", with the new count), gathered into one "presence" message per
+// PresenceInterval in a storm; only the joiner gets the member list, at most
+// MaxListedMembers names and the count. So a room that fills up to N members
+// sends O(N) bytes to each of them, not O(N²).
 //
 // Every callback runs on an event loop, so the hub never blocks: room state
 // is guarded by a per-room mutex held only briefly, while the state is read
@@ -70,15 +82,44 @@ type Hub struct {
 	nodes map[string]time.Time // other nodes, last heard from
 }
 
+// Room states. A room is live while this node serves members in it and
+// receives its events; it is idle (history kept, events not received)
+// before its first local member and after its last; in between it is
+// syncing: subscribed, waiting for the other nodes' answers, holding its
+// joiners and the events that arrive meanwhile.
+const (
+	roomIdle = iota
+	roomSyncing
+	roomLive
+)
+
 // room is one chat room. Its fields are guarded by mu.
 type room struct {
 	name string
 
-	mu      sync.Mutex
-	local   map[string]handler.Conn        // name -> connection on this node
-	conns   []handler.Conn                 // the values of local; replaced, never modified, on change
-	remote  map[string]map[string]struct{} // node -> names connected there
-	history []histEntry                    // oldest first, at most HistorySize
+	mu        sync.Mutex
+	state     int
+	gen       uint64 // counts Subscribe and Sync calls; an answer for an older one is stale
+	resyncing bool   // a repair Sync is out: hold join and leave events until it answers
+	local     map[string]*member
+	conns     []handler.Conn // local connections; conns[m.idx] == m.conn
+	pending   []*member      // waiting for the room's first sync
+	backlog   []*Event       // held while syncing
+
+	// Everyone in the room, on every node: each name's number of places
+	// (normally 1) and the names sorted, so a joiner's list is a prefix.
+	remote map[string]map[string]struct{} // node -> names connected there
+	refs   map[string]int
+	names  []string
+
+	history []histEntry // oldest first, at most HistorySize
+
+	// Join and leave notices not sent yet (see HubConfig.PresenceInterval):
+	// each changed name and whether the members last heard of it.
+	pend        map[string]bool
+	pendOrder   []string
+	lastNotice  time.Time
+	noticeTimer *time.Timer
 }
 
 type histEntry struct {
@@ -90,7 +131,10 @@ type histEntry struct {
 type member struct {
 	roomName string
 	name     string
-	room     *room // set once joined
+	conn     handler.Conn
+	room     *room       // set in OnOpen
+	joined   atomic.Bool // admitted to the room (false while it syncs)
+	idx      int         // index in room.conns, guarded by room.mu
 }
 
 // NewHub returns a hub. Call [Hub.SetBroadcaster] and [Hub.Start] before
@@ -114,6 +158,9 @@ func NewHub(cfg HubConfig) *Hub {
 	if cfg.Heartbeat <= 0 {
 		cfg.Heartbeat = 5 * time.Second
 	}
+	if cfg.PresenceInterval == 0 {
+		cfg.PresenceInterval = 100 * time.Millisecond
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -132,17 +179,17 @@ func NewHub(cfg HubConfig) *Hub {
 // *engine.Server that serves the hub.
 func (h *Hub) SetBroadcaster(b Broadcaster) { h.out.Store(&b) }
 
-// Start connects the hub to its broker and asks the other nodes, if any,
-// for their members and the rooms' history.
+// Start connects the hub to its broker and says hello to the other nodes,
+// if any, so they forget what an earlier process of this name had.
 func (h *Hub) Start() error {
-	if err := h.cfg.Broker.Start(h.cfg.Node, h.deliver); err != nil {
+	if err := h.cfg.Broker.Start(h.cfg.Node, brokerLink{h}); err != nil {
 		return err
 	}
 	return h.cfg.Broker.Publish(&Event{Type: EvHello, Node: h.cfg.Node})
 }
 
-// Run announces this node's members every heartbeat and forgets nodes that
-// went silent, until ctx is done. Only useful with a shared broker.
+// Run announces this node every heartbeat and forgets nodes that went
+// silent, until ctx is done. Only useful with a shared broker.
 func (h *Hub) Run(ctx context.Context) {
 	t := time.NewTicker(h.cfg.Heartbeat)
 	defer t.Stop()
@@ -152,7 +199,7 @@ func (h *Hub) Run(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		h.publish(&Event{Type: EvPresence, Node: h.cfg.Node, Presence: h.localPresence()})
+		h.publish(&Event{Type: EvPresence, Node: h.cfg.Node})
 		deadline := h.cfg.Now().Add(-3 * h.cfg.Heartbeat)
 		h.mu.Lock()
 		var gone []string
@@ -165,7 +212,7 @@ func (h *Hub) Run(ctx context.Context) {
 		h.mu.Unlock()
 		for _, n := range gone {
 			h.log.Warn("chat node went silent; dropping its members", "peer", n)
-			h.setPresence(n, nil)
+			h.forgetNode(n)
 		}
 	}
 }
@@ -202,7 +249,9 @@ func (h *Hub) OnUpgrade(r *handler.Request, res *handler.UpgradeResponse) error 
 }
 
 // OnOpen joins the connection to its room: it checks the name is free,
-// replays the history and tells everyone else.
+// replays the history and the member list, and tells everyone else. The
+// first local member of a room waits (off the event loop) until the other
+// nodes have said who is in the room and what was said.
 func (h *Hub) OnOpen(c handler.Conn) {
 	m, ok := c.Context().(*member)
 	if !ok {
@@ -214,30 +263,144 @@ func (h *Hub) OnOpen(c handler.Conn) {
 		h.refuse(c, "too many rooms", 1013)
 		return
 	}
+	m.conn, m.room = c, r
 	r.mu.Lock()
-	if r.hasNameLocked(m.name) {
+	if r.takenLocked(m.name) {
 		r.mu.Unlock()
-		h.refuse(c, fmt.Sprintf("the name %q is already taken in room %q; pick another one", m.name, m.roomName), CloseNameTaken)
+		h.refuseTaken(m)
 		return
 	}
+	switch r.state {
+	case roomLive:
+		h.admitLocked(r, m)
+		r.mu.Unlock()
+		h.publish(&Event{Type: EvJoin, Node: h.cfg.Node, Room: r.name, Name: m.name})
+	case roomSyncing:
+		r.pending = append(r.pending, m)
+		r.mu.Unlock()
+	default:
+		r.state = roomSyncing
+		r.pending = append(r.pending, m)
+		r.gen++
+		gen := r.gen
+		r.mu.Unlock()
+		h.cfg.Broker.Subscribe(r.name, func(states []RoomState) { h.synced(r, gen, states) })
+	}
+	h.log.Debug("join", "room", m.roomName, "name", m.name, "remote", c.RemoteAddr())
+}
+
+// admitLocked makes m a member of r: the joiner gets the history and the
+// member list, the others one join delta.
+func (h *Hub) admitLocked(r *room, m *member) {
 	others := r.conns
-	r.local[m.name] = c
-	r.conns = append(slices.Clip(others), c)
+	m.idx = len(r.conns)
+	r.conns = append(r.conns, m.conn)
+	r.local[m.name] = m
+	if r.addNameLocked(m.name) {
+		h.changedLocked(r, m.name, false, others)
+	}
+	m.joined.Store(true)
 	hist := make([]json.RawMessage, len(r.history))
 	for i, e := range r.history {
 		hist[i] = e.raw
 	}
-	names := r.namesLocked()
-	all := r.conns
-	// Queue the snapshots before releasing the lock (see send).
-	_ = c.WriteMessage(handler.Text, mustJSON(historyMsg{Type: "history", Messages: hist}))
-	h.send(others, mustJSON(presenceMsg{Type: "join", Name: m.name}))
-	h.send(all, mustJSON(membersMsg{Type: "members", Names: names}))
-	r.mu.Unlock()
-	m.room = r
+	// Through Broadcast, like everything else the room sends, so the
+	// joiner's snapshots are queued ahead of any later delta or message
+	// whichever goroutine admits it (see send). The list is the one the
+	// others last heard, so the pending notices bring the joiner where they
+	// bring everyone.
+	names, count := r.heardLocked(m.name)
+	self := []handler.Conn{m.conn}
+	h.send(self, mustJSON(historyMsg{Type: "history", Messages: hist}))
+	h.send(self, mustJSON(membersMsg{Type: "members", Names: names, Count: count}))
+}
 
-	h.publish(&Event{Type: EvJoin, Node: h.cfg.Node, Room: m.roomName, Name: m.name})
-	h.log.Debug("join", "room", m.roomName, "name", m.name, "remote", c.RemoteAddr())
+// synced applies the other nodes' answers about r: for a room's first
+// sync, its members and history, then the events held meanwhile, then the
+// joiners who waited; for a repair, the members.
+func (h *Hub) synced(r *room, gen uint64, states []RoomState) {
+	var joined []*member
+	var refused []*member
+	r.mu.Lock()
+	if gen != r.gen || (r.state != roomSyncing && !r.resyncing) {
+		r.mu.Unlock() // an answer overtaken by a later Subscribe or Sync
+		return
+	}
+	if r.state == roomSyncing {
+		r.remote = map[string]map[string]struct{}{}
+		r.refs = map[string]int{}
+		r.names = r.names[:0]
+		var best []StoredMessage
+		for _, st := range states {
+			if st.Node == h.cfg.Node || st.Room != r.name {
+				continue
+			}
+			r.setRemoteLocked(st.Node, st.Members)
+			if len(st.History) > len(best) {
+				best = st.History
+			}
+		}
+		// Every node that serves the room holds a suffix of the same
+		// sequence; the longest is the best. This node's own history is
+		// older than any of theirs (it stopped listening when its last
+		// member left), so it only counts when nobody else has one.
+		if len(best) > 0 {
+			r.history = r.history[:0]
+			for _, msg := range best {
+				if msg.Room == r.name {
+					r.appendLocked(msg, h.cfg.HistorySize)
+				}
+			}
+		}
+		r.state = roomLive
+		for _, ev := range r.backlog {
+			h.applyLocked(r, ev)
+		}
+		r.backlog = nil
+		for _, m := range r.pending {
+			if r.refs[m.name] > 0 { // taken on another node (OnOpen ruled out local clashes)
+				refused = append(refused, m)
+				continue
+			}
+			h.admitLocked(r, m)
+			joined = append(joined, m)
+		}
+		r.pending = nil
+	} else {
+		var changes []nameChange
+		seen := map[string]bool{h.cfg.Node: true}
+		for _, st := range states {
+			if st.Room != r.name || seen[st.Node] {
+				continue
+			}
+			seen[st.Node] = true
+			changes = append(changes, r.setRemoteLocked(st.Node, st.Members)...)
+		}
+		// A node that did not answer has no members here any more.
+		for node := range r.remote {
+			if !seen[node] {
+				changes = append(changes, r.setRemoteLocked(node, nil)...)
+			}
+		}
+		h.announceLocked(r, changes)
+		r.resyncing = false
+		for _, ev := range r.backlog {
+			h.applyLocked(r, ev)
+		}
+		r.backlog = nil
+	}
+	idle := r.idleIfEmptyLocked()
+	r.mu.Unlock()
+
+	for _, m := range refused {
+		h.refuseTaken(m)
+	}
+	for _, m := range joined {
+		h.publish(&Event{Type: EvJoin, Node: h.cfg.Node, Room: r.name, Name: m.name})
+	}
+	if idle {
+		h.cfg.Broker.Unsubscribe(r.name)
+	}
 }
 
 // refuse tells the client why it cannot join and closes the connection.
@@ -250,10 +413,18 @@ func (h *Hub) refuse(c handler.Conn, why string, code uint16) {
 	_ = c.Close(code, reason)
 }
 
+func (h *Hub) refuseTaken(m *member) {
+	h.refuse(m.conn, fmt.Sprintf("the name %q is already taken in room %q; pick another one", m.name, m.roomName), CloseNameTaken)
+}
+
 // OnMessage handles {"type":"message","text":"..."} from a client.
 func (h *Hub) OnMessage(c handler.Conn, op handler.Op, data []byte) {
 	m, ok := c.Context().(*member)
 	if !ok || m.room == nil {
+		return
+	}
+	if !m.joined.Load() {
+		_ = c.WriteMessage(handler.Text, errorJSON("still joining the room: wait for the history, then send"))
 		return
 	}
 	if op != handler.Text {
@@ -276,7 +447,7 @@ func (h *Hub) OnMessage(c handler.Conn, op handler.Op, data []byte) {
 	if strings.TrimSpace(in.Text) == "" {
 		return
 	}
-	ev := &Event{Type: EvMessage, Node: h.cfg.Node, Msg: &StoredMessage{
+	ev := &Event{Type: EvMessage, Node: h.cfg.Node, Room: m.roomName, Msg: &StoredMessage{
 		ID: h.cfg.Node + "-" + strconv.FormatUint(h.seq.Add(1), 10),
 		Message: Message{
 			Type: "message", Room: m.roomName, From: m.name, Text: in.Text,
@@ -297,210 +468,206 @@ func (h *Hub) OnClose(c handler.Conn, err error) {
 	}
 	r := m.room
 	r.mu.Lock()
-	if r.local[m.name] != c {
+	if !m.joined.Load() {
+		// Still waiting for the room's first sync: nobody knows it yet.
+		if i := slices.Index(r.pending, m); i >= 0 {
+			r.pending = slices.Delete(r.pending, i, i+1)
+		}
+		r.mu.Unlock()
+		return
+	}
+	if r.local[m.name] != m {
 		r.mu.Unlock()
 		return
 	}
 	delete(r.local, m.name)
-	r.conns = slices.DeleteFunc(slices.Clone(r.conns), func(x handler.Conn) bool { return x == c })
-	names := r.namesLocked()
-	conns := r.conns
-	h.send(conns, mustJSON(presenceMsg{Type: "leave", Name: m.name}))
-	h.send(conns, mustJSON(membersMsg{Type: "members", Names: names}))
+	last := len(r.conns) - 1
+	if m.idx != last {
+		moved := r.conns[last]
+		r.conns[m.idx] = moved
+		moved.Context().(*member).idx = m.idx
+	}
+	r.conns[last] = nil
+	r.conns = r.conns[:last]
+	if r.removeNameLocked(m.name) {
+		h.changedLocked(r, m.name, true, r.conns)
+	}
+	idle := r.idleIfEmptyLocked()
 	r.mu.Unlock()
 
 	h.publish(&Event{Type: EvLeave, Node: h.cfg.Node, Room: m.roomName, Name: m.name})
+	if idle {
+		h.cfg.Broker.Unsubscribe(r.name)
+	}
 	h.log.Debug("leave", "room", m.roomName, "name", m.name, "err", err)
 }
 
 // deliver applies an event from the broker. It may run on an event loop
-// (LocalBroker) or on the broker's goroutine.
+// (LocalBroker) or on a broker goroutine.
 func (h *Hub) deliver(ev *Event) {
 	self := ev.Node == h.cfg.Node
 	if !self && ev.Node != "" {
 		h.mu.Lock()
+		_, known := h.nodes[ev.Node]
 		h.nodes[ev.Node] = h.cfg.Now()
 		h.mu.Unlock()
+		if !known && ev.Type == EvPresence {
+			// A node we did not know, or had given up on, is alive: it
+			// may serve members in our rooms that we never heard of.
+			h.resyncAll()
+		}
 	}
 	switch ev.Type {
 	case EvMessage:
 		if ev.Msg != nil && validRoom(ev.Msg.Room) {
-			h.store(*ev.Msg)
+			h.roomEvent(ev.Msg.Room, ev)
 		}
 	case EvJoin, EvLeave:
 		if !self && validRoom(ev.Room) {
-			h.remoteMember(ev)
+			h.roomEvent(ev.Room, ev)
 		}
 	case EvHello:
 		if !self {
-			h.publish(h.snapshot(ev.Node))
-		}
-	case EvSnapshot:
-		if !self && ev.To == h.cfg.Node {
-			h.setPresence(ev.Node, ev.Presence)
-			for name, msgs := range ev.History {
-				if r := h.room(name, true); r != nil && validRoom(name) {
-					r.merge(msgs, h.cfg.HistorySize)
-				}
-			}
-		}
-	case EvPresence:
-		if !self {
-			h.setPresence(ev.Node, ev.Presence)
+			h.forgetNode(ev.Node) // a restart: the old process's members are gone
 		}
 	case EvBye:
 		if !self {
 			h.mu.Lock()
 			delete(h.nodes, ev.Node)
 			h.mu.Unlock()
-			h.setPresence(ev.Node, nil)
+			h.forgetNode(ev.Node)
 		}
 	}
 }
 
-// store appends a message to its room's history and fans it out to the
-// room's members on this node with one encoded frame.
-func (h *Hub) store(msg StoredMessage) {
-	r := h.room(msg.Room, true)
+// roomEvent applies an event of one room, or holds it while the room
+// syncs. Events of rooms this node does not follow are late ones from
+// before an unsubscribe, and are dropped.
+func (h *Hub) roomEvent(name string, ev *Event) {
+	r := h.room(name, false)
 	if r == nil {
-		h.log.Warn("message for a new room dropped: too many rooms", "room", msg.Room)
 		return
 	}
-	raw := mustJSON(msg.Message)
 	r.mu.Lock()
-	if r.hasIDLocked(msg.ID) {
-		r.mu.Unlock()
-		return
+	defer r.mu.Unlock()
+	switch {
+	case r.state == roomIdle:
+	case r.state == roomSyncing, r.resyncing && ev.Type != EvMessage:
+		r.backlog = append(r.backlog, ev)
+	default:
+		h.applyLocked(r, ev)
 	}
-	r.history = append(r.history, histEntry{msg: msg, raw: raw})
-	if n := len(r.history) - h.cfg.HistorySize; n > 0 {
-		r.history = slices.Delete(r.history, 0, n)
-	}
-	h.send(r.conns, raw)
-	r.mu.Unlock()
 }
 
-// remoteMember applies a join or leave that happened on another node.
-func (h *Hub) remoteMember(ev *Event) {
-	r := h.room(ev.Room, true)
-	if r == nil {
-		return
-	}
-	r.mu.Lock()
-	set := r.remote[ev.Node]
-	if ev.Type == EvJoin {
+// applyLocked applies a room event to a live room.
+func (h *Hub) applyLocked(r *room, ev *Event) {
+	switch ev.Type {
+	case EvMessage:
+		if r.hasIDLocked(ev.Msg.ID) {
+			return
+		}
+		raw := r.appendLocked(*ev.Msg, h.cfg.HistorySize)
+		h.noticesLocked(r) // whoever joined before the message is listed before it
+		h.send(r.conns, raw)
+	case EvJoin:
+		set := r.remote[ev.Node]
 		if set == nil {
 			set = make(map[string]struct{})
 			r.remote[ev.Node] = set
 		}
+		if _, ok := set[ev.Name]; ok {
+			return
+		}
 		set[ev.Name] = struct{}{}
-	} else {
+		if r.addNameLocked(ev.Name) {
+			h.changedLocked(r, ev.Name, false, r.conns)
+		}
+	case EvLeave:
+		set := r.remote[ev.Node]
+		if _, ok := set[ev.Name]; !ok {
+			return
+		}
 		delete(set, ev.Name)
 		if len(set) == 0 {
 			delete(r.remote, ev.Node)
 		}
+		if r.removeNameLocked(ev.Name) {
+			h.changedLocked(r, ev.Name, true, r.conns)
+		}
 	}
-	names := r.namesLocked()
-	h.send(r.conns, mustJSON(presenceMsg{Type: ev.Type, Name: ev.Name}))
-	h.send(r.conns, mustJSON(membersMsg{Type: "members", Names: names}))
-	r.mu.Unlock()
 }
 
-// setPresence replaces what the hub knows of node's members (nil: none)
-// and sends the new member list to the rooms where it changed.
-func (h *Hub) setPresence(node string, presence map[string][]string) {
-	rooms := make(map[*room]struct{})
+// forgetNode drops what the hub knows of node's members.
+func (h *Hub) forgetNode(node string) {
 	for _, r := range h.allRooms() {
-		rooms[r] = struct{}{}
-	}
-	for name := range presence {
-		if validRoom(name) {
-			if r := h.room(name, true); r != nil {
-				rooms[r] = struct{}{}
-			}
-		}
-	}
-	for r := range rooms {
-		names := presence[r.name]
 		r.mu.Lock()
-		old := r.remote[node]
-		changed := len(old) != len(names)
-		for _, n := range names {
-			if _, ok := old[n]; !ok {
-				changed = true
-			}
+		if r.state == roomLive {
+			h.announceLocked(r, r.setRemoteLocked(node, nil))
 		}
-		if !changed {
+		r.mu.Unlock()
+	}
+}
+
+// resyncAll asks the other nodes again about every room this node serves.
+func (h *Hub) resyncAll() {
+	for _, r := range h.allRooms() {
+		r.mu.Lock()
+		if r.state != roomLive {
 			r.mu.Unlock()
 			continue
 		}
-		if len(names) == 0 {
-			delete(r.remote, node)
-		} else {
-			set := make(map[string]struct{}, len(names))
-			for _, n := range names {
-				set[n] = struct{}{}
-			}
-			r.remote[node] = set
-		}
-		h.send(r.conns, mustJSON(membersMsg{Type: "members", Names: r.namesLocked()}))
+		r.resyncing = true
+		r.gen++
+		gen := r.gen
 		r.mu.Unlock()
+		h.cfg.Broker.Sync(r.name, func(states []RoomState) { h.synced(r, gen, states) })
 	}
 }
 
-// snapshot is this node's presence and history, for a node that just
-// started.
-func (h *Hub) snapshot(to string) *Event {
-	ev := &Event{Type: EvSnapshot, Node: h.cfg.Node, To: to,
-		Presence: map[string][]string{}, History: map[string][]StoredMessage{}}
-	for _, r := range h.allRooms() {
-		r.mu.Lock()
-		if len(r.local) > 0 {
-			ev.Presence[r.name] = slices.Sorted(maps.Keys(r.local))
-		}
-		if len(r.history) > 0 {
-			msgs := make([]StoredMessage, len(r.history))
-			for i, e := range r.history {
-				msgs[i] = e.msg
-			}
-			ev.History[r.name] = msgs
-		}
-		r.mu.Unlock()
+// roomState is this node's answer to another node's question about a room.
+func (h *Hub) roomState(name string) RoomState {
+	st := RoomState{Node: h.cfg.Node, Room: name}
+	r := h.room(name, false)
+	if r == nil {
+		return st
 	}
-	return ev
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.state != roomLive {
+		return st
+	}
+	st.Members = slices.Sorted(maps.Keys(r.local))
+	st.History = make([]StoredMessage, len(r.history))
+	for i, e := range r.history {
+		st.History[i] = e.msg
+	}
+	st.Nodes = append(slices.Collect(maps.Keys(r.remote)), h.cfg.Node)
+	return st
 }
 
-// localPresence maps each room to the names connected to this node.
-func (h *Hub) localPresence() map[string][]string {
-	p := map[string][]string{}
-	for _, r := range h.allRooms() {
-		r.mu.Lock()
-		if len(r.local) > 0 {
-			p[r.name] = slices.Sorted(maps.Keys(r.local))
-		}
-		r.mu.Unlock()
-	}
-	return p
-}
+// brokerLink is how the broker calls into the hub, without widening the
+// hub's exported API.
+type brokerLink struct{ h *Hub }
+
+func (l brokerLink) Deliver(ev *Event)               { l.h.deliver(ev) }
+func (l brokerLink) RoomState(room string) RoomState { return l.h.roomState(room) }
+func (l brokerLink) Reconnected()                    { l.h.resyncAll() }
 
 func (h *Hub) allRooms() []*room {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	rooms := make([]*room, 0, len(h.rooms))
-	for _, r := range h.rooms {
-		rooms = append(rooms, r)
-	}
-	return rooms
+	return slices.Collect(maps.Values(h.rooms))
 }
 
-// room returns the named room, creating it if create is set and the room
-// cap allows; nil otherwise.
+// room returns the named room, creating it if create is set, the name is
+// valid and the room cap allows; nil otherwise.
 func (h *Hub) room(name string, create bool) *room {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	r := h.rooms[name]
-	if r == nil && create && len(h.rooms) < h.cfg.MaxRooms {
-		r = &room{name: name, local: map[string]handler.Conn{}, remote: map[string]map[string]struct{}{}}
+	if r == nil && create && validRoom(name) && len(h.rooms) < h.cfg.MaxRooms {
+		r = &room{name: name, local: map[string]*member{},
+			remote: map[string]map[string]struct{}{}, refs: map[string]int{}}
 		h.rooms[name] = r
 	}
 	return r
@@ -527,65 +694,4 @@ func (h *Hub) publish(ev *Event) {
 	if err := h.cfg.Broker.Publish(ev); err != nil {
 		h.log.Warn("broker publish failed", "type", ev.Type, "err", err)
 	}
-}
-
-func (r *room) hasNameLocked(name string) bool {
-	if _, ok := r.local[name]; ok {
-		return true
-	}
-	for _, set := range r.remote {
-		if _, ok := set[name]; ok {
-			return true
-		}
-	}
-	return false
-}
-
-func (r *room) hasIDLocked(id string) bool {
-	for i := len(r.history) - 1; i >= 0; i-- {
-		if r.history[i].msg.ID == id {
-			return true
-		}
-	}
-	return false
-}
-
-// namesLocked is the sorted list of everyone in the room, on every node.
-func (r *room) namesLocked() []string {
-	names := make([]string, 0, len(r.local))
-	for n := range r.local {
-		names = append(names, n)
-	}
-	for _, set := range r.remote {
-		for n := range set {
-			names = append(names, n)
-		}
-	}
-	slices.Sort(names)
-	return slices.Compact(names)
-}
-
-// merge puts older messages received in a snapshot before the ones this
-// node has seen live, dropping duplicates and keeping the newest max.
-func (r *room) merge(msgs []StoredMessage, max int) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	seen := make(map[string]bool, len(msgs)+len(r.history))
-	merged := make([]histEntry, 0, len(msgs)+len(r.history))
-	for _, m := range msgs {
-		if !seen[m.ID] && m.Room == r.name {
-			seen[m.ID] = true
-			merged = append(merged, histEntry{msg: m, raw: mustJSON(m.Message)})
-		}
-	}
-	for _, e := range r.history {
-		if !seen[e.msg.ID] {
-			seen[e.msg.ID] = true
-			merged = append(merged, e)
-		}
-	}
-	if n := len(merged) - max; n > 0 {
-		merged = merged[n:]
-	}
-	r.history = merged
 }

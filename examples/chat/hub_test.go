@@ -31,38 +31,162 @@ func newTestHub(t *testing.T, cfg HubConfig) *Hub {
 }
 
 func TestJoinMembersAndNotices(t *testing.T) {
-	h := newTestHub(t, HubConfig{})
+	h := newTestHub(t, HubConfig{PresenceInterval: -1})
 	ann := connect(t, h, "lobby", "ann")
 	if hist := ann.ofType("history"); len(hist) != 1 || len(hist[0]["messages"].([]any)) != 0 {
 		t.Fatalf("ann: want one empty history, got %v", ann.messages())
 	}
-	if got := names(ann.last("members")); !slices.Equal(got, []string{"ann"}) {
-		t.Fatalf("ann members = %v", got)
+	if m := ann.last("members"); !slices.Equal(names(m), []string{"ann"}) || m["count"] != 1.0 {
+		t.Fatalf("ann members = %v", m)
 	}
 	if ann.messages()[0]["type"] != "history" {
 		t.Fatalf("history must come first, got %v", ann.messages())
 	}
 
+	before := len(ann.messages())
 	bob := connect(t, h, "lobby", "bob")
-	if got := names(bob.last("members")); !slices.Equal(got, []string{"ann", "bob"}) {
-		t.Fatalf("bob members = %v", got)
-	}
-	if j := ann.last("join"); j == nil || j["name"] != "bob" {
-		t.Fatalf("ann did not see bob join: %v", ann.messages())
+	if m := bob.last("members"); !slices.Equal(names(m), []string{"ann", "bob"}) || m["count"] != 2.0 {
+		t.Fatalf("bob members = %v", m)
 	}
 	if bob.last("join") != nil {
 		t.Fatalf("bob was told about his own join: %v", bob.messages())
 	}
-	if got := names(ann.last("members")); !slices.Equal(got, []string{"ann", "bob"}) {
-		t.Fatalf("ann members after bob joined = %v", got)
+	// ann gets exactly one delta for bob's join: no member list.
+	got := ann.messages()[before:]
+	if want := []map[string]any{{"type": "join", "name": "bob", "count": 2.0}}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("ann got %v for bob's join, want %v", got, want)
 	}
 
+	before = len(ann.messages())
 	h.OnClose(bob, &handler.CloseError{Code: 1001, Remote: true})
-	if l := ann.last("leave"); l == nil || l["name"] != "bob" {
-		t.Fatalf("ann did not see bob leave: %v", ann.messages())
+	got = ann.messages()[before:]
+	if want := []map[string]any{{"type": "leave", "name": "bob", "count": 1.0}}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("ann got %v for bob's leave, want %v", got, want)
 	}
-	if got := names(ann.last("members")); !slices.Equal(got, []string{"ann"}) {
-		t.Fatalf("ann members after bob left = %v", got)
+	if v := ann.view(); !slices.Equal(v.sorted(), []string{"ann"}) || v.count != 1 {
+		t.Fatalf("ann's view after bob left = %v (%d)", v.sorted(), v.count)
+	}
+}
+
+// TestJoinCostsEachMemberOneDelta fills a room, every notice sent at once,
+// and checks what each member received: its own snapshots, then one small
+// delta per later join, so a room of N costs each member O(N) bytes, not
+// O(N²).
+func TestJoinCostsEachMemberOneDelta(t *testing.T) {
+	h := newTestHub(t, HubConfig{PresenceInterval: -1})
+	const n = 300
+	conns := make([]*fakeConn, n)
+	for i := range n {
+		conns[i] = connect(t, h, "big", fmt.Sprintf("m%03d", i))
+	}
+	for i, c := range conns {
+		msgs := c.messages()
+		if len(msgs) != 2+(n-1-i) {
+			t.Fatalf("m%03d got %d messages, want history, members and %d joins", i, len(msgs), n-1-i)
+		}
+		for _, m := range msgs[2:] {
+			if m["type"] != "join" {
+				t.Fatalf("m%03d got %v after its snapshots", i, m)
+			}
+		}
+		if v := c.view(); len(v.names) != n || v.count != n {
+			t.Fatalf("m%03d sees %d names, count %d; want %d", i, len(v.names), v.count, n)
+		}
+	}
+}
+
+// TestJoinStormNoticesAreGathered: the first join after a quiet spell is
+// announced at once, the ones that follow within PresenceInterval go out
+// together in one "presence" message, which a chat message flushes first so
+// that nobody's message arrives before their join.
+func TestJoinStormNoticesAreGathered(t *testing.T) {
+	now := time.UnixMilli(1_700_000_000_000)
+	// The clock stands still and the interval is long: only the message
+	// can end it.
+	h := newTestHub(t, HubConfig{PresenceInterval: time.Hour, Now: func() time.Time { return now }})
+	const n = 300
+	conns := make([]*fakeConn, n)
+	for i := range n {
+		conns[i] = connect(t, h, "storm", fmt.Sprintf("m%03d", i))
+	}
+	h.OnClose(conns[7], nil)
+	say(h, conns[n-1], "last")
+
+	var types []string
+	for _, m := range conns[0].messages() {
+		types = append(types, m["type"].(string))
+	}
+	if want := []string{"history", "members", "join", "presence", "message"}; !slices.Equal(types, want) {
+		t.Fatalf("m000 got %v, want %v", types, want)
+	}
+	// m007 joined and left within the interval: the others never hear of
+	// it.
+	batch := conns[0].last("presence")
+	got := batch["joined"].([]any)
+	if len(got) != n-3 || got[0] != "m002" || got[len(got)-1] != fmt.Sprintf("m%03d", n-1) || slices.Contains(got, any("m007")) {
+		t.Fatalf("presence joined = %v", got)
+	}
+	if left := batch["left"].([]any); len(left) != 0 || batch["count"] != float64(n-1) {
+		t.Fatalf("presence = left %v, count %v", left, batch["count"])
+	}
+	for i, c := range conns {
+		if i == 7 {
+			continue
+		}
+		if v := c.view(); len(v.names) != n-1 || v.count != n-1 || v.names["m007"] {
+			t.Fatalf("m%03d sees %d names, count %d", i, len(v.names), v.count)
+		}
+		if c.last("message") == nil {
+			t.Fatalf("m%03d did not get the message", i)
+		}
+	}
+}
+
+// TestJoinerListIsCapped joins more members than a member list holds: the
+// joiner gets MaxListedMembers names, its own among them, and the count.
+func TestJoinerListIsCapped(t *testing.T) {
+	h := newTestHub(t, HubConfig{PresenceInterval: -1})
+	const n = MaxListedMembers + 200
+	for i := range n {
+		connectQuiet(t, h, "huge", fmt.Sprintf("m%04d", i))
+	}
+	late := connect(t, h, "huge", "zz-late")
+	m := late.last("members")
+	list := names(m)
+	if len(list) != MaxListedMembers || m["count"] != float64(n+1) {
+		t.Fatalf("late joiner got %d names, count %v; want %d names, count %d", len(list), m["count"], MaxListedMembers, n+1)
+	}
+	if !slices.IsSorted(list) || list[0] != "m0000" || list[len(list)-1] != "zz-late" {
+		t.Fatalf("list is not the first names in order with the joiner's own: %v ... %v", list[:3], list[len(list)-3:])
+	}
+}
+
+// TestLateJoinerAfterChurn: after 100 joins and 50 leaves a late joiner's
+// list and count are right, and so is the view an early member built from
+// the deltas.
+func TestLateJoinerAfterChurn(t *testing.T) {
+	h := newTestHub(t, HubConfig{PresenceInterval: -1})
+	first := connect(t, h, "churn", "first")
+	var conns []*fakeConn
+	for i := range 100 {
+		conns = append(conns, connect(t, h, "churn", fmt.Sprintf("p%03d", i)))
+	}
+	want := []string{"first"}
+	for i, c := range conns {
+		if i%2 == 0 {
+			h.OnClose(c, nil)
+		} else {
+			want = append(want, c.name)
+		}
+	}
+	late := connect(t, h, "churn", "late")
+	want = append(want, "late")
+	slices.Sort(want)
+	if m := late.last("members"); !slices.Equal(names(m), want) || m["count"] != float64(len(want)) {
+		t.Fatalf("late joiner's members = %v", m)
+	}
+	if v := first.view(); !slices.Equal(v.sorted(), want) || v.count != len(want) {
+		t.Fatalf("first's view = %v (count %d), want %v", v.sorted(), v.count, want)
 	}
 }
 
@@ -271,9 +395,26 @@ func TestConcurrentJoinsConverge(t *testing.T) {
 		}
 		wg.Wait()
 		for i, c := range conns {
-			if got := names(c.last("members")); len(got) != n {
-				t.Fatalf("round %d: m%d's last member list is %v, want all %d members", round, i, got, n)
-			}
+			// The last notices may wait for the end of PresenceInterval.
+			c.waitFor(t, fmt.Sprintf("round %d: m%d to see all %d members", round, i, n), func() bool {
+				v := c.view()
+				return len(v.names) == n && v.count == n
+			})
 		}
+	}
+}
+
+// TestRoomNameCheckedBeforeCreation: nothing creates a room with an invalid
+// name, not even an event from another node.
+func TestRoomNameCheckedBeforeCreation(t *testing.T) {
+	h := newTestHub(t, HubConfig{})
+	h.deliver(&Event{Type: EvMessage, Node: "other", Room: "bad room",
+		Msg: &StoredMessage{ID: "x", Message: Message{Type: "message", Room: "bad room", From: "a", Text: "hi"}}})
+	h.deliver(&Event{Type: EvJoin, Node: "other", Room: "bad room", Name: "a"})
+	if r := h.room("bad room", true); r != nil {
+		t.Fatal("a room with an invalid name was created")
+	}
+	if n := len(h.allRooms()); n != 0 {
+		t.Fatalf("%d rooms exist after events for rooms nobody joined", n)
 	}
 }

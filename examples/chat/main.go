@@ -24,6 +24,7 @@ func main() {
 	maxText := flag.Int("max-text", 2000, "largest message text in bytes")
 	verbose := flag.Bool("v", false, "log joins and leaves")
 	deflate := flag.Bool("deflate", false, "accept permessage-deflate (compressed messages)")
+	loops := flag.Int("loops", 0, "event loops (default: one per CPU)")
 	flag.Parse()
 
 	level := slog.LevelInfo
@@ -36,7 +37,7 @@ func main() {
 	defer stop()
 
 	app := NewApp(Config{Addr: *addr, NATS: *natsURL, Node: *node, HistorySize: *history, MaxText: *maxText, Logger: log,
-		Engine: engine.Options{Deflate: engine.Deflate{Enabled: *deflate}}})
+		Engine: engine.Options{EventLoops: *loops, Deflate: engine.Deflate{Enabled: *deflate}}})
 	go func() {
 		select {
 		case <-app.Server.Ready():

@@ -12,24 +12,64 @@ import (
 )
 
 // NATSBroker is a [Broker] over a NATS server, so several chat processes
-// share rooms, members and history. Every node publishes to and subscribes
-// to one subject, Prefix+".events", so all nodes see the events of all
-// rooms in the same order; events for a single node go to
-// Prefix+".node."+id.
+// share rooms, members and history.
+//
+// Subjects (Prefix is "wsloop.chat" by default):
+//
+//	Prefix.room.ROOM   the room's messages, joins and leaves; subscribed by
+//	                   the nodes with members in ROOM, so NATS gives them
+//	                   all the same order
+//	Prefix.sync.ROOM   questions about ROOM, request/reply; subscribed by
+//	                   the same nodes once they serve the room
+//	Prefix.nodes       hello, heartbeat and bye of every node (constant
+//	                   size, no names)
+//
+// When a room gets its first local member, the node subscribes to
+// Prefix.room.ROOM, then asks Prefix.sync.ROOM and gathers the answers: each
+// answering node's members and its history of the room, and the nodes it
+// knows to serve the room, whose answers it then waits for too (at most
+// SyncWait). With nobody serving the room, NATS says at once that there are
+// no responders.
 //
 // Publish never touches the network: it queues the encoded event for a
 // goroutine that owns the NATS writes, and fails when that queue is full,
 // so an event loop never waits on NATS.
 type NATSBroker struct {
-	url    string
-	prefix string
-	log    *slog.Logger
+	url      string
+	prefix   string
+	log      *slog.Logger
+	maxQueue int
+	syncWait time.Duration
 
-	nc    *nats.Conn
-	queue chan []byte
-	done  chan struct{}
-	wg    sync.WaitGroup
-	once  sync.Once
+	node string
+	h    BrokerHandler
+	nc   *nats.Conn
+
+	mu       sync.Mutex
+	ops      []natsOp
+	queued   int // publishes in ops
+	closed   bool
+	wake     chan struct{}
+	finished chan struct{}
+	once     sync.Once
+
+	smu   sync.Mutex
+	rooms map[string]*natsRoom
+}
+
+// natsOp is one queued NATS call: a publish, or fn.
+type natsOp struct {
+	subj string
+	data []byte
+	fn   func()
+}
+
+// natsRoom is a subscribed room: how many Subscribes are not yet matched by
+// an Unsubscribe, and its two subscriptions.
+type natsRoom struct {
+	refs   int
+	events *nats.Subscription
+	sync   *nats.Subscription
 }
 
 // NATSOptions configures a [NATSBroker].
@@ -39,6 +79,8 @@ type NATSOptions struct {
 	// QueueSize is how many events may wait for the NATS connection before
 	// Publish fails. Default 8192.
 	QueueSize int
+	// SyncWait bounds the wait for the answers about a room. Default 2 s.
+	SyncWait time.Duration
 	// Logger receives connection state changes. Default slog.Default().
 	Logger *slog.Logger
 }
@@ -52,16 +94,26 @@ func NewNATSBroker(url string, o NATSOptions) *NATSBroker {
 	if o.QueueSize <= 0 {
 		o.QueueSize = 8192
 	}
+	if o.SyncWait <= 0 {
+		o.SyncWait = 2 * time.Second
+	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
-	return &NATSBroker{url: url, prefix: o.Prefix, log: o.Logger,
-		queue: make(chan []byte, o.QueueSize), done: make(chan struct{})}
+	return &NATSBroker{url: url, prefix: o.Prefix, log: o.Logger, maxQueue: o.QueueSize, syncWait: o.SyncWait,
+		wake: make(chan struct{}, 1), finished: make(chan struct{}), rooms: map[string]*natsRoom{}}
 }
 
-// Start implements [Broker]: it connects, subscribes, and returns once the
-// server has registered the subscriptions.
-func (b *NATSBroker) Start(node string, deliver func(*Event)) error {
+// syncRequest is the question on Prefix.sync.ROOM.
+type syncRequest struct {
+	Node string `json:"node"`
+	Room string `json:"room"`
+}
+
+// Start implements [Broker]: it connects, subscribes to the node events and
+// returns once the server has registered the subscription.
+func (b *NATSBroker) Start(node string, h BrokerHandler) error {
+	b.node, b.h = node, h
 	nc, err := nats.Connect(b.url,
 		nats.Name("wsloop-chat "+node),
 		nats.MaxReconnects(-1),
@@ -70,66 +122,81 @@ func (b *NATSBroker) Start(node string, deliver func(*Event)) error {
 			b.log.Warn("nats disconnected", "err", err)
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) {
-			b.log.Info("nats reconnected", "url", c.ConnectedUrlRedacted())
+			b.log.Info("nats reconnected; asking the other nodes about our rooms again", "url", c.ConnectedUrlRedacted())
+			h.Reconnected()
 		}),
 	)
 	if err != nil {
 		return fmt.Errorf("chat: connect to nats %s: %w", b.url, err)
 	}
-	handle := func(m *nats.Msg) {
-		var ev Event
-		if err := json.Unmarshal(m.Data, &ev); err != nil {
-			b.log.Warn("bad event from nats", "subject", m.Subject, "err", err)
-			return
-		}
-		deliver(&ev)
-	}
-	for _, subj := range []string{b.prefix + ".events", b.prefix + ".node." + node} {
-		if _, err := nc.Subscribe(subj, handle); err != nil {
-			nc.Close()
-			return fmt.Errorf("chat: subscribe %s: %w", subj, err)
-		}
+	if _, err := nc.Subscribe(b.prefix+".nodes", b.onEvent); err != nil {
+		nc.Close()
+		return fmt.Errorf("chat: subscribe: %w", err)
 	}
 	if err := nc.Flush(); err != nil {
 		nc.Close()
 		return fmt.Errorf("chat: nats flush: %w", err)
 	}
 	b.nc = nc
-	b.wg.Add(1)
 	go b.writer()
 	return nil
 }
 
-// writer performs the NATS publishes in the order Publish queued them.
+func (b *NATSBroker) onEvent(m *nats.Msg) {
+	var ev Event
+	if err := json.Unmarshal(m.Data, &ev); err != nil {
+		b.log.Warn("bad event from nats", "subject", m.Subject, "err", err)
+		return
+	}
+	b.h.Deliver(&ev)
+}
+
+// writer performs the queued NATS calls in order.
 func (b *NATSBroker) writer() {
-	defer b.wg.Done()
+	defer close(b.finished)
 	for {
-		select {
-		case data := <-b.queue:
-			b.send(data)
-		case <-b.done:
-			for {
-				select {
-				case data := <-b.queue:
-					b.send(data)
-				default:
-					return
-				}
+		b.mu.Lock()
+		ops, closed := b.ops, b.closed
+		b.ops, b.queued = nil, 0
+		b.mu.Unlock()
+		for _, op := range ops {
+			if op.fn != nil {
+				op.fn()
+			} else if err := b.nc.Publish(op.subj, op.data); err != nil {
+				b.log.Warn("nats publish failed", "subject", op.subj, "err", err)
 			}
 		}
+		if len(ops) > 0 {
+			continue
+		}
+		if closed {
+			return
+		}
+		<-b.wake
 	}
 }
 
-func (b *NATSBroker) send(data []byte) {
-	// The subject travels in front of the payload, separated by a NUL.
-	for i, c := range data {
-		if c == 0 {
-			if err := b.nc.Publish(string(data[:i]), data[i+1:]); err != nil {
-				b.log.Warn("nats publish failed", "err", err)
-			}
-			return
-		}
+// enqueue adds an op; a publish fails when maxQueue are waiting.
+func (b *NATSBroker) enqueue(op natsOp) error {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return ErrBrokerClosed
 	}
+	if op.fn == nil {
+		if b.queued >= b.maxQueue {
+			b.mu.Unlock()
+			return ErrBrokerBusy
+		}
+		b.queued++
+	}
+	b.ops = append(b.ops, op)
+	b.mu.Unlock()
+	select {
+	case b.wake <- struct{}{}:
+	default:
+	}
+	return nil
 }
 
 // ErrBrokerBusy is returned by Publish when the NATS connection cannot keep
@@ -138,27 +205,176 @@ var ErrBrokerBusy = errors.New("chat: nats publish queue full")
 
 // Publish implements [Broker]. It does not block.
 func (b *NATSBroker) Publish(ev *Event) error {
-	subj := b.prefix + ".events"
-	if ev.To != "" {
-		subj = b.prefix + ".node." + ev.To
+	subj := b.prefix + ".nodes"
+	switch ev.Type {
+	case EvMessage, EvJoin, EvLeave:
+		subj = b.prefix + ".room." + ev.Room
 	}
-	payload, err := json.Marshal(ev)
+	data, err := json.Marshal(ev)
 	if err != nil {
 		return err
 	}
-	data := make([]byte, 0, len(subj)+1+len(payload))
-	data = append(append(append(data, subj...), 0), payload...)
-	select {
-	case <-b.done:
-		return ErrBrokerClosed
-	default:
+	return b.enqueue(natsOp{subj: subj, data: data})
+}
+
+// Subscribe implements [Broker].
+func (b *NATSBroker) Subscribe(room string, done func([]RoomState)) {
+	err := b.enqueue(natsOp{fn: func() {
+		b.smu.Lock()
+		nr := b.rooms[room]
+		if nr == nil {
+			nr = &natsRoom{}
+			b.rooms[room] = nr
+		}
+		nr.refs++
+		if nr.events == nil {
+			sub, err := b.nc.Subscribe(b.prefix+".room."+room, b.onEvent)
+			if err != nil {
+				b.log.Warn("nats subscribe failed", "room", room, "err", err)
+			}
+			nr.events = sub
+		}
+		b.smu.Unlock()
+		b.gather(room, func(states []RoomState) {
+			// Answer the others' questions only now: before, this node
+			// would have been a responder to its own question.
+			b.smu.Lock()
+			if nr := b.rooms[room]; nr != nil && nr.refs > 0 && nr.sync == nil {
+				sub, err := b.nc.Subscribe(b.prefix+".sync."+room, b.onSync)
+				if err != nil {
+					b.log.Warn("nats subscribe failed", "room", room, "err", err)
+				}
+				nr.sync = sub
+			}
+			b.smu.Unlock()
+			done(states)
+		})
+	}})
+	if err != nil {
+		done(nil) // closing: the members are about to be dropped anyway
 	}
-	select {
-	case b.queue <- data:
-		return nil
-	default:
-		return ErrBrokerBusy
+}
+
+// Sync implements [Broker].
+func (b *NATSBroker) Sync(room string, done func([]RoomState)) {
+	if err := b.enqueue(natsOp{fn: func() { b.gather(room, done) }}); err != nil {
+		done(nil)
 	}
+}
+
+// Unsubscribe implements [Broker].
+func (b *NATSBroker) Unsubscribe(room string) {
+	_ = b.enqueue(natsOp{fn: func() {
+		b.smu.Lock()
+		defer b.smu.Unlock()
+		nr := b.rooms[room]
+		if nr == nil {
+			return
+		}
+		if nr.refs--; nr.refs > 0 {
+			return
+		}
+		for _, sub := range []*nats.Subscription{nr.events, nr.sync} {
+			if sub != nil {
+				_ = sub.Unsubscribe()
+			}
+		}
+		delete(b.rooms, room)
+	}})
+}
+
+// onSync answers another node's question about a room.
+func (b *NATSBroker) onSync(m *nats.Msg) {
+	var req syncRequest
+	if err := json.Unmarshal(m.Data, &req); err != nil || req.Node == b.node || m.Reply == "" {
+		return
+	}
+	data, err := json.Marshal(b.h.RoomState(req.Room))
+	if err == nil {
+		err = m.Respond(data)
+	}
+	if err != nil {
+		b.log.Warn("answering a room sync failed", "room", req.Room, "to", req.Node, "err", err)
+	}
+}
+
+// gather asks the nodes serving room for their state and calls done once
+// with the answers: when every node named in an answer has answered, when
+// NATS reports that nobody serves the room, or after syncWait.
+func (b *NATSBroker) gather(room string, done func([]RoomState)) {
+	var (
+		mu     sync.Mutex
+		states = map[string]RoomState{}
+		want   = map[string]bool{}
+		ended  bool
+		sub    *nats.Subscription
+		timer  *time.Timer
+	)
+	finish := func() {
+		mu.Lock()
+		if ended {
+			mu.Unlock()
+			return
+		}
+		ended = true
+		if timer != nil {
+			timer.Stop()
+		}
+		if sub != nil {
+			_ = sub.Unsubscribe()
+		}
+		list := make([]RoomState, 0, len(states))
+		for _, st := range states {
+			list = append(list, st)
+		}
+		mu.Unlock()
+		done(list)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	var err error
+	sub, err = b.nc.Subscribe(nats.NewInbox(), func(m *nats.Msg) {
+		if len(m.Data) == 0 && m.Header.Get("Status") == "503" {
+			finish() // no responders: nobody else serves the room
+			return
+		}
+		var st RoomState
+		if json.Unmarshal(m.Data, &st) != nil || st.Room != room || st.Node == b.node {
+			return
+		}
+		mu.Lock()
+		states[st.Node] = st
+		want[st.Node] = true
+		for _, n := range st.Nodes {
+			if n != b.node {
+				want[n] = true
+			}
+		}
+		complete := true
+		for n := range want {
+			if _, ok := states[n]; !ok {
+				complete = false
+			}
+		}
+		mu.Unlock()
+		if complete {
+			finish()
+		}
+	})
+	if err == nil {
+		req, _ := json.Marshal(syncRequest{Node: b.node, Room: room})
+		err = b.nc.PublishRequest(b.prefix+".sync."+room, sub.Subject, req)
+	}
+	if err != nil {
+		b.log.Warn("room sync failed", "room", room, "err", err)
+		ended = true
+		if sub != nil {
+			_ = sub.Unsubscribe()
+		}
+		go done(nil)
+		return
+	}
+	timer = time.AfterFunc(b.syncWait, finish)
 }
 
 // Close implements [Broker]: it sends what is queued, flushes and
@@ -166,12 +382,19 @@ func (b *NATSBroker) Publish(ev *Event) error {
 func (b *NATSBroker) Close() error {
 	var err error
 	b.once.Do(func() {
-		close(b.done)
-		b.wg.Wait()
-		if b.nc != nil {
-			err = b.nc.FlushTimeout(2 * time.Second)
-			b.nc.Close()
+		b.mu.Lock()
+		b.closed = true
+		b.mu.Unlock()
+		select {
+		case b.wake <- struct{}{}:
+		default:
 		}
+		if b.nc == nil {
+			return
+		}
+		<-b.finished
+		err = b.nc.FlushTimeout(2 * time.Second)
+		b.nc.Close()
 	})
 	return err
 }

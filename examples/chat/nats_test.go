@@ -2,15 +2,22 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"testing"
 	"time"
 
 	natsserver "github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 )
 
 // startNATS runs an embedded NATS server on a free loopback port.
 func startNATS(t *testing.T) string {
+	t.Helper()
+	return startNATSServer(t).ClientURL()
+}
+
+func startNATSServer(t *testing.T) *natsserver.Server {
 	t.Helper()
 	ns, err := natsserver.NewServer(&natsserver.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
 	if err != nil {
@@ -21,7 +28,7 @@ func startNATS(t *testing.T) string {
 		t.Fatal("nats server did not start")
 	}
 	t.Cleanup(ns.Shutdown)
-	return ns.ClientURL()
+	return ns
 }
 
 // newNATSHub starts a hub on the shared NATS server, with fake connections.
@@ -34,29 +41,33 @@ func newNATSHub(t *testing.T, url, node string) *Hub {
 }
 
 func TestNATSTwoNodesShareRooms(t *testing.T) {
-	url := startNATS(t)
+	ns := startNATSServer(t)
+	url := ns.ClientURL()
 	n1 := newNATSHub(t, url, "n1")
+	n2 := newNATSHub(t, url, "n2")
 
 	ann := connect(t, n1, "lobby", "ann")
-	say(n1, ann, "before n2 started")
+	ann.waitFor(t, "the history", func() bool { return ann.last("history") != nil })
+	say(n1, ann, "before bob came")
 	ann.waitFor(t, "own message back through NATS", func() bool { return ann.last("message") != nil })
+	if n2.room("lobby", false) != nil {
+		t.Fatal("n2 follows lobby without members there")
+	}
 
-	// n2 starts later: the snapshot gives it n1's members and history.
-	n2 := newNATSHub(t, url, "n2")
-	waitHub(t, n2, func() bool { return n2.hasMember("lobby", "ann") })
-
+	// bob's join on n2 asks n1 about lobby before bob gets anything.
 	bob := connect(t, n2, "lobby", "bob")
+	bob.waitFor(t, "the member list", func() bool { return bob.last("members") != nil })
 	hist := bob.ofType("history")
 	if len(hist) != 1 || len(hist[0]["messages"].([]any)) != 1 ||
-		hist[0]["messages"].([]any)[0].(map[string]any)["text"] != "before n2 started" {
+		hist[0]["messages"].([]any)[0].(map[string]any)["text"] != "before bob came" {
 		t.Fatalf("bob's history on n2 = %v", bob.messages())
 	}
-	if got := names(bob.last("members")); !slices.Equal(got, []string{"ann", "bob"}) {
-		t.Fatalf("bob sees members %v", got)
+	if m := bob.last("members"); !slices.Equal(names(m), []string{"ann", "bob"}) || m["count"] != 2.0 {
+		t.Fatalf("bob sees members %v", m)
 	}
 	ann.waitFor(t, "bob's join from n2", func() bool {
-		j := ann.last("join")
-		return j != nil && j["name"] == "bob" && slices.Equal(names(ann.last("members")), []string{"ann", "bob"})
+		v := ann.view()
+		return v.count == 2 && slices.Equal(v.sorted(), []string{"ann", "bob"})
 	})
 
 	// A message sent on n1 reaches a client of n2, and the other way round.
@@ -73,7 +84,8 @@ func TestNATSTwoNodesShareRooms(t *testing.T) {
 
 	// Names are unique across nodes.
 	dup := connect(t, n2, "lobby", "ann")
-	if closed, code, _ := dup.closeCode(); !closed || code != CloseNameTaken {
+	dup.waitFor(t, "the refusal", func() bool { closed, _, _ := dup.closeCode(); return closed })
+	if _, code, _ := dup.closeCode(); code != CloseNameTaken {
 		t.Fatalf("second ann on n2 was not refused: %v", dup.messages())
 	}
 
@@ -83,20 +95,83 @@ func TestNATSTwoNodesShareRooms(t *testing.T) {
 	for _, m := range late.ofType("history")[0]["messages"].([]any) {
 		texts = append(texts, m.(map[string]any)["text"].(string))
 	}
-	if want := []string{"before n2 started", "hello from n1", "hello from n2"}; !slices.Equal(texts, want) {
+	if want := []string{"before bob came", "hello from n1", "hello from n2"}; !slices.Equal(texts, want) {
 		t.Fatalf("history on n1 = %v, want %v", texts, want)
 	}
 
-	// bob leaves: ann on n1 sees it.
+	// A room only one node serves is not sent to the other.
+	cy := connect(t, n1, "other", "cy")
+	cy.waitFor(t, "the history", func() bool { return cy.last("history") != nil })
+	say(n1, cy, "n1 only")
+	cy.waitFor(t, "own message", func() bool { return cy.last("message") != nil })
+	if n2.room("other", false) != nil {
+		t.Fatal("n2 got events of a room it has no members in")
+	}
+
+	// bob leaves: ann on n1 sees it, and n2 stops listening to lobby.
 	n2.OnClose(bob, nil)
-	ann.waitFor(t, "bob's leave", func() bool {
-		l := ann.last("leave")
-		return l != nil && l["name"] == "bob"
+	ann.waitFor(t, "bob's leave", func() bool { return !ann.view().names["bob"] })
+	waitFor(t, "n2 to unsubscribe from lobby", func() bool {
+		return ns.GlobalAccount().Interest("wsloop.chat.room.lobby") == 1 // n1's
 	})
 
-	// n1 shuts down: n2 forgets its members at once.
+	// n1 shuts down: a member of n2 forgets n1's members at once.
+	dan := connect(t, n2, "lobby", "dan")
+	dan.waitFor(t, "lobby's members", func() bool { return dan.view().count == 3 })
 	n1.Stop()
-	waitHub(t, n2, func() bool { return !n2.hasMember("lobby", "ann") })
+	dan.waitFor(t, "n1's members to go", func() bool {
+		v := dan.view()
+		return v.count == 1 && slices.Equal(v.sorted(), []string{"dan"})
+	})
+}
+
+// TestNATSHeartbeatHasConstantSize checks that what a node tells every
+// other node does not grow with its members.
+func TestNATSHeartbeatHasConstantSize(t *testing.T) {
+	url := startNATS(t)
+	tap, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tap.Close()
+	beats, err := tap.SubscribeSync("wsloop.chat.nodes")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tap.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	b := NewNATSBroker(url, NATSOptions{Logger: quietLogger()})
+	t.Cleanup(func() { _ = b.Close() })
+	h := newTestHub(t, HubConfig{Node: "n1", Broker: b, Heartbeat: 10 * time.Millisecond})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); h.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	heartbeat := func() []byte {
+		t.Helper()
+		for {
+			m, err := beats.NextMsg(5 * time.Second)
+			if err != nil {
+				t.Fatalf("no heartbeat: %v", err)
+			}
+			if string(m.Data) != string(mustJSON(Event{Type: EvHello, Node: "n1"})) {
+				return m.Data
+			}
+		}
+	}
+	empty := heartbeat()
+	var last *fakeConn
+	for i := range 200 {
+		last = connect(t, h, fmt.Sprintf("r%d", i%4), fmt.Sprintf("member-long-name-%03d", i))
+	}
+	last.waitFor(t, "the join", func() bool { return last.last("members") != nil })
+	// Skip heartbeats sent before the joins: take one sent after.
+	_ = heartbeat()
+	if full := heartbeat(); len(full) != len(empty) {
+		t.Fatalf("heartbeat grew from %d bytes (%s) to %d bytes (%s) with 200 members", len(empty), empty, len(full), full)
+	}
 }
 
 func TestNATSSilentNodeExpires(t *testing.T) {
@@ -105,7 +180,8 @@ func TestNATSSilentNodeExpires(t *testing.T) {
 	t.Cleanup(func() { _ = b.Close() })
 	n1 := newTestHub(t, HubConfig{Node: "n1", Broker: b, Heartbeat: 20 * time.Millisecond})
 	watcher := connect(t, n1, "lobby", "watcher")
-	n1.remoteMember(&Event{Type: EvJoin, Node: "ghost", Room: "lobby", Name: "casper"})
+	watcher.waitFor(t, "the member list", func() bool { return watcher.last("members") != nil })
+	n1.deliver(&Event{Type: EvJoin, Node: "ghost", Room: "lobby", Name: "casper"})
 	n1.mu.Lock()
 	n1.nodes["ghost"] = time.Now().Add(-time.Hour) // last heard from long ago
 	n1.mu.Unlock()
@@ -117,7 +193,8 @@ func TestNATSSilentNodeExpires(t *testing.T) {
 	go func() { defer close(done); n1.Run(ctx) }()
 	defer func() { cancel(); <-done }()
 	watcher.waitFor(t, "casper to expire", func() bool {
-		return slices.Equal(names(watcher.last("members")), []string{"watcher"})
+		v := watcher.view()
+		return v.count == 1 && slices.Equal(v.sorted(), []string{"watcher"})
 	})
 }
 
@@ -129,18 +206,64 @@ func (h *Hub) hasMember(room, name string) bool {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return slices.Contains(r.namesLocked(), name)
+	return r.refs[name] > 0
 }
 
-// waitHub polls a hub's state; its changes arrive on NATS goroutines that
-// give the test no signal of their own.
-func waitHub(t *testing.T, h *Hub, cond func() bool) {
+// waitFor polls state that changes on goroutines (NATS deliveries, the
+// NATS server) that give the test no signal of their own.
+func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatal("timed out waiting for hub state")
+			t.Fatalf("timed out waiting for %s", what)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestNATSJoinerWaitsForEveryServingNode: a room served by two nodes gets
+// a member on a third; the joiner's first member list already has both
+// other nodes' members, because the third node waits for the answer of
+// every node an answer names.
+func TestNATSJoinerWaitsForEveryServingNode(t *testing.T) {
+	url := startNATS(t)
+	n1, n2, n3 := newNATSHub(t, url, "n1"), newNATSHub(t, url, "n2"), newNATSHub(t, url, "n3")
+	ann := connect(t, n1, "lobby", "ann")
+	ann.waitFor(t, "the member list", func() bool { return ann.last("members") != nil })
+	bob := connect(t, n2, "lobby", "bob")
+	bob.waitFor(t, "the member list", func() bool { return bob.last("members") != nil })
+	ann.waitFor(t, "bob", func() bool { return ann.view().count == 2 })
+	for i := range 5 {
+		cy := connect(t, n3, "lobby", "cy")
+		cy.waitFor(t, "the member list", func() bool { return cy.last("members") != nil })
+		if m := cy.ofType("members")[0]; !slices.Equal(names(m), []string{"ann", "bob", "cy"}) || m["count"] != 3.0 {
+			t.Fatalf("round %d: cy's first member list = %v", i, m)
+		}
+		n3.OnClose(cy, nil) // n3 stops serving lobby; the next cy asks again
+		ann.waitFor(t, "cy to leave", func() bool { return ann.view().count == 2 })
+	}
+}
+
+// TestNATSFirstMembersAtOnce: the first members of a room on two nodes
+// join at the same moment; neither node has answered yet when the other
+// asks, and each must still learn of the other's member through the room's
+// events.
+func TestNATSFirstMembersAtOnce(t *testing.T) {
+	url := startNATS(t)
+	n1, n2 := newNATSHub(t, url, "n1"), newNATSHub(t, url, "n2")
+	for i := range 10 {
+		room := fmt.Sprintf("r%d", i)
+		var a, b *fakeConn
+		done := make(chan struct{})
+		go func() { defer close(done); a = connect(t, n1, room, "ann") }()
+		b = connect(t, n2, room, "bob")
+		<-done
+		for _, c := range []*fakeConn{a, b} {
+			c.waitFor(t, room+": both members", func() bool {
+				v := c.view()
+				return v.count == 2 && slices.Equal(v.sorted(), []string{"ann", "bob"})
+			})
+		}
 	}
 }

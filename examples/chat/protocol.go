@@ -32,15 +32,37 @@ type historyMsg struct {
 	Messages []json.RawMessage `json:"messages"`
 }
 
+// membersMsg is the member list a joiner gets (and everyone, after a change
+// too large to send as deltas): at most MaxListedMembers names, sorted, and
+// the total count.
 type membersMsg struct {
 	Type  string   `json:"type"` // "members"
 	Names []string `json:"names"`
+	Count int      `json:"count"`
 }
 
+// presenceMsg is the delta the others get when someone joins or leaves,
+// with the room's new member count.
 type presenceMsg struct {
-	Type string `json:"type"` // "join" or "leave"
-	Name string `json:"name"`
+	Type  string `json:"type"` // "join" or "leave"
+	Name  string `json:"name"`
+	Count int    `json:"count"`
 }
+
+// batchMsg gathers the join and leave notices of one PresenceInterval:
+// the names that joined and those that left since the members last heard,
+// and the room's count.
+type batchMsg struct {
+	Type   string   `json:"type"` // "presence"
+	Joined []string `json:"joined"`
+	Left   []string `json:"left"`
+	Count  int      `json:"count"`
+}
+
+// MaxListedMembers caps the names in a "members" message: a joiner of a
+// room of 10,000 gets the first 1,000 (its own name always among them) and
+// the count, so joining costs O(1,000) bytes whatever the room size.
+const MaxListedMembers = 1000
 
 type errorMsg struct {
 	Type string `json:"type"` // "error"
