@@ -230,9 +230,7 @@ func ParseResponse(header []byte, r *Response) error {
 		case bytes.EqualFold(k, hdrLocation):
 			r.Location = v
 		case bytes.EqualFold(k, hdrContentLength):
-			if n, err := strconv.ParseInt(string(v), 10, 64); err == nil && n >= 0 {
-				r.ContentLength = n
-			}
+			r.ContentLength = parseLength(v)
 		case bytes.EqualFold(k, hdrProtocol):
 			if r.nProtocols < len(r.protocols) {
 				r.protocols[r.nProtocols] = v
@@ -247,6 +245,22 @@ func ParseResponse(header []byte, r *Response) error {
 		}
 	}
 	return nil
+}
+
+// parseLength parses a Content-Length value, -1 when it is not one.
+// (strconv.ParseInt allocates its error; a parser must not.)
+func parseLength(v []byte) int64 {
+	if len(v) == 0 || len(v) > 18 {
+		return -1
+	}
+	var n int64
+	for _, c := range v {
+		if c < '0' || c > '9' {
+			return -1
+		}
+		n = n*10 + int64(c-'0')
+	}
+	return n
 }
 
 var (

@@ -372,3 +372,22 @@ func FuzzServerFrames(f *testing.F) {
 		}
 	})
 }
+
+func TestMaskFrame(t *testing.T) {
+	mask := [4]byte{9, 8, 7, 6}
+	for _, n := range []int{0, 5, 125, 126, 300, 70000} {
+		payload := bytes.Repeat([]byte{'a', 'b', 'c'}, n)[:n]
+		for _, rsv := range []byte{0, 0x40} {
+			plain := AppendFrame(nil, n%2 == 0, OpBinary, rsv, payload)
+			keep := append([]byte(nil), plain...)
+			got := MaskFrame([]byte("x"), plain, mask)
+			want := AppendMaskedFrame([]byte("x"), n%2 == 0, OpBinary, rsv, mask, payload)
+			if !bytes.Equal(got, want) {
+				t.Fatalf("n=%d rsv=%#x: MaskFrame differs from AppendMaskedFrame", n, rsv)
+			}
+			if !bytes.Equal(plain, keep) {
+				t.Fatalf("n=%d: MaskFrame modified its input", n)
+			}
+		}
+	}
+}

@@ -52,3 +52,21 @@ func AppendMaskedFrame(dst []byte, fin bool, op OpCode, rsv byte, mask [4]byte, 
 	ws.Cipher(dst[start:], mask, 0)
 	return dst
 }
+
+// MaskFrame appends frame, a complete unmasked frame such as a
+// [PreparedFrame]'s bytes, as a client must send it: the same header with
+// the MASK bit and mask, and the payload masked (RFC 6455 §5.3). frame is
+// not modified, so a frame shared by many connections can be sent by
+// clients too, at the cost of this copy. frame must be well-formed (as
+// [AppendFrame] writes it); MaskFrame does not check it.
+func MaskFrame(dst, frame []byte, mask [4]byte) []byte {
+	b0, len7 := frame[0], frame[1]&0x7F
+	hs := 2
+	switch len7 {
+	case 126:
+		hs = 4
+	case 127:
+		hs = 10
+	}
+	return AppendMaskedFrame(dst, b0&0x80 != 0, OpCode(b0&0x0F), b0&0x70, mask, frame[hs:])
+}

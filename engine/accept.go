@@ -227,16 +227,19 @@ func refuse(c net.Conn, resp []byte) {
 
 // adoption carries what a socket brings to its loop besides the socket:
 // nil for a connection wsloop accepted itself, the outcome of the handshake
-// for one upgraded through net/http.
+// for one upgraded through net/http or dialed (Dial).
 type adoption struct {
 	info *connInfo       // path, query, subprotocol, and the addresses of a bridged connection
 	ctx  any             // Conn.Context before OnOpen
 	h    handler.Handler // the connection's handler, nil for the server's
 	max  int64           // the connection's MaxMessageSize, 0 for the server's
 	defl *connDeflate    // negotiated permessage-deflate, nil if none
-	pre  []byte          // bytes the client sent after its request, already read by net/http
+	pre  []byte          // bytes the peer sent after its handshake, already read off the socket (by net/http, or by Dial)
 
-	wc *wsConn // set on the loop: the connection, for Upgrade to return
+	client bool      // dialed by this side: masks its frames, reads unmasked ones (dial.go)
+	tls    *tlsState // wss from Dial: crypto/tls in its transport's direct mode, attached to the loop here
+
+	wc *wsConn // set on the loop: the connection, for Upgrade and Dial to return
 }
 
 // adopt hands c to an event loop: gnet duplicates its descriptor and closes
@@ -292,6 +295,17 @@ func (s *Server) opened(c gnet.Conn) {
 // loop, then decodes the bytes the client sent after its request.
 func (wc *wsConn) adopted(a *adoption) {
 	a.wc = wc
+	if a.client {
+		wc.set(sClient, true)
+		wc.dec.Client = true // RFC 6455 §5.1: a masked server frame fails the connection
+		wc.lp.srv.stats.dialed.Add(1)
+	}
+	if a.tls != nil {
+		// From here crypto/tls reads what this loop feeds and writes to
+		// gnet; what it already holds is read below, at once.
+		wc.extra().tls = a.tls
+		a.tls.tr.attach(wc)
+	}
 	if a.h != nil || a.max != 0 || a.defl != nil || len(a.pre) > 0 {
 		x := wc.extra()
 		if a.h != nil {
@@ -307,8 +321,11 @@ func (wc *wsConn) adopted(a *adoption) {
 		wc.applyDeflate(a.defl)
 	}
 	wc.open(a.info, a.ctx)
-	if wc.inputLeft() && wc.phase() == phaseOpen {
-		if wc.frames() == gnet.Close {
+	// Decode what came with the handshake now: no read event will come
+	// for bytes that are not in the socket any more. For wss that
+	// includes whatever crypto/tls holds, decrypted or not.
+	if wc.phase() == phaseOpen && (a.tls != nil || wc.inputLeft()) {
+		if wc.traffic() == gnet.Close {
 			wc.closeNow()
 		}
 	}

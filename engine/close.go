@@ -54,7 +54,11 @@ func (wc *wsConn) queueCloseLocked(code uint16, reason string, mode closeMode) b
 		wc.out.b = wc.out.b[:0]
 	}
 	wc.out = growOut(wc.out, len(payload)+codec.MaxHeaderSize)
-	wc.out.b = codec.AppendFrame(wc.out.b, true, codec.OpClose, 0, payload)
+	if wc.st.Load()&sClient != 0 {
+		wc.out.b = codec.AppendMaskedFrame(wc.out.b, true, codec.OpClose, 0, newMask(), payload)
+	} else {
+		wc.out.b = codec.AppendFrame(wc.out.b, true, codec.OpClose, 0, payload)
+	}
 	switch mode {
 	case closeAwait, closeReply:
 		wc.setPhase(phaseClosing)
@@ -176,10 +180,25 @@ func (wc *wsConn) flushFailing() {
 	if wc.phase() == phaseClosed {
 		return
 	}
-	wc.tlsCloseNotify()
-	if wc.c.OutboundBuffered() == 0 {
-		_ = syscall.Shutdown(wc.c.Fd(), syscall.SHUT_WR)
+	if !wc.has(sClient) {
+		wc.tlsCloseNotify()
+		if wc.c.OutboundBuffered() == 0 {
+			_ = syscall.Shutdown(wc.c.Fd(), syscall.SHUT_WR)
+		}
 	}
+	// A client does not half-close: RFC 6455 §7.1.1 has the server close
+	// the TCP connection first, so it waits for that (awaitServerClose).
+	wc.startCloseTimer()
+}
+
+// awaitServerClose is where a client goes once the close handshake is done
+// or its close frame is out after a failure: RFC 6455 §7.1.1 has the
+// server close the TCP connection first ("so that it holds the TIME_WAIT
+// state and not the client"), so the client reads and drops until the
+// server's FIN, and closes itself only when CloseTimeout passes without
+// it. Loop only.
+func (wc *wsConn) awaitServerClose() {
+	wc.setPhase(phaseFailing)
 	wc.startCloseTimer()
 }
 

@@ -78,6 +78,7 @@ const (
 	sCloseTimed  uint32 = 1 << 9  // loop only: our close frame went out at tick pingAt
 	sTouched     uint32 = 1 << 10 // loop only: on the broadcast batch's flush list (broadcast.go)
 	sAbort       uint32 = 1 << 11 // the pending close frame is the slow-consumer policy's: close the TCP connection once it is written
+	sClient      uint32 = 1 << 12 // set before OnOpen, never cleared: a connection this side dialed (dial.go): frames are masked, the server's are not, and the server closes TCP first
 )
 
 func (wc *wsConn) phase() uint8 { return uint8(wc.st.Load() & phaseMask) }

@@ -232,12 +232,21 @@ func (wc *wsConn) control(ev *codec.Event) bool {
 			wc.setCloseErr(&handler.CloseError{Code: ev.CloseCode, Reason: string(ev.CloseReason), Remote: true})
 			wc.mu.Lock()
 			wc.queueCloseLocked(ev.CloseCode, "", closeReply) // 1005 is answered with an empty close
+			if wc.has(sClient) {
+				wc.awaitServerClose() // under mu with the reply: no write slips in between
+				wc.mu.Unlock()
+				return false
+			}
 			wc.mu.Unlock()
 			return true
 		}
 		// The answer to our close frame: the handshake is complete. OnClose
-		// reports the close the server sent, whether or not it is answered.
+		// reports the close this side sent, whether or not it is answered.
 		wc.setCloseErr(wc.sentCloseErr(ev.CloseCode))
+		if wc.has(sClient) && wc.phase() == phaseClosing {
+			wc.awaitServerClose()
+			return false
+		}
 		return true
 	}
 	return false

@@ -19,8 +19,10 @@ type Stats struct {
 	// Accepted counts TCP connections accepted since start, refused ones
 	// included.
 	Accepted int64
-	// Upgraded counts successful handshakes.
+	// Upgraded counts successful handshakes, those of Dial included.
 	Upgraded int64
+	// Dialed counts the connections opened by Dial.
+	Dialed int64
 	// Rejected counts refused upgrade requests by "STATUS label", for
 	// example "403 origin" or "503 connection limit". The labels are a
 	// fixed set: "bad request", "method", "http version", "not websocket",
@@ -128,6 +130,7 @@ type serverStats struct {
 	open          atomic.Int64 // connections past the handshake
 	accepted      atomic.Int64
 	upgraded      atomic.Int64
+	dialed        atomic.Int64
 	acceptErrors  atomic.Int64
 	panics        atomic.Int64
 	closes        [closeBuckets]atomic.Int64
@@ -180,6 +183,7 @@ func (s *Server) Stats() Stats {
 		Conns:          s.stats.conns.Load(),
 		Accepted:       s.stats.accepted.Load(),
 		Upgraded:       s.stats.upgraded.Load(),
+		Dialed:         s.stats.dialed.Load(),
 		Panics:         s.stats.panics.Load(),
 		AcceptErrors:   s.stats.acceptErrors.Load(),
 		InboundBytes:   s.inbound.used.Load(),

@@ -70,13 +70,22 @@ func (wouldBlock) Temporary() bool { return true }
 var errWouldBlock net.Error = wouldBlock{}
 
 // tlsTransport is the net.Conn under a wss connection's tls.Conn.
+//
+// It has three modes. A server connection starts handshaking: reads block
+// until the loop feeds ciphertext, writes are queued on the loop. A client
+// connection (Dial) starts direct: the dialing goroutine runs the TLS
+// handshake and the upgrade exchange over the real socket, blocking, before
+// the socket has a loop. Either way, once the handshake is done the
+// transport is switched to the loop's non-blocking mode (established,
+// attach), where reads answer errWouldBlock when nothing is fed.
 type tlsTransport struct {
 	wc *wsConn
 
 	mu          sync.Mutex
-	in          []byte // ciphertext fed by the loop, not read by crypto/tls yet
-	handshaking bool   // reads block; writes are queued on the loop
-	closed      bool   // the connection is gone: reads end
+	in          []byte   // ciphertext fed by the loop, not read by crypto/tls yet
+	handshaking bool     // reads block; writes are queued on the loop
+	closed      bool     // the connection is gone: reads end
+	direct      net.Conn // client, before adoption: reads and writes go to the socket itself
 	fed         chan struct{}
 
 	local, remote net.Addr
@@ -87,9 +96,36 @@ func newTLSTransport(wc *wsConn) *tlsTransport {
 		local: wc.c.LocalAddr(), remote: wc.c.RemoteAddr()}
 }
 
+// newDirectTLSTransport returns the transport of a client connection
+// while it is dialed: it reads and writes c, blocking, until attach.
+func newDirectTLSTransport(c net.Conn) *tlsTransport {
+	return &tlsTransport{direct: c, fed: make(chan struct{}, 1), local: c.LocalAddr(), remote: c.RemoteAddr()}
+}
+
+// attach moves a client's transport from the dialing goroutine's socket to
+// wc's loop, in the non-blocking mode of an established connection. Loop
+// only, before anything else uses the transport: from then on crypto/tls
+// reads what the loop feeds (after what it already holds, which the loop
+// reads at once) and writes to gnet.
+func (t *tlsTransport) attach(wc *wsConn) {
+	t.mu.Lock()
+	t.wc, t.direct, t.handshaking = wc, nil, false
+	t.mu.Unlock()
+}
+
+// directConn returns the socket of a transport in direct mode, or nil.
+func (t *tlsTransport) directConn() net.Conn {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.direct
+}
+
 // Read gives crypto/tls the ciphertext the loop fed. During the handshake
 // it waits for more; after, it answers errWouldBlock when there is none.
 func (t *tlsTransport) Read(p []byte) (int, error) {
+	if d := t.directConn(); d != nil {
+		return d.Read(p)
+	}
 	t.mu.Lock()
 	for len(t.in) == 0 {
 		switch {
@@ -117,6 +153,9 @@ func (t *tlsTransport) Read(p []byte) (int, error) {
 // handshake goroutine, through a task on the loop; after it, on the loop,
 // straight to gnet.
 func (t *tlsTransport) Write(p []byte) (int, error) {
+	if d := t.directConn(); d != nil {
+		return d.Write(p)
+	}
 	t.mu.Lock()
 	handshaking, closed := t.handshaking, t.closed
 	t.mu.Unlock()
@@ -176,12 +215,41 @@ func (t *tlsTransport) close() {
 	t.wake()
 }
 
-func (t *tlsTransport) Close() error                     { t.close(); return nil }
-func (t *tlsTransport) LocalAddr() net.Addr              { return t.local }
-func (t *tlsTransport) RemoteAddr() net.Addr             { return t.remote }
-func (t *tlsTransport) SetDeadline(time.Time) error      { return nil } // the loop's timers bound everything
-func (t *tlsTransport) SetReadDeadline(time.Time) error  { return nil }
-func (t *tlsTransport) SetWriteDeadline(time.Time) error { return nil }
+// Close ends the transport; in direct mode it closes the socket, which is
+// how crypto/tls interrupts a handshake whose context ended.
+func (t *tlsTransport) Close() error {
+	if d := t.directConn(); d != nil {
+		return d.Close()
+	}
+	t.close()
+	return nil
+}
+
+func (t *tlsTransport) LocalAddr() net.Addr  { return t.local }
+func (t *tlsTransport) RemoteAddr() net.Addr { return t.remote }
+
+// SetDeadline and its kin reach the socket in direct mode only: on a loop,
+// the loop's timers bound everything.
+func (t *tlsTransport) SetDeadline(d time.Time) error {
+	if c := t.directConn(); c != nil {
+		return c.SetDeadline(d)
+	}
+	return nil
+}
+
+func (t *tlsTransport) SetReadDeadline(d time.Time) error {
+	if c := t.directConn(); c != nil {
+		return c.SetReadDeadline(d)
+	}
+	return nil
+}
+
+func (t *tlsTransport) SetWriteDeadline(d time.Time) error {
+	if c := t.directConn(); c != nil {
+		return c.SetWriteDeadline(d)
+	}
+	return nil
+}
 
 // tlsConfig returns the server's TLS configuration: the application's,
 // with ALPN http/1.1 offered when it sets no protocols.

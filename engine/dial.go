@@ -1,0 +1,642 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/wsloop/wsloop/codec"
+	"github.com/wsloop/wsloop/handler"
+)
+
+// The client: connections this side dials.
+//
+// A dialed connection lives on the server's event loops like an accepted
+// one and shares all of its machinery: the Handler callbacks, the write
+// path, the timers and limits, Stats. Only the opening is different. The
+// DNS lookup, the TCP connect, the TLS handshake and the upgrade exchange
+// run on the goroutine that calls Dial, blocking, bounded by its context
+// and the handshake timeout; then the socket is handed to a loop through
+// the one adoption path (accept.go), with what the handshake decided (the
+// subprotocol, permessage-deflate) and what was read past the 101
+// response. From then on the connection is its small state and nothing
+// else: no goroutine.
+//
+// What a client does differently on the loop (sClient): every frame it
+// sends is masked with a fresh key (write.go, newMask), which costs a copy
+// of frames shared between connections (WritePrepared, Broadcast); its
+// decoder reads unmasked frames and fails a masked one with 1002; and it
+// lets the server close the TCP connection first (close.go,
+// awaitServerClose).
+
+// DialOptions are the choices [Server.Dial] makes for one connection. The
+// zero value (or nil) dials with the server's handler and limits and no
+// subprotocol or extension.
+type DialOptions struct {
+	// Handler receives the connection's events; nil means the server's.
+	// If it implements handler.StreamHandler, messages arrive in chunks.
+	Handler handler.Handler
+	// Header holds extra request header lines: Authorization, Cookie,
+	// Origin, User-Agent. A Host entry replaces the Host line. It may
+	// not set the headers the handshake writes itself (Upgrade,
+	// Connection, Sec-WebSocket-Key, -Version, -Extensions).
+	Header http.Header
+	// Subprotocols are offered in this order of preference (RFC 6455
+	// §4.1); Conn.Subprotocol says which one the server chose, "" for
+	// none. A server that answers with one that was not offered fails
+	// the dial.
+	Subprotocols []string
+	// Deflate offers permessage-deflate (RFC 7692) with no context
+	// takeover in either direction, so that a connection keeps no
+	// compression state between messages, and with client_max_window_bits
+	// (any window the server asks for is honoured). Messages are
+	// compressed as the server's own are: at Options.Deflate's Level,
+	// from its Threshold on.
+	Deflate bool
+	// TLSConfig configures wss://. nil means the system's roots and the
+	// URL's host as ServerName; ALPN offers http/1.1 unless NextProtos is
+	// set. InsecureSkipVerify skips the certificate checks (for tests and
+	// self-signed servers only).
+	TLSConfig *tls.Config
+	// Context becomes the connection's Context before OnOpen runs.
+	Context any
+	// MaxMessageSize overrides Options.MaxMessageSize for this connection
+	// when positive.
+	MaxMessageSize int64
+	// HandshakeTimeout bounds the whole dial, DNS lookup to 101; 0 means
+	// Options.HandshakeTimeout (10 s by default). The context passed to
+	// Dial bounds it too.
+	HandshakeTimeout time.Duration
+	// Resolver looks up the host's addresses; nil means
+	// net.DefaultResolver.
+	Resolver *net.Resolver
+	// NetDialContext, when set, opens the TCP connection instead of the
+	// resolver and a net.Dialer (a proxy tunnel, a chosen source address).
+	// It must return a *net.TCPConn or a *net.UnixConn, which the event
+	// loops can adopt. Its failures are reported as the "connect" phase.
+	NetDialContext func(ctx context.Context, network, addr string) (net.Conn, error)
+}
+
+// Dial phases, as [DialError.Phase] names them.
+const (
+	PhaseDNS       = "dns"       // resolving the host's addresses
+	PhaseConnect   = "connect"   // the TCP connect
+	PhaseTLS       = "tls"       // the TLS handshake (wss://)
+	PhaseHandshake = "handshake" // the HTTP upgrade request and its 101 response
+)
+
+var phaseNames = map[string]string{
+	PhaseDNS:       "DNS lookup",
+	PhaseConnect:   "connect",
+	PhaseTLS:       "TLS handshake",
+	PhaseHandshake: "WebSocket handshake",
+}
+
+// DialError is returned by [Server.Dial] when the connection could not be
+// opened: the URL, the phase that failed, and why. A phase that ran out of
+// time says so (Timeout reports true, and errors.Is(err,
+// context.DeadlineExceeded) holds), as does a dial whose context was
+// canceled. A server that answered the upgrade with another status than
+// 101 gives a *[ResponseError] instead.
+type DialError struct {
+	URL   string
+	Phase string // PhaseDNS, PhaseConnect, PhaseTLS or PhaseHandshake
+	Err   error
+}
+
+func (e *DialError) Error() string {
+	name := phaseNames[e.Phase]
+	var te *dialTimeout
+	switch {
+	case errors.As(e.Err, &te):
+		return fmt.Sprintf("wsloop: dial %s: %s timed out: %v", e.URL, name, e.Err)
+	case errors.Is(e.Err, context.DeadlineExceeded):
+		return fmt.Sprintf("wsloop: dial %s: %s timed out: the context's deadline passed", e.URL, name)
+	case errors.Is(e.Err, context.Canceled):
+		return fmt.Sprintf("wsloop: dial %s: %s canceled: %v", e.URL, name, e.Err)
+	}
+	return fmt.Sprintf("wsloop: dial %s: %s: %v", e.URL, name, e.Err)
+}
+
+func (e *DialError) Unwrap() error { return e.Err }
+
+// Timeout reports whether the dial failed because its time ran out.
+func (e *DialError) Timeout() bool {
+	if errors.Is(e.Err, context.DeadlineExceeded) {
+		return true
+	}
+	var ne net.Error
+	return errors.As(e.Err, &ne) && ne.Timeout()
+}
+
+// dialTimeout is the cause of a dial's context when the handshake timeout
+// passes.
+type dialTimeout struct{ d time.Duration }
+
+func (t *dialTimeout) Error() string {
+	return "the handshake timeout (" + t.d.String() + ") passed"
+}
+func (t *dialTimeout) Timeout() bool        { return true }
+func (t *dialTimeout) Is(target error) bool { return target == context.DeadlineExceeded }
+
+// maxErrorBody is how much of the body of a non-101 answer a
+// ResponseError keeps.
+const maxErrorBody = 1 << 10
+
+// ResponseError is returned by [Server.Dial] when the server answered the
+// upgrade request with a status other than 101: what it said, so that the
+// caller can tell a wrong path (404) from missing credentials (401, 403)
+// or a server at its limit (503). Redirects (3xx) are not followed; the
+// error says so and gives the Location.
+type ResponseError struct {
+	URL        string
+	StatusCode int
+	Status     string // e.g. "403 Forbidden"
+	Header     http.Header
+	// Body holds up to the first KiB of the response body.
+	Body []byte
+}
+
+func (e *ResponseError) Error() string {
+	if e.StatusCode >= 300 && e.StatusCode < 400 {
+		loc := e.Header.Get("Location")
+		if loc == "" {
+			loc = "(none)"
+		}
+		return fmt.Sprintf("wsloop: dial %s: redirect not followed: the server answered %s, Location: %s", e.URL, e.Status, loc)
+	}
+	msg := fmt.Sprintf("wsloop: dial %s: the server answered %s instead of 101 Switching Protocols", e.URL, e.Status)
+	if body := strings.TrimSpace(string(e.Body)); body != "" {
+		if len(body) > 200 {
+			body = body[:200] + "..."
+		}
+		msg += ": " + strconv.Quote(body)
+	}
+	return msg
+}
+
+// ErrDialScheme is returned by Dial for a URL whose scheme is not ws or wss.
+var ErrDialScheme = errors.New("wsloop: dial: the URL's scheme must be ws or wss")
+
+// Dial opens a WebSocket connection to a ws:// or wss:// URL and serves it
+// on the server's event loops, with opts.Handler (or the server's handler),
+// as if it had been accepted: the same callbacks, write path, timers,
+// limits and Stats. It is the counterpart of gorilla/websocket's
+// Dialer.DialContext for a callback API:
+//
+//	conn, resp, err := srv.Dial(ctx, "wss://example.com/feed", &engine.DialOptions{
+//		Handler:      feed{},
+//		Header:       http.Header{"Authorization": {"Bearer " + token}},
+//		Subprotocols: []string{"v2.feed"},
+//	})
+//
+// The DNS lookup, connect, TLS handshake and upgrade run on the calling
+// goroutine, bounded by ctx and opts.HandshakeTimeout; then the connection
+// moves to an event loop and holds no goroutine. When Dial returns the
+// connection is open and its handler's OnOpen has run (OnClose may even
+// have run, if the server closed at once; writes then return
+// handler.ErrClosed). Frames the server sent right behind its 101 are
+// delivered at once.
+//
+// resp is the server's answer (status, headers, and for a non-101 answer
+// up to 1 KiB of its body); it is nil when no answer came. err is a
+// *[DialError] naming the phase that failed (DNS, connect, TLS, handshake;
+// timeouts and cancellation say so), a *[ResponseError] for a status other
+// than 101 (redirects are not followed), or ErrNotServing.
+//
+// Dial needs the event loops running (Serve, ListenAndServe, or [Start]
+// for a program that only dials). Each connection counts against
+// Options.MaxConns. Dial is safe for concurrent use.
+func (s *Server) Dial(ctx context.Context, rawURL string, opts *DialOptions) (handler.Conn, *http.Response, error) {
+	if opts == nil {
+		opts = &DialOptions{}
+	}
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		return nil, nil, fmt.Errorf("wsloop: dial: %w", err)
+	}
+	secure := false
+	switch strings.ToLower(u.Scheme) {
+	case "ws":
+	case "wss":
+		secure = true
+	default:
+		return nil, nil, fmt.Errorf("%w: %q", ErrDialScheme, rawURL)
+	}
+	if u.Host == "" {
+		return nil, nil, fmt.Errorf("wsloop: dial %s: the URL has no host", rawURL)
+	}
+	if err := codec.CheckRequestHeader(opts.Header); err != nil {
+		return nil, nil, fmt.Errorf("wsloop: dial %s: %w", rawURL, err)
+	}
+	for _, p := range opts.Subprotocols {
+		if !validSubprotocol(p) {
+			return nil, nil, fmt.Errorf("wsloop: dial %s: invalid subprotocol %q", rawURL, p)
+		}
+	}
+	if !s.serving() || s.draining.Load() {
+		return nil, nil, ErrNotServing
+	}
+	if s.stats.conns.Add(1) > int64(s.maxConns) {
+		s.stats.conns.Add(-1)
+		return nil, nil, fmt.Errorf("wsloop: dial %s: the server is at its connection limit (Options.MaxConns %d)", rawURL, s.maxConns)
+	}
+	conn, resp, err := s.dial(ctx, u, secure, opts)
+	if err != nil {
+		s.stats.conns.Add(-1)
+		return nil, resp, err
+	}
+	return conn, resp, nil
+}
+
+// dialState is one dial in progress.
+type dialState struct {
+	s      *Server
+	u      *url.URL
+	url    string // for errors, without user info
+	opts   *DialOptions
+	ctx    context.Context
+	phase  string
+	conn   net.Conn // the socket, once connected
+	stream io.ReadWriter
+}
+
+// failed wraps err as the current phase's error. When the dial's context
+// ended, that is the reason, whatever error the I/O it interrupted gave.
+func (d *dialState) failed(err error) error {
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		// The socket's deadline is the context's: its timer fires at
+		// the same moment, and names the reason.
+		select {
+		case <-d.ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+	if cause := context.Cause(d.ctx); cause != nil {
+		err = cause
+	}
+	return &DialError{URL: d.url, Phase: d.phase, Err: err}
+}
+
+func (s *Server) dial(parent context.Context, u *url.URL, secure bool, opts *DialOptions) (handler.Conn, *http.Response, error) {
+	timeout := opts.HandshakeTimeout
+	if timeout <= 0 {
+		timeout = s.opts.HandshakeTimeout
+	}
+	ctx, cancel := context.WithTimeoutCause(parent, timeout, &dialTimeout{timeout})
+	defer cancel()
+	redacted := *u
+	redacted.User = nil
+	d := &dialState{s: s, u: u, url: redacted.String(), opts: opts, ctx: ctx}
+
+	if err := d.connect(); err != nil {
+		return nil, nil, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			d.conn.Close()
+		}
+	}()
+	// Blocking I/O from here on is bounded by the context: its deadline
+	// as the socket's, and its end (cancel, or the parent's) by moving
+	// the deadline to the past, which wakes whatever waits.
+	if dl, has := ctx.Deadline(); has {
+		_ = d.conn.SetDeadline(dl)
+	}
+	stop := context.AfterFunc(ctx, func() { _ = d.conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+
+	a := &adoption{client: true, ctx: opts.Context, h: opts.Handler, max: opts.MaxMessageSize}
+	d.stream = d.conn
+	if secure {
+		ts, err := d.tlsHandshake()
+		if err != nil {
+			return nil, nil, err
+		}
+		a.tls = ts
+		d.stream = ts.conn
+	}
+
+	d.phase = PhaseHandshake
+	var nonce [16]byte
+	_, _ = rand.Read(nonce[:]) // crypto/rand: RFC 6455 §4.1 item 7, "randomly selected"
+	key := codec.NewKey(nonce)
+	req := &codec.ClientRequest{Host: u.Host, Target: u.RequestURI(), Key: key, Protocols: opts.Subprotocols, Header: opts.Header}
+	if u.User != nil && opts.Header.Get("Authorization") == "" {
+		// As net/http and gorilla do: user info in the URL is basic auth.
+		pass, _ := u.User.Password()
+		h := opts.Header.Clone()
+		if h == nil {
+			h = http.Header{}
+		}
+		h.Set("Authorization", "Basic "+basicAuth(u.User.Username(), pass))
+		req.Header = h
+	}
+	offer := codec.ClientDeflateOffer{ServerNoContextTakeover: true, ClientNoContextTakeover: true, ClientMaxWindowBits: true}
+	if opts.Deflate {
+		req.Extensions = string(offer.AppendOffer(nil))
+	}
+	if _, err := d.stream.Write(codec.AppendRequest(make([]byte, 0, 512), req)); err != nil {
+		return nil, nil, d.failed(err)
+	}
+	buf, n, err := d.readResponse()
+	if err != nil {
+		return nil, nil, d.failed(err)
+	}
+	var r codec.Response
+	if err := codec.ParseResponse(buf[:n], &r); err != nil {
+		return nil, nil, d.failed(err)
+	}
+	resp := d.httpResponse(&r, req)
+	if r.Status != http.StatusSwitchingProtocols {
+		body := d.readBody(&r, buf[n:])
+		resp.Body = io.NopCloser(bytes.NewReader(body))
+		return nil, resp, &ResponseError{URL: d.url, StatusCode: r.Status, Status: resp.Status, Header: resp.Header, Body: body}
+	}
+	sub, err := r.Check(key, opts.Subprotocols)
+	if err != nil {
+		return nil, resp, d.failed(err)
+	}
+	if opts.Deflate {
+		p, accepted, err := codec.NegotiateClientDeflate(&r, offer)
+		if err != nil {
+			return nil, resp, d.failed(err)
+		}
+		if accepted {
+			// No context takeover either way (the offer asked for
+			// both), so the connection shares the read-only state of
+			// every such connection; the window the server allowed
+			// this side limits what it compresses, as
+			// server_max_window_bits does on the server side.
+			a.defl = &sharedDeflate[p.ClientMaxWindowBits]
+			s.defl.negotiated.Add(1)
+		}
+	} else {
+		var ext bool
+		r.Extensions(func(v []byte) { ext = ext || len(bytes.TrimSpace(v)) > 0 })
+		if ext {
+			// RFC 6455 §4.1: an extension the client did not offer
+			// fails the connection.
+			return nil, resp, d.failed(codec.ErrExtensionNotOffered)
+		}
+	}
+	if len(buf) > n {
+		a.pre = append([]byte(nil), buf[n:]...)
+	}
+	path, query := u.EscapedPath(), u.RawQuery
+	if path == "" {
+		path = "/"
+	}
+	if path != "/" || query != "" || len(sub) > 0 {
+		a.info = &connInfo{subprotocol: string(sub), path: path, rawQuery: query}
+	}
+
+	stop()
+	_ = d.conn.SetDeadline(time.Time{})
+	ok = true // adopt takes the socket over, whatever happens
+	if err := s.adopt(d.conn, a); err != nil {
+		return nil, resp, fmt.Errorf("wsloop: dial %s: handing the connection to an event loop: %w", d.url, err)
+	}
+	return a.wc, resp, nil
+}
+
+// connect resolves the host and opens the TCP connection.
+func (d *dialState) connect() error {
+	port := d.u.Port()
+	if port == "" {
+		port = "80"
+		if strings.EqualFold(d.u.Scheme, "wss") {
+			port = "443"
+		}
+	}
+	host := d.u.Hostname()
+	if nd := d.opts.NetDialContext; nd != nil {
+		d.phase = PhaseConnect
+		c, err := nd(d.ctx, "tcp", net.JoinHostPort(host, port))
+		if err != nil {
+			return d.failed(err)
+		}
+		switch c.(type) {
+		case *net.TCPConn, *net.UnixConn:
+		default:
+			c.Close()
+			return d.failed(fmt.Errorf("NetDialContext returned a %T; the event loops adopt only *net.TCPConn and *net.UnixConn", c))
+		}
+		d.conn = c
+		return nil
+	}
+	pn, err := strconv.ParseUint(port, 10, 16)
+	if err != nil {
+		d.phase = PhaseConnect
+		return d.failed(fmt.Errorf("invalid port %q", port))
+	}
+	var addrs []netip.Addr
+	if ip, err := netip.ParseAddr(host); err == nil {
+		addrs = []netip.Addr{ip}
+	} else {
+		d.phase = PhaseDNS
+		res := d.opts.Resolver
+		if res == nil {
+			res = net.DefaultResolver
+		}
+		addrs, err = res.LookupNetIP(d.ctx, "ip", host)
+		if err != nil {
+			return d.failed(err)
+		}
+		if len(addrs) == 0 {
+			return d.failed(fmt.Errorf("no addresses for %q", host))
+		}
+	}
+	d.phase = PhaseConnect
+	nd := net.Dialer{KeepAlive: d.s.opts.TCPKeepAlive}
+	if nd.KeepAlive == 0 {
+		nd.KeepAlive = -1 // as for accepted connections: off unless Options.TCPKeepAlive
+	}
+	var first error
+	for _, ip := range addrs {
+		c, err := nd.DialContext(d.ctx, "tcp", netip.AddrPortFrom(ip.Unmap(), uint16(pn)).String())
+		if err == nil {
+			d.conn = c
+			return nil
+		}
+		if first == nil {
+			first = err
+		}
+		if d.ctx.Err() != nil {
+			break
+		}
+	}
+	return d.failed(first)
+}
+
+// tlsHandshake runs the TLS handshake over a transport in direct mode on
+// the socket; the transport moves to the loop at adoption.
+func (d *dialState) tlsHandshake() (*tlsState, error) {
+	d.phase = PhaseTLS
+	cfg := d.opts.TLSConfig.Clone()
+	if cfg == nil {
+		cfg = &tls.Config{}
+	}
+	if cfg.ServerName == "" {
+		cfg.ServerName = d.u.Hostname()
+	}
+	if len(cfg.NextProtos) == 0 {
+		// The upgrade is HTTP/1.1: never let ALPN pick h2.
+		cfg.NextProtos = []string{"http/1.1"}
+	}
+	tr := newDirectTLSTransport(d.conn)
+	tc := tls.Client(tr, cfg)
+	if err := tc.HandshakeContext(d.ctx); err != nil {
+		return nil, d.failed(err)
+	}
+	if p := tc.ConnectionState().NegotiatedProtocol; p != "" && p != "http/1.1" {
+		return nil, d.failed(fmt.Errorf("the server chose ALPN protocol %q; WebSocket needs http/1.1", p))
+	}
+	d.s.stats.tlsHandshakes.Add(1)
+	return &tlsState{conn: tc, tr: tr}, nil
+}
+
+// readResponse reads until the end of the response header, under
+// Options.MaxHeaderBytes. It returns what it read and the header's length;
+// bytes after the header (frames the server sent right behind its 101, or
+// the start of an error's body) are buf[n:].
+func (d *dialState) readResponse() (buf []byte, n int, err error) {
+	max := d.s.opts.MaxHeaderBytes
+	hs := codec.HeaderScanner{Max: max}
+	buf = make([]byte, 0, 1024)
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, make([]byte, len(buf))...)[:len(buf)]
+		}
+		m, rerr := d.stream.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+m]
+		if n, err = hs.Scan(buf); err != nil {
+			return nil, 0, codec.ErrResponseTooLarge
+		}
+		if n > 0 {
+			return buf, n, nil
+		}
+		if rerr != nil {
+			if rerr == io.EOF {
+				if len(buf) == 0 {
+					return nil, 0, errors.New("the server closed the connection without answering")
+				}
+				return nil, 0, fmt.Errorf("the server closed the connection in the middle of its answer (%d bytes)", len(buf))
+			}
+			return nil, 0, rerr
+		}
+	}
+}
+
+// readBody returns up to maxErrorBody bytes of a non-101 answer's body:
+// what came with the header, and more while the Content-Length promises
+// it. A body without a length is not waited for.
+func (d *dialState) readBody(r *codec.Response, have []byte) []byte {
+	body := append([]byte(nil), have...)
+	want := int64(len(body))
+	if r.ContentLength >= 0 {
+		want = r.ContentLength
+	}
+	if want > maxErrorBody {
+		want = maxErrorBody
+	}
+	for int64(len(body)) < want {
+		var chunk [512]byte
+		m, err := d.stream.Read(chunk[:min(int64(len(chunk)), want-int64(len(body)))])
+		body = append(body, chunk[:m]...)
+		if err != nil {
+			break
+		}
+	}
+	if len(body) > int(want) {
+		body = body[:want]
+	}
+	return body
+}
+
+// httpResponse describes the server's answer as net/http would.
+func (d *dialState) httpResponse(r *codec.Response, req *codec.ClientRequest) *http.Response {
+	h := http.Header{}
+	r.VisitHeaders(func(k, v []byte) {
+		key := http.CanonicalHeaderKey(string(k))
+		h[key] = append(h[key], string(v))
+	})
+	status := strconv.Itoa(r.Status)
+	if len(r.Reason) > 0 {
+		status += " " + string(r.Reason)
+	} else if t := http.StatusText(r.Status); t != "" {
+		status += " " + t
+	}
+	resp := &http.Response{
+		Status:        status,
+		StatusCode:    r.Status,
+		Proto:         "HTTP/" + strconv.Itoa(r.Major) + "." + strconv.Itoa(r.Minor),
+		ProtoMajor:    r.Major,
+		ProtoMinor:    r.Minor,
+		Header:        h,
+		Body:          http.NoBody,
+		ContentLength: r.ContentLength,
+		Request:       &http.Request{Method: http.MethodGet, URL: d.u, Header: req.Header, Host: d.u.Host},
+	}
+	if tc, ok := d.stream.(*tls.Conn); ok {
+		st := tc.ConnectionState()
+		resp.TLS = &st
+	}
+	return resp
+}
+
+// validSubprotocol reports whether p is an HTTP token, as RFC 6455 §4.1
+// item 10 requires of a subprotocol.
+func validSubprotocol(p string) bool {
+	if p == "" {
+		return false
+	}
+	for i := 0; i < len(p); i++ {
+		c := p[i]
+		if c <= ' ' || c >= 0x7F || strings.IndexByte("()<>@,;:\\\"/[]?={}", c) >= 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// basicAuth encodes user:pass for an Authorization header (RFC 7617).
+func basicAuth(user, pass string) string {
+	return base64.StdEncoding.EncodeToString([]byte(user + ":" + pass))
+}
+
+// Start runs a new server's event loops without a listener and returns it
+// once they run: for a program that only dials (or that upgrades through
+// net/http), where Serve(ctx, nil) on a goroutine of one's own would do
+// the same. Stop it with Shutdown (which also closes its dialed
+// connections with 1001) or by ending ctx. It returns an error if the
+// loops could not start.
+func Start(ctx context.Context, h handler.Handler, opts Options) (*Server, error) {
+	s := New(h, opts)
+	errc := make(chan error, 1)
+	go func() { errc <- s.Serve(ctx, nil) }()
+	<-s.Ready()
+	if !s.serving() {
+		// The loops did not start (or ctx ended at once): Serve is
+		// returning.
+		if err := <-errc; err != nil {
+			return nil, err
+		}
+		return nil, ErrNotServing
+	}
+	return s, nil
+}
