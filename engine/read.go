@@ -176,8 +176,13 @@ func (wc *wsConn) frames() gnet.Action {
 // deliver hands a data event to the handler: straight from gnet's buffer
 // when the message arrived whole, otherwise through the assembly buffer.
 func (wc *wsConn) deliver(ev *codec.Event) {
-	if wc.phase() != phaseOpen {
-		wc.dropAssembly() // after our close frame, data is read and dropped (RFC 6455 §5.5.1)
+	if p := wc.phase(); p != phaseOpen && !(p == phaseClosing && wc.has(sClient)) {
+		// After the server's close frame, data is read and dropped (RFC
+		// 6455 §5.5.1 forbids only sending it). A client goes on
+		// delivering until the server's answer: what the server sent
+		// before it saw the client's close is the answer to what the
+		// client sent before it (`echo x | wscat URL` prints x).
+		wc.dropAssembly()
 		return
 	}
 	s := wc.lp.srv
@@ -242,12 +247,27 @@ func (wc *wsConn) control(ev *codec.Event) bool {
 		}
 		// The answer to our close frame: the handshake is complete. OnClose
 		// reports the close this side sent, whether or not it is answered.
-		wc.setCloseErr(wc.sentCloseErr(ev.CloseCode))
-		if wc.has(sClient) && wc.phase() == phaseClosing {
+		if wc.has(sClient) {
+			// Except on a client, when the server's close carries a
+			// code of its own: then the two closes crossed, and the
+			// server's reason is what the client needs to know (a
+			// policy violation, an application's 4xxx).
+			if sent := wc.sentCloseErr(ev.CloseCode); ev.CloseCode != codec.CloseNoStatus && !isCloseCode(sent, ev.CloseCode) {
+				wc.setCloseErr(&handler.CloseError{Code: ev.CloseCode, Reason: string(ev.CloseReason), Remote: true})
+			} else {
+				wc.setCloseErr(sent)
+			}
 			wc.awaitServerClose()
 			return false
 		}
+		wc.setCloseErr(wc.sentCloseErr(ev.CloseCode))
 		return true
 	}
 	return false
+}
+
+// isCloseCode reports whether err is a *handler.CloseError with code.
+func isCloseCode(err error, code uint16) bool {
+	ce, ok := err.(*handler.CloseError)
+	return ok && ce.Code == code
 }

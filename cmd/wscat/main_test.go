@@ -1,0 +1,247 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha1"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/base64"
+	"io"
+	"log/slog"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/wsloop/wsloop/engine"
+	"github.com/wsloop/wsloop/engine/enginetest"
+	"github.com/wsloop/wsloop/handler"
+)
+
+// testServer echoes, and acts on a few commands: "close CODE" closes with
+// that code, and "hdr NAME" answers with the request header NAME it saw.
+type testServer struct {
+	handler.Base
+	mu   sync.Mutex
+	hdrs http.Header
+	sub  []string
+}
+
+func (s *testServer) OnUpgrade(r *handler.Request, res *handler.UpgradeResponse) error {
+	s.mu.Lock()
+	s.hdrs, s.sub = r.Header, r.Protocols
+	s.mu.Unlock()
+	if r.Path == "/refuse" {
+		return handler.Reject(http.StatusForbidden, "no entry for wscat")
+	}
+	return nil
+}
+
+func (s *testServer) OnMessage(c handler.Conn, op handler.Op, data []byte) {
+	msg := string(data)
+	switch {
+	case strings.HasPrefix(msg, "close "):
+		code := uint16(0)
+		for _, d := range msg[6:] {
+			code = code*10 + uint16(d-'0')
+		}
+		c.Close(code, "as asked")
+	case strings.HasPrefix(msg, "hdr "):
+		s.mu.Lock()
+		v := s.hdrs.Get(msg[4:])
+		s.mu.Unlock()
+		c.WriteMessage(handler.Text, []byte(v))
+	case msg == "sub":
+		c.WriteMessage(handler.Text, []byte(c.Subprotocol()))
+	default:
+		c.WriteMessage(op, data)
+	}
+}
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+func start(t *testing.T, opts engine.Options) string {
+	t.Helper()
+	opts.Logger = quiet
+	opts.Subprotocols = []string{"chat"}
+	return enginetest.Start(t, &testServer{}, opts).Addr().String()
+}
+
+// wscat runs the command in-process with stdin and returns its exit
+// status, standard output and standard error.
+func wscat(t *testing.T, stdin string, args ...string) (int, string, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	code := run(ctx, args, strings.NewReader(stdin), &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func TestLines(t *testing.T) {
+	addr := start(t, engine.Options{})
+	code, out, errs := wscat(t, "hello\nwörld\n\nlast without newline", "ws://"+addr+"/")
+	if code != 0 || out != "hello\nwörld\n\nlast without newline\n" || errs != "" {
+		t.Fatalf("exit %d\nstdout %q\nstderr %q", code, out, errs)
+	}
+}
+
+func TestBinary(t *testing.T) {
+	addr := start(t, engine.Options{})
+	in := "\x00\x01\xff\xfe\nsecond\n"
+	code, out, errs := wscat(t, in, "-binary", "ws://"+addr+"/")
+	if code != 0 || out != in || errs != "" {
+		t.Fatalf("exit %d\nstdout %q\nstderr %q", code, out, errs)
+	}
+	// Without -binary, bytes that are not UTF-8 are refused, not sent
+	// as broken text.
+	code, _, errs = wscat(t, "\xff\n", "ws://"+addr+"/")
+	if code != 1 || !strings.Contains(errs, "not valid UTF-8") {
+		t.Fatalf("exit %d, stderr %q", code, errs)
+	}
+}
+
+func TestFlags(t *testing.T) {
+	addr := start(t, engine.Options{Deflate: engine.Deflate{Enabled: true}})
+	code, out, errs := wscat(t, "hdr Authorization\nhdr Cookie\nsub\n"+strings.Repeat("z", 5000)+"\n",
+		"-H", "Authorization: Bearer t0k", "-H", "Cookie: a=b", "-subprotocol", "x,chat", "-deflate", "ws://"+addr+"/")
+	want := "Bearer t0k\na=b\nchat\n" + strings.Repeat("z", 5000) + "\n"
+	if code != 0 || out != want || errs != "" {
+		t.Fatalf("exit %d\nstdout %q\nstderr %q", code, out, errs)
+	}
+	if code, _, _ := wscat(t, "", "-H", "no colon", "ws://"+addr+"/"); code != 2 {
+		t.Fatalf("bad -H: exit %d", code)
+	}
+	if code, _, _ := wscat(t, ""); code != 2 {
+		t.Fatalf("no URL: exit %d", code)
+	}
+}
+
+func TestOtherEnds(t *testing.T) {
+	addr := start(t, engine.Options{})
+	// The server closes with 1000 on its own: a normal end.
+	if code, out, errs := wscat(t, "a\nclose 1000\n", "ws://"+addr+"/"); code != 0 || out != "a\n" {
+		t.Fatalf("server close 1000: exit %d %q %q", code, out, errs)
+	}
+	// Any other code: exit 1, code and reason on stderr.
+	code, _, errs := wscat(t, "close 4001\n", "ws://"+addr+"/")
+	if code != 1 || !strings.Contains(errs, "4001") || !strings.Contains(errs, "as asked") {
+		t.Fatalf("server close 4001: exit %d, stderr %q", code, errs)
+	}
+	// A refused handshake: the status and the server's reason.
+	code, _, errs = wscat(t, "", "ws://"+addr+"/refuse")
+	if code != 1 || !strings.Contains(errs, "403") || !strings.Contains(errs, "no entry for wscat") {
+		t.Fatalf("refused: exit %d, stderr %q", code, errs)
+	}
+	// Nothing listening.
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	gone := ln.Addr().String()
+	ln.Close()
+	code, _, errs = wscat(t, "", "ws://"+gone+"/")
+	if code != 1 || !strings.Contains(errs, "connect") {
+		t.Fatalf("refused connect: exit %d, stderr %q", code, errs)
+	}
+}
+
+// A server that drops the connection without a close frame.
+func TestDrop(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		req, err := http.ReadRequest(bufio.NewReader(c))
+		if err != nil {
+			return
+		}
+		h := sha1.Sum([]byte(req.Header.Get("Sec-Websocket-Key") + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
+		io.WriteString(c, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "+
+			base64.StdEncoding.EncodeToString(h[:])+"\r\n\r\n\x81\x02hi")
+	}()
+	pr, pw := io.Pipe() // stdin stays open: the drop ends the session
+	defer pw.Close()
+	var out, errb bytes.Buffer
+	code := run(context.Background(), []string{"ws://" + ln.Addr().String() + "/"}, pr, &out, &errb)
+	if code != 1 || out.String() != "hi\n" || !strings.Contains(errb.String(), "1006") {
+		t.Fatalf("drop: exit %d, stdout %q, stderr %q", code, out.String(), errb.String())
+	}
+}
+
+func TestWSS(t *testing.T) {
+	addr := start(t, engine.Options{TLSConfig: &tls.Config{Certificates: []tls.Certificate{selfSigned(t)}}})
+	code, out, errs := wscat(t, "over tls\n", "-insecure", "wss://"+addr+"/")
+	if code != 0 || out != "over tls\n" {
+		t.Fatalf("-insecure: exit %d %q %q", code, out, errs)
+	}
+	code, _, errs = wscat(t, "x\n", "wss://"+addr+"/")
+	if code != 1 || !strings.Contains(errs, "TLS handshake") {
+		t.Fatalf("unverified: exit %d, stderr %q", code, errs)
+	}
+}
+
+// The built binary behaves as run does: lines in, lines out, exit 0.
+func TestBinaryBuild(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the command")
+	}
+	bin := filepath.Join(t.TempDir(), "wscat")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	addr := start(t, engine.Options{})
+	cmd := exec.Command(bin, "ws://"+addr+"/")
+	cmd.Stdin = strings.NewReader("one\ntwo\n")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil || string(out) != "one\ntwo\n" {
+		t.Fatalf("wscat: %v %q %q", err, out, stderr.String())
+	}
+	cmd = exec.Command(bin, "ws://"+addr+"/")
+	cmd.Stdin = strings.NewReader("close 1011\n")
+	cmd.Stderr = &stderr
+	if err := cmd.Run(); cmd.ProcessState.ExitCode() != 1 {
+		t.Fatalf("close 1011: %v, exit %d", err, cmd.ProcessState.ExitCode())
+	}
+	_ = os.Remove(bin)
+}
+
+func selfSigned(t *testing.T) tls.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "wscat test"},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
