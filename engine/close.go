@@ -222,9 +222,9 @@ func (wc *wsConn) closeNow() {
 }
 
 // sentCloseErr returns what OnClose reports for a close this side started
-// (Conn.Close, drain) once the peer answered, unless a cause was recorded
-// before: the code and reason Conn.Close sent, else the peer's echoed code
-// (fallback), else ErrCloseTimeout (fallback 0).
+// (Conn.Close, drain) that ends without a recorded cause: the code and
+// reason Conn.Close sent, else the peer's echoed code, else
+// ErrCloseTimeout when the peer never answered (fallback 0).
 func (wc *wsConn) sentCloseErr(fallback uint16) error {
 	var sent *handler.CloseError
 	wc.mu.Lock()

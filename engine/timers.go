@@ -153,13 +153,17 @@ func (wc *wsConn) onTimer() {
 		}
 		if now-wc.pingAt >= s.ticks(o.CloseTimeout) {
 			if wc.phase() == phaseClosing {
-				// The peer never answered our close frame: OnClose
-				// says so (handler.ErrCloseTimeout), unless a cause
-				// was recorded before (a drain's 1001). A client needs
-				// this to tell a completed close from an abandoned
-				// one. (A failing connection was counted for whatever
-				// failed it.)
-				wc.setCloseErr(handler.ErrCloseTimeout)
+				// The peer never answered our close frame. (A failing
+				// connection was counted for whatever failed it.) A
+				// server's OnClose reports the close it sent; a
+				// client's says the server never answered
+				// (handler.ErrCloseTimeout), which a client needs to
+				// tell a completed close from an abandoned one.
+				if wc.has(sClient) {
+					wc.setCloseErr(handler.ErrCloseTimeout)
+				} else {
+					wc.setCloseErr(wc.sentCloseErr(0))
+				}
 				lp.stats.timeouts.Add(1)
 			}
 			wc.closeNow()
