@@ -278,6 +278,10 @@ func (s *Server) opened(c gnet.Conn) {
 	a, _ := c.Context().(*adoption)
 	c.SetContext(wc)
 	if a != nil {
+		// gnet keeps the adoption as the connection's "safe context"
+		// too (EnrollContext): drop it, or every upgraded or dialed
+		// connection would pin its adoption (~130 bytes) for life.
+		c.SetSafeContext(nil)
 		wc.adopted(a)
 		return
 	}

@@ -18,7 +18,9 @@
 // callbacks; handshake.go, read.go, write.go and close.go are the life of a
 // connection in that order; timers.go holds the timer wheel and every
 // timeout; budget.go bounds the memory held for inbound messages;
-// broadcast.go, deflate.go, stats.go and recover.go are what their names say.
+// broadcast.go, deflate.go, stats.go and recover.go are what their names say;
+// dial.go is the client: connections this side opens with [Server.Dial],
+// served by the same loops and machinery.
 package engine
 
 import (

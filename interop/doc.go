@@ -2,7 +2,12 @@
 // github.com/gorilla/websocket and github.com/gobwas/ws, interoperate with
 // the wsloop engine: echo of text and binary messages small and large,
 // ping and pong, the closing handshake with a code and reason, and
-// subprotocol negotiation.
+// subprotocol negotiation. It also checks the other direction: wsloop's
+// client (engine.Server.Dial) against servers no one here wrote, Node's ws
+// and Python's websockets (testdata/node/server.mjs,
+// testdata/python/server.py), plain, with permessage-deflate and over TLS;
+// those tests skip, saying why, when node and the ws package (npm ci in
+// testdata/node) or python3 with websockets are missing.
 //
 // It is a separate module so that the client libraries never become
 // dependencies of wsloop itself. Run it from this directory with
