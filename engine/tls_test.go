@@ -224,7 +224,7 @@ func TestTLSBadInput(t *testing.T) {
 func tlsRawConn(c *tls.Conn) net.Conn { return c.NetConn() }
 
 // clientHello captures the first flight of a TLS 1.3 client.
-func clientHello(t *testing.T) []byte {
+func clientHello(t testing.TB) []byte {
 	t.Helper()
 	a, b := net.Pipe()
 	go func() {
@@ -355,4 +355,49 @@ func TestTLSBroadcastAndDrain(t *testing.T) {
 		}
 	}
 	<-served
+}
+
+// BenchmarkTLSStalledHandshake reports what a handshake that stalled after
+// its ClientHello costs the server while it waits for the handshake
+// timeout: heap and goroutine stack per stalled handshake, with every one
+// of them on a handshake goroutine (the cap set to their number).
+//
+//	go test -run=^$ -bench=TLSStalledHandshake -benchtime=1x ./engine
+func BenchmarkTLSStalledHandshake(b *testing.B) {
+	const n = 500
+	cfg := &tls.Config{Certificates: []tls.Certificate{testCert(b, 1)}}
+	srv, _ := startServer(b, newRecorder(), engine.Options{TLSConfig: cfg, MaxTLSHandshakes: n, EventLoops: 1})
+	addr := srv.Addr().String()
+	hello := clientHello(b)
+	for i := 0; i < b.N; i++ {
+		runtime.GC()
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		g0 := runtime.NumGoroutine()
+		conns := make([]net.Conn, 0, n)
+		for j := 0; j < n; j++ {
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				b.Fatal(err)
+			}
+			conns = append(conns, c)
+			if _, err := c.Write(hello); err != nil {
+				b.Fatal(err)
+			}
+		}
+		deadline := time.Now().Add(readTimeout)
+		for runtime.NumGoroutine()-g0 < n-5 && time.Now().Before(deadline) {
+			<-time.After(time.Millisecond) // a poll: nothing announces a goroutine blocking
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		heap := float64(after.HeapAlloc) - float64(before.HeapAlloc)
+		stack := float64(after.StackInuse) - float64(before.StackInuse)
+		b.ReportMetric(heap/n, "heap-B/stalled")
+		b.ReportMetric(stack/n, "stack-B/stalled")
+		b.ReportMetric(float64(runtime.NumGoroutine()-g0)/n, "goroutines/stalled")
+		for _, c := range conns {
+			c.Close()
+		}
+	}
 }
