@@ -275,6 +275,10 @@ func (s *Server) opened(c gnet.Conn) {
 	a, _ := c.Context().(*adoption)
 	c.SetContext(wc)
 	if a != nil {
+		// EnrollContext also stored the adoption as gnet's SafeContext,
+		// which would keep it (and the bytes it carries) for the
+		// connection's life.
+		c.SetSafeContext(nil)
 		wc.adopted(a)
 		return
 	}
