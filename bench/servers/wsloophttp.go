@@ -4,7 +4,6 @@ package servers
 
 import (
 	"context"
-	"net"
 	"net/http"
 	"time"
 
@@ -28,9 +27,13 @@ func init() {
 	}, runWsloopHTTP)
 }
 
-func runWsloopHTTP(addr string, ready func()) error {
+func runWsloopHTTP(addr string, set Settings, ready func()) error {
+	opts := engine.Options{EventLoops: set.Loops}
+	if err := applyOptions(&opts, set.Options); err != nil {
+		return err
+	}
 	h := &wsloopHandler{}
-	h.srv = engine.New(h, engine.Options{})
+	h.srv = engine.New(h, opts)
 	errc := make(chan error, 2)
 	go func() { errc <- h.srv.Serve(context.Background(), nil) }()
 	select {
@@ -47,7 +50,7 @@ func runWsloopHTTP(addr string, ready func()) error {
 		ReadHeaderTimeout: engine.DefaultHandshakeTimeout,
 		IdleTimeout:       2 * time.Minute,
 	}
-	ln, err := net.Listen("tcp", addr)
+	ln, err := listen(addr, set.ReusePort)
 	if err != nil {
 		return err
 	}
