@@ -278,9 +278,9 @@ func (s *Server) opened(c gnet.Conn) {
 	a, _ := c.Context().(*adoption)
 	c.SetContext(wc)
 	if a != nil {
-		// gnet keeps the adoption as the connection's "safe context"
-		// too (EnrollContext): drop it, or every upgraded or dialed
-		// connection would pin its adoption (~130 bytes) for life.
+		// EnrollContext also stored the adoption as gnet's SafeContext,
+		// which would keep it (and the bytes it carries) for the
+		// connection's life.
 		c.SetSafeContext(nil)
 		wc.adopted(a)
 		return

@@ -6,6 +6,7 @@ import (
 	"context"
 	"crypto/sha1"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"errors"
 	"io"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/wsloop/wsloop/codec"
 	"github.com/wsloop/wsloop/engine"
+	"github.com/wsloop/wsloop/engine/enginetest"
 	"github.com/wsloop/wsloop/handler"
 )
 
@@ -284,7 +286,7 @@ func TestDialDeflate(t *testing.T) {
 }
 
 func TestDialTLS(t *testing.T) {
-	cert := testCert(t, 1)
+	cert, certPEM := enginetest.Certificate(t)
 	welcome := &recorder{opened: make(chan handler.Conn, 8), closed: make(chan closeEvent, 8), closes: map[handler.Conn]int{}, opens: map[handler.Conn]bool{}}
 	welcome.open = func(c handler.Conn) {
 		// Frames right behind the 101, in the same TLS flight: crypto/tls
@@ -322,13 +324,26 @@ func TestDialTLS(t *testing.T) {
 			t.Fatalf("OnClose %v", ev.err)
 		}
 	}
+	// Verified against its own root, by IP and by name.
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(certPEM)
+	for _, host := range []string{srv.Addr().String(), "localhost:" + strings.Split(srv.Addr().String(), ":")[1]} {
+		c, _, err := d.Dial(context.Background(), "wss://"+host+"/", &engine.DialOptions{TLSConfig: &tls.Config{RootCAs: roots}})
+		if err != nil {
+			t.Fatalf("verified dial to %s: %v", host, err)
+		}
+		cli.next(t)
+		cli.next(t)
+		c.Close(1000, "")
+		cli.waitClose(t)
+	}
 	// A certificate nobody vouches for fails in the TLS phase.
 	_, _, err := d.Dial(context.Background(), "wss://"+srv.Addr().String()+"/", nil)
 	var de *engine.DialError
 	if !errors.As(err, &de) || de.Phase != engine.PhaseTLS || !strings.Contains(err.Error(), "TLS handshake") {
 		t.Fatalf("untrusted certificate: %v", err)
 	}
-	if st := d.Stats(); st.Conns != 0 || st.TLSHandshakes != 2 {
+	if st := d.Stats(); st.Conns != 0 || st.TLSHandshakes != 4 {
 		t.Fatalf("stats %+v", st)
 	}
 }

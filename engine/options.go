@@ -174,6 +174,12 @@ type Options struct {
 	// bytes one OnTraffic sees. Default 64 KiB.
 	ReadBufferCap int
 
+	// LockOSThread pins each event loop to an operating-system thread
+	// (gnet's WithLockOSThread). It may help tail latency where loops
+	// share a machine with other busy goroutines; measure before keeping
+	// it. Default off.
+	LockOSThread bool
+
 	// Deflate configures permessage-deflate compression (RFC 7692). Off
 	// by default; see [Deflate].
 	Deflate Deflate

@@ -219,6 +219,7 @@ func (s *Server) startLoops() error {
 		gnet.WithNumEventLoop(n),
 		gnet.WithLogger(gnetLogger{s.log}),
 		gnet.WithReadBufferCap(s.opts.ReadBufferCap),
+		gnet.WithLockOSThread(s.opts.LockOSThread),
 		// Go's net package set TCP_NODELAY on the socket already (and
 		// the descriptor gnet gets is a duplicate of it): skip gnet's
 		// second setsockopt per connection.

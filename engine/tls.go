@@ -337,7 +337,11 @@ func (wc *wsConn) tlsTraffic(ts *tlsState) bool {
 		return true
 	}
 	if !errors.Is(err, io.EOF) {
-		wc.lp.srv.tlsFailed("bad record")
+		label := tlsFailureLabel(err) // a renegotiation attempt is an "unexpected message"
+		if label == "other" {
+			label = "bad record"
+		}
+		wc.lp.srv.tlsFailed(label)
 	}
 	return len(plain) > 0 // deliver what came before the end, then close
 }

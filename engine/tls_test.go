@@ -2,15 +2,9 @@ package engine_test
 
 import (
 	"bytes"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"runtime"
@@ -23,31 +17,15 @@ import (
 
 	"github.com/wsloop/wsloop/codec"
 	"github.com/wsloop/wsloop/engine"
+	"github.com/wsloop/wsloop/engine/enginetest"
 	"github.com/wsloop/wsloop/handler"
 )
 
-// testCert makes a self-signed certificate for 127.0.0.1 with the given
-// serial number.
-func testCert(t testing.TB, serial int64) tls.Certificate {
+// testCert makes a self-signed certificate for 127.0.0.1.
+func testCert(t testing.TB) tls.Certificate {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(serial),
-		Subject:      pkix.Name{CommonName: "wsloop test"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+	cert, _ := enginetest.Certificate(t)
+	return cert
 }
 
 // dialWSS opens a wss connection, with the given TLS version, and upgrades.
@@ -70,7 +48,7 @@ func dialWSS(t testing.TB, addr, path string, version uint16) (*wsClient, *tls.C
 func TestTLSEcho(t *testing.T) {
 	t.Parallel()
 	h := newRecorder()
-	cert := testCert(t, 1)
+	cert := testCert(t)
 	srv, _ := startServer(t, h, engine.Options{TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}}})
 	addr := srv.Addr().String()
 	for _, v := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
@@ -118,20 +96,18 @@ func TestTLSEcho(t *testing.T) {
 // rotated without a restart.
 func TestTLSCertificateRotation(t *testing.T) {
 	t.Parallel()
-	var serial atomic.Int64
-	serial.Store(1)
-	certs := map[int64]tls.Certificate{1: testCert(t, 1), 2: testCert(t, 2)}
+	var current atomic.Int64
+	certs := []tls.Certificate{testCert(t), testCert(t)}
 	cfg := &tls.Config{GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
-		c := certs[serial.Load()]
-		return &c, nil
+		return &certs[current.Load()], nil
 	}}
 	srv, _ := startServer(t, newRecorder(), engine.Options{TLSConfig: cfg})
 	addr := srv.Addr().String()
-	for want := int64(1); want <= 2; want++ {
-		serial.Store(want)
+	for i := range certs {
+		current.Store(int64(i))
 		c, conn := dialWSS(t, addr, "/", tls.VersionTLS13)
-		if got := conn.ConnectionState().PeerCertificates[0].SerialNumber.Int64(); got != want {
-			t.Errorf("certificate %d, want %d", got, want)
+		if got := conn.ConnectionState().PeerCertificates[0].Raw; !bytes.Equal(got, certs[i].Certificate[0]) {
+			t.Errorf("connection %d was served another certificate", i)
 		}
 		c.roundTrip(t, "rotated")
 	}
@@ -142,7 +118,7 @@ func TestTLSCertificateRotation(t *testing.T) {
 func TestTLSBadInput(t *testing.T) {
 	t.Parallel()
 	h := newRecorder()
-	cfg := &tls.Config{Certificates: []tls.Certificate{testCert(t, 1)}}
+	cfg := &tls.Config{Certificates: []tls.Certificate{testCert(t)}}
 	srv, clk, _ := startClocked(t, h, engine.Options{TLSConfig: cfg, HandshakeTimeout: 8 * time.Second})
 	addr := srv.Addr().String()
 
@@ -224,7 +200,7 @@ func TestTLSBadInput(t *testing.T) {
 func tlsRawConn(c *tls.Conn) net.Conn { return c.NetConn() }
 
 // clientHello captures the first flight of a TLS 1.3 client.
-func clientHello(t *testing.T) []byte {
+func clientHello(t testing.TB) []byte {
 	t.Helper()
 	a, b := net.Pipe()
 	go func() {
@@ -251,7 +227,7 @@ func TestTLSStalledHandshakes(t *testing.T) {
 	const stalled, live, cap = 2000, 50, 100
 	const timeout = 8 * time.Second
 	h := newRecorder()
-	cfg := &tls.Config{Certificates: []tls.Certificate{testCert(t, 1)}}
+	cfg := &tls.Config{Certificates: []tls.Certificate{testCert(t)}}
 	srv, clk, _ := startClocked(t, h, engine.Options{TLSConfig: cfg, HandshakeTimeout: timeout, MaxTLSHandshakes: cap, EventLoops: 2})
 	addr := srv.Addr().String()
 	hello := clientHello(t)
@@ -333,7 +309,7 @@ func TestTLSStalledHandshakes(t *testing.T) {
 func TestTLSBroadcastAndDrain(t *testing.T) {
 	t.Parallel()
 	h := newRecorder()
-	cfg := &tls.Config{Certificates: []tls.Certificate{testCert(t, 1)}}
+	cfg := &tls.Config{Certificates: []tls.Certificate{testCert(t)}}
 	srv, served := startServer(t, h, engine.Options{TLSConfig: cfg})
 	addr := srv.Addr().String()
 	var clients []*wsClient
@@ -355,4 +331,49 @@ func TestTLSBroadcastAndDrain(t *testing.T) {
 		}
 	}
 	<-served
+}
+
+// BenchmarkTLSStalledHandshake reports what a handshake that stalled after
+// its ClientHello costs the server while it waits for the handshake
+// timeout: heap and goroutine stack per stalled handshake, with every one
+// of them on a handshake goroutine (the cap set to their number).
+//
+//	go test -run=^$ -bench=TLSStalledHandshake -benchtime=1x ./engine
+func BenchmarkTLSStalledHandshake(b *testing.B) {
+	const n = 500
+	cfg := &tls.Config{Certificates: []tls.Certificate{testCert(b)}}
+	srv, _ := startServer(b, newRecorder(), engine.Options{TLSConfig: cfg, MaxTLSHandshakes: n, EventLoops: 1})
+	addr := srv.Addr().String()
+	hello := clientHello(b)
+	for i := 0; i < b.N; i++ {
+		runtime.GC()
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		g0 := runtime.NumGoroutine()
+		conns := make([]net.Conn, 0, n)
+		for j := 0; j < n; j++ {
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				b.Fatal(err)
+			}
+			conns = append(conns, c)
+			if _, err := c.Write(hello); err != nil {
+				b.Fatal(err)
+			}
+		}
+		deadline := time.Now().Add(readTimeout)
+		for runtime.NumGoroutine()-g0 < n-5 && time.Now().Before(deadline) {
+			<-time.After(time.Millisecond) // a poll: nothing announces a goroutine blocking
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		heap := float64(after.HeapAlloc) - float64(before.HeapAlloc)
+		stack := float64(after.StackInuse) - float64(before.StackInuse)
+		b.ReportMetric(heap/n, "heap-B/stalled")
+		b.ReportMetric(stack/n, "stack-B/stalled")
+		b.ReportMetric(float64(runtime.NumGoroutine()-g0)/n, "goroutines/stalled")
+		for _, c := range conns {
+			c.Close()
+		}
+	}
 }

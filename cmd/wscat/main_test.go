@@ -4,17 +4,11 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/sha1"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -186,7 +180,7 @@ func TestDrop(t *testing.T) {
 }
 
 func TestWSS(t *testing.T) {
-	addr := start(t, engine.Options{TLSConfig: &tls.Config{Certificates: []tls.Certificate{selfSigned(t)}}})
+	addr := start(t, engine.Options{TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert(t)}}})
 	code, out, errs := wscat(t, "over tls\n", "-insecure", "wss://"+addr+"/")
 	if code != 0 || out != "over tls\n" {
 		t.Fatalf("-insecure: exit %d %q %q", code, out, errs)
@@ -224,24 +218,7 @@ func TestBinaryBuild(t *testing.T) {
 	_ = os.Remove(bin)
 }
 
-func selfSigned(t *testing.T) tls.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1),
-		Subject:      pkix.Name{CommonName: "wscat test"},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(time.Hour),
-		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+func cert(t *testing.T) tls.Certificate {
+	c, _ := enginetest.Certificate(t)
+	return c
 }

@@ -38,13 +38,13 @@ func chromiumPath() string {
 // newBrowser starts a headless Chromium with a fresh profile and returns
 // the context of its first tab. The flags keep it off the network: this
 // machine's is closed to everything but loopback.
-func newBrowser(t *testing.T) context.Context {
+func newBrowser(t *testing.T, extra ...chromedp.ExecAllocatorOption) context.Context {
 	t.Helper()
 	path := chromiumPath()
 	if path == "" {
 		t.Skip("chromium not found (set $CHROMIUM or install it: apt-get install -y chromium); skipping the browser test")
 	}
-	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
+	opts := append([]chromedp.ExecAllocatorOption{
 		chromedp.ExecPath(path),
 		chromedp.Flag("headless", true),
 		chromedp.Flag("no-sandbox", true),
@@ -60,7 +60,8 @@ func newBrowser(t *testing.T) context.Context {
 		chromedp.Flag("hide-scrollbars", true),
 		chromedp.UserDataDir(t.TempDir()),
 		chromedp.WindowSize(1000, 640),
-	)
+	}, extra...)
+	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancel := chromedp.NewContext(alloc)
 	t.Cleanup(func() { cancel(); cancelAlloc() })
 	// The first action starts the browser; it must not run under a timeout.
@@ -265,4 +266,27 @@ func TestBrowserMemberListAfterChurn(t *testing.T) {
 	do(t, zed, "a late joiner gets the list and the count",
 		chromedp.Navigate(base+"/?room=churn&name=zed"), statusIs("connected"), countIs(len(want)), membersAre(want...))
 	do(t, ann, "ann sees zed", countIs(len(want)), membersAre(want...))
+}
+
+// TestBrowserChatTLS is the chat over https:// and wss://: the page and the
+// WebSocket served by the engine over crypto/tls on its event loops, with a
+// test certificate the browser is told to accept, and permessage-deflate.
+func TestBrowserChatTLS(t *testing.T) {
+	browser := newBrowser(t, chromedp.Flag("ignore-certificate-errors", true))
+	opts := engine.Options{Deflate: engine.Deflate{Enabled: true, Threshold: -1}, TLSConfig: testTLSConfig(t)}
+	app, stop := runApp(t, Config{Engine: opts})
+	t.Cleanup(func() { stop() })
+	base := "https://" + app.Addr().String()
+
+	ann := browser
+	do(t, ann, "ann joins over wss", chromedp.Navigate(base+"/?room=secure&name=ann"), statusIs("connected"), membersAre("ann"), countIs(1))
+	bob := newTab(t, browser)
+	do(t, bob, "bob joins over wss", chromedp.Navigate(base+"/?room=secure&name=bob"), statusIs("connected"), membersAre("ann", "bob"), countIs(2))
+	do(t, ann, "ann sends", send("hello over TLS"), shows("hello over TLS"))
+	do(t, bob, "bob gets it and answers", shows("hello over TLS"), send("encrypted both ways"))
+	do(t, ann, "ann gets the answer", shows("encrypted both ways"))
+	st := app.Server.Stats()
+	if st.TLSHandshakes < 2 || app.Server.DeflateStats().Negotiated < 2 {
+		t.Errorf("TLS handshakes %d, deflate negotiated %d: want both tabs on wss with permessage-deflate", st.TLSHandshakes, app.Server.DeflateStats().Negotiated)
+	}
 }

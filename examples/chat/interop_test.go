@@ -36,20 +36,24 @@ func runClient(t *testing.T, name string, argv ...string) {
 	// The same exchange with permessage-deflate on: both clients offer it by
 	// default, and the scripts fail unless it was negotiated.
 	deflate := startEcho(t, engine.Options{Deflate: engine.Deflate{Enabled: true}})
+	// And over TLS (wss://, a self-signed certificate the scripts accept),
+	// compressed too.
+	secure := startEcho(t, engine.Options{Deflate: engine.Deflate{Enabled: true}, TLSConfig: testTLSConfig(t)})
 	app := startApp(t, Config{})
-	targets := map[string]string{
-		"echo":         "ws://" + echo.String() + "/",
-		"echo-deflate": "ws://" + deflate.String() + "/",
-		"chat":         "ws://" + app.Addr().String() + "/ws?room=interop&name=" + name,
+	cases := []struct{ name, url, mode string }{
+		{"echo", "ws://" + echo.String() + "/", "echo"},
+		{"echo-deflate", "ws://" + deflate.String() + "/", "echo-deflate"},
+		{"echo-wss", "wss://" + secure.String() + "/", "echo-deflate"},
+		{"chat", "ws://" + app.Addr().String() + "/ws?room=interop&name=" + name, "chat"},
 	}
-	for _, mode := range []string{"echo", "echo-deflate", "chat"} {
-		t.Run(mode, func(t *testing.T) {
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			args := append(append([]string(nil), argv[1:]...), targets[mode], mode)
+			args := append(append([]string(nil), argv[1:]...), tc.url, tc.mode)
 			out, err := exec.CommandContext(ctx, argv[0], args...).CombinedOutput()
-			if err != nil || !strings.Contains(string(out), "ok "+mode) {
-				t.Fatalf("%s client against the %s server: %v\n%s", name, mode, err, out)
+			if err != nil || !strings.Contains(string(out), "ok "+tc.mode) {
+				t.Fatalf("%s client against the %s server: %v\n%s", name, tc.name, err, out)
 			}
 		})
 	}

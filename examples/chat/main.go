@@ -4,16 +4,19 @@
 //
 //	go run . -addr :8080                      # one process
 //	go run . -addr :8081 -nats nats://127.0.0.1:4222 # several processes sharing rooms
+//	go run . -tls-cert cert.pem -tls-key key.pem      # https:// and wss://
 package main
 
 import (
 	"context"
+	"crypto/tls"
 	"flag"
-	"github.com/wsloop/wsloop/engine"
 	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/wsloop/wsloop/engine"
 )
 
 func main() {
@@ -25,6 +28,8 @@ func main() {
 	verbose := flag.Bool("v", false, "log joins and leaves")
 	deflate := flag.Bool("deflate", false, "accept permessage-deflate (compressed messages)")
 	loops := flag.Int("loops", 0, "event loops (default: one per CPU)")
+	tlsCert := flag.String("tls-cert", "", "certificate file (PEM): serve https:// and wss:// (with -tls-key)")
+	tlsKey := flag.String("tls-key", "", "private key file (PEM) of -tls-cert")
 	flag.Parse()
 
 	level := slog.LevelInfo
@@ -36,12 +41,24 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	app := NewApp(Config{Addr: *addr, NATS: *natsURL, Node: *node, HistorySize: *history, MaxText: *maxText, Logger: log,
-		Engine: engine.Options{EventLoops: *loops, Deflate: engine.Deflate{Enabled: *deflate}}})
+	eopts := engine.Options{EventLoops: *loops, Deflate: engine.Deflate{Enabled: *deflate}}
+	if *tlsCert != "" || *tlsKey != "" {
+		cert, err := tls.LoadX509KeyPair(*tlsCert, *tlsKey)
+		if err != nil {
+			log.Error("chat: TLS certificate", "err", err)
+			os.Exit(1)
+		}
+		eopts.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}}
+	}
+	app := NewApp(Config{Addr: *addr, NATS: *natsURL, Node: *node, HistorySize: *history, MaxText: *maxText, Logger: log, Engine: eopts})
 	go func() {
 		select {
 		case <-app.Server.Ready():
-			log.Info("chat listening", "addr", app.Addr().String(), "page", "http://localhost"+portOf(app.Addr().String())+"/")
+			scheme := "http"
+			if eopts.TLSConfig != nil {
+				scheme = "https"
+			}
+			log.Info("chat listening", "addr", app.Addr().String(), "page", scheme+"://localhost"+portOf(app.Addr().String())+"/")
 		case <-ctx.Done():
 		}
 	}()

@@ -6,6 +6,7 @@
 //
 //	go run ./examples/echo -addr 127.0.0.1:9001
 //	go run ./examples/echo -deflate            # with permessage-deflate
+//	go run ./examples/echo -tls-cert cert.pem -tls-key key.pem   # wss://
 //
 // On SIGINT or SIGTERM it drains: every open connection receives a 1001
 // close frame before its TCP close, then the process exits.
@@ -13,6 +14,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"flag"
 	"log/slog"
 	"os"
@@ -45,6 +47,9 @@ func main() {
 	flag.BoolVar(&o.Deflate.Enabled, "deflate", false, "accept permessage-deflate (RFC 7692), without context takeover unless -deflate-budget")
 	flag.Int64Var(&o.Deflate.ContextTakeoverBudget, "deflate-budget", 0, "bytes all connections together may spend on deflate context takeover (0: none)")
 	flag.IntVar(&o.Deflate.Threshold, "deflate-threshold", 0, "messages shorter than this go uncompressed (0: default 128, negative: compress all)")
+	tlsCert := flag.String("tls-cert", "", "certificate file (PEM): serve wss:// (with -tls-key)")
+	tlsKey := flag.String("tls-key", "", "private key file (PEM) of -tls-cert")
+	flag.IntVar(&o.MaxTLSHandshakes, "tls-handshakes", 0, "TLS handshakes in progress at once (0: default 256)")
 	drain := flag.Duration("drain", 5*time.Second, "how long a shutdown waits for close replies")
 	verbose := flag.Bool("v", false, "debug logging (every rejected handshake and protocol error)")
 	flag.Parse()
@@ -55,6 +60,14 @@ func main() {
 	}
 	o.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	o.CheckOrigin = func(*handler.Request) bool { return true } // an echo test server serves any page
+	if *tlsCert != "" || *tlsKey != "" {
+		cert, err := tls.LoadX509KeyPair(*tlsCert, *tlsKey)
+		if err != nil {
+			o.Logger.Error("echo: TLS certificate", "err", err)
+			os.Exit(1)
+		}
+		o.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}}
+	}
 
 	srv := engine.New(echo{}, o)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
