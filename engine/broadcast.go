@@ -38,7 +38,10 @@ type broadcastQueue struct {
 // each connection unchanged, with no goroutine per connection and one task
 // per event loop; broadcasts queued meanwhile are written together. Closed
 // connections are skipped; a connection over its outbound cap is dropped
-// by the slow-consumer policy. Broadcast does not keep conns.
+// by the slow-consumer policy. Broadcast does not keep conns. Successive
+// calls of Broadcast, BroadcastAll and the Conn write methods made by one
+// goroutine reach each connection in the order of the calls (the chat
+// example relies on it: a member's join notice before its first message).
 func (s *Server) Broadcast(conns []handler.Conn, f *codec.PreparedFrame) {
 	var groups [][]*wsConn // by loop index; loops may be added meanwhile
 	for _, c := range conns {
