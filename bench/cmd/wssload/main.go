@@ -68,6 +68,7 @@ func main() {
 	serverArgs := flag.String("server-args", "", "extra arguments for every server, space-separated (e.g. -loops 2)")
 	profDir := flag.String("profile", "", "directory for heap profiles from one extra idle run per -profile-impls")
 	profImpls := flag.String("profile-impls", "wsloop", "implementations to profile with -profile")
+	ratioList := flag.String("ratios", "", "ratios to print, comma-separated A/B label pairs (default: the first implementation to each other)")
 	out := flag.String("out", "", "also write every run as JSON to this file")
 	quiet := flag.Bool("quiet", false, "no progress output")
 	flag.Parse()
@@ -77,6 +78,19 @@ func main() {
 	for _, s := range specs {
 		label, _, _ := strings.Cut(s, "=")
 		names = append(names, label)
+	}
+	var ratios [][2]string
+	if *ratioList == "" {
+		for _, o := range names[1:] {
+			ratios = append(ratios, [2]string{names[0], o})
+		}
+	}
+	for _, p := range strings.Split(*ratioList, ",") {
+		if a, b, ok := strings.Cut(p, "/"); ok {
+			ratios = append(ratios, [2]string{a, b})
+		} else if p != "" {
+			fatal("-ratios: want A/B pairs, got %q", p)
+		}
 	}
 	limit := proc.RaiseNoFile()
 	if uint64(max(*n, *echoN))+64 > limit {
@@ -183,14 +197,14 @@ func main() {
 			fatal("%v", err)
 		}
 	}
-	summarize(os.Stdout, names, all, *reps)
+	summarize(os.Stdout, names, ratios, all, *reps)
 }
 
 func printRun(r *Result) {
 	switch r.Scenario {
 	case "idle":
-		fmt.Printf("run %d %-7s idle  %5d conns  hs %.2f ms CPU  RSS/conn after handshake %6.0f B, after %d B echo %6.0f B (%6.0f B after GC)  heap/conn %6.0f / %6.0f B  goroutines %d\n",
-			r.Rep, r.Impl, r.Connected, r.HandshakeCPUms, r.PerConnHS, r.Size, r.PerConnBig, r.PerConnBigGC, r.HeapPerConnHS, r.HeapPerConnBig, r.Goroutines)
+		fmt.Printf("run %d %-7s idle  %5d conns (%s)  hs %.2f ms CPU  RSS/conn after handshake %6.0f B, after %d B echo %6.0f B (%6.0f B after GC)  heap/conn %6.0f / %6.0f B  goroutines %d\n",
+			r.Rep, r.Impl, r.Connected, r.TLS, r.HandshakeCPUms, r.PerConnHS, r.Size, r.PerConnBig, r.PerConnBigGC, r.HeapPerConnHS, r.HeapPerConnBig, r.Goroutines)
 	case "echo":
 		fmt.Printf("run %d %-7s echo  %5d x %d B  %8.0f msg/s  p50 %6.0f us  p99 %6.0f us  server %.3f CPU-s/1M msgs  client %.1fs  other %.2f cores\n",
 			r.Rep, r.Impl, r.Connected, r.Size, r.MsgsPerSec, r.LatP50us, r.LatP99us, r.ServerCPUPerM, r.ClientCPU, r.OtherCores)

@@ -43,15 +43,15 @@ func median(v []float64) float64 {
 }
 
 // summarize prints a Markdown table: median (min–max) over the
-// repetitions per implementation, then the first implementation's median
-// divided by each other's, with the range of the per-repetition ratios.
-// Runs with errors are left out and counted.
-func summarize(w io.Writer, names []string, all []*Result, reps int) {
+// repetitions per implementation, then for each pair in ratios the ratio of
+// the medians, with the range of the per-repetition ratios. Runs with
+// errors are left out and counted.
+func summarize(w io.Writer, names []string, ratios [][2]string, all []*Result, reps int) {
 	fmt.Fprintf(w, "\n| figure | %s |", strings.Join(names, " | "))
-	for _, o := range names[1:] {
-		fmt.Fprintf(w, " %s/%s |", names[0], o)
+	for _, p := range ratios {
+		fmt.Fprintf(w, " %s/%s |", p[0], p[1])
 	}
-	fmt.Fprintf(w, "\n|---|%s", strings.Repeat("---|", 2*len(names)-1))
+	fmt.Fprintf(w, "\n|---|%s", strings.Repeat("---|", len(names)+len(ratios)))
 	fmt.Fprintln(w)
 	var sizes = map[string]string{}
 	for _, r := range all {
@@ -97,18 +97,18 @@ func summarize(w io.Writer, names []string, all []*Result, reps int) {
 			}
 			fmt.Fprintf(w, " %s |", cell)
 		}
-		for _, o := range names[1:] {
-			if meds[o] == 0 {
+		for _, p := range ratios {
+			if meds[p[1]] == 0 {
 				fmt.Fprint(w, " - |")
 				continue
 			}
 			var rs []float64
-			for rep, a := range vals[names[0]] {
-				if b, ok := vals[o][rep]; ok && b != 0 {
+			for rep, a := range vals[p[0]] {
+				if b, ok := vals[p[1]][rep]; ok && b != 0 {
 					rs = append(rs, a/b)
 				}
 			}
-			cell := fmt.Sprintf("%.2f", meds[names[0]]/meds[o])
+			cell := fmt.Sprintf("%.2f", meds[p[0]]/meds[p[1]])
 			if len(rs) > 1 {
 				cell += fmt.Sprintf(" (%.2f–%.2f)", slices.Min(rs), slices.Max(rs))
 			}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"crypto/tls"
 	"fmt"
 	"io"
 	"os"
@@ -49,6 +50,7 @@ type Result struct {
 	N        int    `json:"n"`
 	Size     int    `json:"size"`
 
+	TLS            string  `json:"tls"` // what the first connection negotiated
 	Connected      int     `json:"connected"`
 	RampSecs       float64 `json:"ramp_secs"`
 	HandshakeP50ms float64 `json:"handshake_p50_ms"`
@@ -147,6 +149,8 @@ func ramp(d *dialer, p params, t target, r *Result) []*conn {
 	}
 	r.Connected = len(open)
 	if len(open) > 0 {
+		st := open[0].tc.ConnectionState()
+		r.TLS = fmt.Sprintf("%s %s %s", tls.VersionName(st.Version), tls.CipherSuiteName(st.CipherSuite), st.CurveID)
 		slices.Sort(ok)
 		q := func(f float64) float64 { return float64(ok[min(len(ok)-1, int(f*float64(len(ok))))]) / 1e6 }
 		r.HandshakeP50ms, r.HandshakeP99ms = q(0.5), q(0.99)
