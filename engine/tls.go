@@ -1,11 +1,13 @@
 package engine
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
 	"io"
 	"net"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -199,10 +201,13 @@ func (t *tlsTransport) wake() {
 	}
 }
 
-// established switches the transport to the loop's non-blocking mode.
+// established switches the transport to the loop's non-blocking mode. Its
+// reads no longer wait, so the channel they waited on is dropped: a
+// select sending on a nil channel takes its default.
 func (t *tlsTransport) established() {
 	t.mu.Lock()
 	t.handshaking = false
+	t.fed = nil
 	t.mu.Unlock()
 }
 
@@ -304,15 +309,92 @@ func (wc *wsConn) tlsHandshakeTraffic(ts *tlsState) gnet.Action {
 	return gnet.None
 }
 
+// What an idle wss connection holds of crypto/tls's input side.
+//
+// crypto/tls reads records into Conn.rawInput, a bytes.Buffer that keeps
+// the capacity of the largest record it read (about 18 KiB after one
+// full-size record, 2 KiB after a ClientHello with an ML-KEM key share), and
+// handshake messages into Conn.hand, which keeps the ClientHello's size
+// (1.5 KiB) for the connection's life. Neither is exported. When both
+// fields are found, by name and type, the loop lends crypto/tls a pooled
+// buffer as rawInput for the length of one tlsTraffic call and takes it
+// back afterwards, and drops hand after the handshake, so an idle
+// connection keeps neither. For the buffer to be empty when it is taken
+// back, crypto/tls is fed whole records only: a record that is still
+// arriving waits in the transport, which is what rawInput would have held.
+// When the fields are not found (another Go release), everything works as
+// before and idle connections keep the buffers.
+var tlsConnBufs = func() (f struct {
+	rawInput, hand uintptr
+	ok             bool
+}) {
+	t := reflect.TypeFor[tls.Conn]()
+	raw, ok1 := t.FieldByName("rawInput")
+	hand, ok2 := t.FieldByName("hand")
+	bt := reflect.TypeFor[bytes.Buffer]()
+	if ok1 && ok2 && raw.Type == bt && hand.Type == bt && len(raw.Index) == 1 && len(hand.Index) == 1 {
+		f.rawInput, f.hand, f.ok = raw.Offset, hand.Offset, true
+	}
+	return f
+}()
+
+// tlsBuffer returns the bytes.Buffer at offset off in c.
+func tlsBuffer(c *tls.Conn, off uintptr) *bytes.Buffer {
+	return (*bytes.Buffer)(unsafe.Add(unsafe.Pointer(c), off))
+}
+
+// tlsRawPool holds the record buffers lent to crypto/tls, one per loop in
+// use at a time.
+var tlsRawPool = sync.Pool{New: func() any { b := make([]byte, 0, 32<<10); return &b }}
+
+// wholeTLSRecords returns the length of the complete TLS records at the
+// start of b. A header announcing more than any valid record counts as
+// complete, so that crypto/tls reads it and fails.
+func wholeTLSRecords(b []byte) int {
+	n := 0
+	for len(b)-n >= 5 {
+		l := 5 + (int(b[n+3])<<8 | int(b[n+4]))
+		if l > 5+16384+2048 {
+			return len(b)
+		}
+		if len(b)-n < l {
+			break
+		}
+		n += l
+	}
+	return n
+}
+
 // tlsTraffic decrypts what arrived for an established wss connection into
 // its carried input. It returns false when the TLS stream ended (the peer's
 // close_notify, or a bad record), after which the connection is closed.
 // Loop only.
 func (wc *wsConn) tlsTraffic(ts *tlsState) bool {
-	if buf, _ := wc.c.Peek(-1); len(buf) > 0 {
-		_ = ts.tr.feed(buf) // decrypted at once below: at most a partial record stays
-		_, _ = wc.c.Discard(len(buf))
+	tr := ts.tr
+	var raw *bytes.Buffer
+	var lent *[]byte
+	if tlsConnBufs.ok {
+		raw = tlsBuffer(ts.conn, tlsConnBufs.rawInput)
+		if raw.Len() == 0 {
+			lent = tlsRawPool.Get().(*[]byte)
+			*raw = *bytes.NewBuffer((*lent)[:0])
+		}
 	}
+	// The ciphertext crypto/tls reads: gnet's bytes as they are, or joined
+	// to a record that began in an earlier read.
+	buf, _ := wc.c.Peek(-1)
+	src := buf
+	tr.mu.Lock()
+	if len(tr.in) > 0 {
+		src = append(tr.in, buf...)
+	}
+	n := len(src)
+	if lent != nil {
+		n = wholeTLSRecords(src)
+	}
+	tr.in = src[:n]
+	tr.mu.Unlock()
+
 	lp := wc.lp
 	x := wc.x.Load()
 	plain := lp.tlsPlain[:0]
@@ -333,7 +415,38 @@ func (wc *wsConn) tlsTraffic(ts *tlsState) bool {
 	}
 	lp.tlsPlain = plain[:0]
 	x.pending = plain // read by in(); made the connection's own by keepCarried
-	if ne, ok := err.(net.Error); ok && ne.Temporary() {
+
+	// A record still arriving stays with the transport, in its own memory:
+	// src may be gnet's buffer, discarded now.
+	tr.mu.Lock()
+	tr.in = nil
+	if rest := src[n:]; len(rest) > 0 {
+		tr.in = append([]byte(nil), rest...)
+	}
+	tr.mu.Unlock()
+	if len(buf) > 0 && wc.phase() != phaseClosed {
+		_, _ = wc.c.Discard(len(buf)) // after the reads: src may alias gnet's buffer
+	}
+	ne, ok := err.(net.Error)
+	wouldBlock := ok && ne.Temporary()
+	if raw != nil && wouldBlock {
+		// Take the lent buffer back (or the one crypto/tls grew from it),
+		// and let crypto/tls keep nothing between reads.
+		switch {
+		case raw.Len() == 0:
+			if lent != nil {
+				raw.Reset()
+				*lent = raw.AvailableBuffer()
+				tlsRawPool.Put(lent)
+			}
+			*raw = bytes.Buffer{}
+		case lent != nil:
+			// Not whole records after all: keep the part, not the pool's buffer.
+			*raw = *bytes.NewBuffer(bytes.Clone(raw.Bytes()))
+			tlsRawPool.Put(lent)
+		}
+	}
+	if wouldBlock {
 		return true
 	}
 	if !errors.Is(err, io.EOF) {
@@ -372,6 +485,13 @@ func (wc *wsConn) tlsEstablished() {
 	}
 	ts := wc.tls()
 	ts.tr.established()
+	if tlsConnBufs.ok {
+		// The handshake messages are read: do not keep the ClientHello's
+		// buffer. A post-handshake message (a KeyUpdate) gets a new one.
+		if h := tlsBuffer(ts.conn, tlsConnBufs.hand); h.Len() == 0 {
+			*h = bytes.Buffer{}
+		}
+	}
 	wc.lp.srv.releaseHeader(wc.extra()) // the early bytes are crypto/tls's now, read at once
 	wc.setPhase(phaseHandshake)
 	wc.lp.srv.stats.tlsHandshakes.Add(1)

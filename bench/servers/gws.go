@@ -1,6 +1,7 @@
 package servers
 
 import (
+	"crypto/tls"
 	"sync"
 
 	"github.com/lxzan/gws"
@@ -62,6 +63,20 @@ func runGWS(addr string, set Settings, ready func()) error {
 	ln, err := listen(addr, set.ReusePort)
 	if err != nil {
 		return err
+	}
+	if set.TLS != nil {
+		// gws's TLS mode is Server.RunTLS(addr, certFile, keyFile): it
+		// clones ServerOption.TlsConfig, sets the certificate and ALPN
+		// http/1.1, and runs RunListener on tls.NewListener. Those are its
+		// steps, on our listener, so that ready is called once it listens
+		// (and -reuseport applies); the handshake then runs in the
+		// connection's goroutine, as with RunTLS.
+		cert, err := tls.X509KeyPair(set.TLS.CertPEM, set.TLS.KeyPEM)
+		if err != nil {
+			return err
+		}
+		conf := &tls.Config{Certificates: []tls.Certificate{cert}, NextProtos: []string{"http/1.1"}}
+		ln = tls.NewListener(ln, conf)
 	}
 	ready()
 	return srv.RunListener(ln)

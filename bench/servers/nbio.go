@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"sync"
 
+	llibtls "github.com/lesismal/llib/std/crypto/tls"
 	"github.com/lesismal/nbio/nbhttp"
 	"github.com/lesismal/nbio/nbhttp/websocket"
 )
@@ -57,6 +58,17 @@ func runNbio(addr string, set Settings, ready func()) error {
 		IOMod:                   nbhttp.IOModNonBlocking,
 		Handler:                 mux,
 		NPoller:                 set.Loops,
+	}
+	if set.TLS != nil {
+		// nbio's TLS: Config.AddrsTLS with Config.TLSConfig, a
+		// *tls.Config of lesismal/llib's non-blocking fork of crypto/tls
+		// (handshakes and records on the pollers).
+		cert, err := llibtls.X509KeyPair(set.TLS.CertPEM, set.TLS.KeyPEM)
+		if err != nil {
+			return err
+		}
+		conf.Addrs, conf.AddrsTLS = nil, []string{addr}
+		conf.TLSConfig = &llibtls.Config{Certificates: []llibtls.Certificate{cert}}
 	}
 	if set.ReusePort {
 		conf.Listen = func(_, a string) (net.Listener, error) { return listen(a, true) }

@@ -48,6 +48,9 @@ type Settings struct {
 	// engine setting can be compared without a new bench flag. Other
 	// implementations refuse them.
 	Options []string
+	// TLS, when set, makes the server serve wss:// with this certificate
+	// instead of ws:// (wsloop, gws and nbio: see SupportsTLS).
+	TLS *TLSCert
 }
 
 // listen opens a TCP listener, with SO_REUSEPORT when reusePort is set.

@@ -4,6 +4,7 @@ package servers
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"reflect"
 	"strconv"
@@ -46,6 +47,15 @@ func runWsloop(addr string, set Settings, ready func()) error {
 	opts := engine.Options{Addr: addr, EventLoops: set.Loops, ReusePort: set.ReusePort}
 	if err := applyOptions(&opts, set.Options); err != nil {
 		return err
+	}
+	if set.TLS != nil {
+		// wss:// on the event loops: Options.TLSConfig, everything else
+		// (MaxTLSHandshakes included) at its default.
+		cert, err := tls.X509KeyPair(set.TLS.CertPEM, set.TLS.KeyPEM)
+		if err != nil {
+			return err
+		}
+		opts.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}}
 	}
 	h := &wsloopHandler{}
 	h.srv = engine.New(h, opts)

@@ -3,7 +3,8 @@
 // process. It prints "READY <impl> <addr> <pid>" on stdout once it listens,
 // writes its Go runtime statistics as JSON to the -stats file on SIGUSR1
 // (after a forced GC) or SIGUSR2 (without one), and exits by itself after
-// -max-life. The bench servers run with the Go runtime's defaults: no GOGC,
+// -max-life. With -tls (wsloop, gws and nbio) it serves wss:// instead of
+// ws://. The bench servers run with the Go runtime's defaults: no GOGC,
 // memory limit or FreeOSMemory, so that what is measured is what a user
 // gets.
 package main
@@ -41,6 +42,9 @@ func main() {
 		return nil
 	})
 	cpus := flag.String("cpus", "", "run only on these CPUs (taskset -c syntax, e.g. 0-7); GOMAXPROCS follows")
+	useTLS := flag.Bool("tls", false, "serve wss:// (wsloop, gws, nbio) with -tls-cert/-tls-key, or a self-signed ECDSA P-256 certificate generated in memory")
+	tlsCert := flag.String("tls-cert", "", "PEM certificate file for wss:// (implies -tls)")
+	tlsKey := flag.String("tls-key", "", "PEM private key file for wss:// (implies -tls)")
 	flag.Parse()
 	if err := pin.Apply(*cpus); err != nil {
 		fmt.Fprintln(os.Stderr, "server:", err)
@@ -66,6 +70,24 @@ func main() {
 	if len(set.Options) > 0 && *impl != "wsloop" {
 		fmt.Fprintln(os.Stderr, "server: -opt applies to wsloop only")
 		os.Exit(2)
+	}
+	if *useTLS || *tlsCert != "" || *tlsKey != "" {
+		if !servers.SupportsTLS(*impl) {
+			fmt.Fprintf(os.Stderr, "server: %s has no wss:// mode in this bench\n", *impl)
+			os.Exit(2)
+		}
+		switch {
+		case *tlsCert != "" && *tlsKey != "":
+			set.TLS, err = servers.LoadTLSCert(*tlsCert, *tlsKey)
+		case *tlsCert != "" || *tlsKey != "":
+			err = fmt.Errorf("-tls-cert and -tls-key go together")
+		default:
+			set.TLS, err = servers.SelfSignedTLSCert()
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "server:", err)
+			os.Exit(2)
+		}
 	}
 	proc.RaiseNoFile()
 

@@ -657,3 +657,10 @@ func runBroadcast(c *Client, a *BroadcastApp, o Options, r *Result) {
 		r.errf("connections received between %d and %d broadcasts, want %d each", minRecv, maxRecv, r.BroadcastsRun)
 	}
 }
+
+// AskServerStats asks a bench server (cmd/server with -stats) for its
+// runtime statistics, after a forced GC (SIGUSR1) or without one (SIGUSR2),
+// and waits for the file to change; nil when there is no answer within 10 s.
+func AskServerStats(pid int, file string, forceGC bool) *proc.ServerStats {
+	return serverStats(pid, file, forceGC)
+}
