@@ -377,3 +377,75 @@ func BenchmarkTLSStalledHandshake(b *testing.B) {
 		}
 	}
 }
+
+// The two crypto/tls buffers an idle wss connection must not keep are found
+// in this Go release. If a release renames them, wss still works but idle
+// connections keep the largest record they read: this test says so.
+func TestTLSBuffersFound(t *testing.T) {
+	if !engine.TLSBuffersFound() {
+		t.Fatal("crypto/tls's Conn.rawInput and Conn.hand were not found: idle wss connections keep their record buffers (engine/tls.go, tlsConnBufs)")
+	}
+}
+
+// After a 16 KiB message in full-size records, an idle wss connection holds
+// no record buffer and no handshake buffer of crypto/tls's; and records that
+// arrive in pieces of any size, over TLS 1.2 and 1.3, still decode.
+func TestTLSRecordBuffers(t *testing.T) {
+	t.Parallel()
+	if !engine.TLSBuffersFound() {
+		t.Skip("crypto/tls buffers not found in this Go release")
+	}
+	h := newRecorder()
+	srv, _ := startServer(t, h, engine.Options{TLSConfig: enginetest.TLSConfig(t)})
+	addr := srv.Addr().String()
+	for _, v := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
+		t.Run(tls.VersionName(v), func(t *testing.T) {
+			raw, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pieces := &choppy{Conn: raw}
+			conn := tls.Client(pieces, &tls.Config{InsecureSkipVerify: true, MinVersion: v, MaxVersion: v, DynamicRecordSizingDisabled: true})
+			defer conn.Close()
+			c, err := upgrade(conn, addr, "/")
+			if err != nil {
+				t.Fatal(err)
+			}
+			sc := h.waitOpen(t)
+			big := bytes.Repeat([]byte("r"), 16<<10)
+			for _, msg := range [][]byte{[]byte("small"), big, bytes.Repeat([]byte("m"), 100<<10)} {
+				if err := c.send(codec.OpBinary, msg); err != nil {
+					t.Fatal(err)
+				}
+				if f, err := c.read(readTimeout); err != nil || !bytes.Equal(f.data, msg) {
+					t.Fatalf("echo of %d bytes in pieces: %d bytes, %v", len(msg), len(f.data), err)
+				}
+			}
+			if record, hand := engine.TLSBuffersHeld(sc); record != 0 || hand != 0 {
+				t.Errorf("idle after a 100 KiB message: crypto/tls keeps %d bytes of record buffer and %d of handshake buffer", record, hand)
+			}
+		})
+	}
+}
+
+// choppy writes what it is given in pieces of 1 to 3000 bytes, each its own
+// write(2), so records reach the server split at every possible place.
+type choppy struct {
+	net.Conn
+	i int
+}
+
+func (c *choppy) Write(p []byte) (int, error) {
+	sizes := []int{1, 7, 3000, 2, 512, 5, 1400}
+	n := 0
+	for n < len(p) {
+		k := min(sizes[c.i%len(sizes)], len(p)-n)
+		c.i++
+		m, err := c.Conn.Write(p[n : n+k])
+		n += m
+		if err != nil {
+			return n, err
+		}
+	}
+	return n, nil
+}
