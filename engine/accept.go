@@ -277,11 +277,13 @@ func (s *Server) opened(c gnet.Conn) {
 	lp.wheel.add(wc)
 	a, _ := c.Context().(*adoption)
 	c.SetContext(wc)
-	if a != nil {
-		// EnrollContext also stored the adoption as gnet's SafeContext,
-		// which would keep it (and the bytes it carries) for the
-		// connection's life.
+	// EnrollContext also stored the adoption as gnet's SafeContext, which
+	// would keep it (and the bytes it carries) for the connection's life;
+	// trimGnetConn drops it with the addresses' extra bytes (gnetconn.go).
+	if !lp.trimGnetConn(c, a != nil && a.client) && a != nil {
 		c.SetSafeContext(nil)
+	}
+	if a != nil {
 		wc.adopted(a)
 		return
 	}

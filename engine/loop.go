@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"net"
 	"sync"
 	"sync/atomic"
 
@@ -30,6 +31,8 @@ type loop struct {
 	defl loopDeflate // permessage-deflate compressor and decompressor (deflate.go)
 
 	tlsPlain []byte // plaintext decrypted for one wss connection at a time (tls.go)
+
+	locals []*net.TCPAddr // local addresses shared by this loop's connections (gnetconn.go)
 
 	bmu sync.Mutex     // guards bq.q, bq.spare and bq.running
 	bq  broadcastQueue // broadcasts waiting for the loop (broadcast.go)
