@@ -72,7 +72,7 @@ type Server struct {
 	running   atomic.Bool
 
 	fdFreed      chan struct{} // a descriptor was released; wakes a paused accept loop
-	acceptPaused atomic.Bool
+	acceptPaused atomic.Int32  // accept loops waiting in waitForDescriptor
 
 	tlsConf    *tls.Config   // Options.TLSConfig with ALPN set, nil for ws://
 	handshakes handshakePool // TLS handshake goroutines (tls.go)
@@ -177,8 +177,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		s.mu.Lock()
 		s.ln, s.addr = ln, ln.Addr()
 		s.mu.Unlock()
-		acceptDone = make(chan error, 1)
-		go func() { acceptDone <- s.acceptLoop(ln) }() // one goroutine per server (accept.go)
+		acceptDone = make(chan error, acceptors)
+		for i := 0; i < acceptors; i++ { // a few goroutines per server, never one per connection (accept.go)
+			go func() { acceptDone <- s.acceptLoop(ln) }()
+		}
 		s.log.Info("wsloop: listening", "addr", s.addr, "max_conns", s.maxConns)
 	} else {
 		s.log.Info("wsloop: serving upgraded connections", "max_conns", s.maxConns)
