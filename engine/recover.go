@@ -29,9 +29,21 @@ import (
 // errPanic is what OnClose reports for a connection whose callback panicked.
 var errPanic = &handler.CloseError{Code: codec.CloseInternalError, Reason: "internal server error"}
 
-// recovered handles a recovered panic value r from callback what. wc is
-// failed with 1011 when fail is set.
-func (s *Server) recovered(r any, what string, wc *wsConn, fail bool) {
+// catch is deferred by every call into the application. Unless
+// Options.CrashOnPanic is set it recovers a panic there: it counts and logs
+// it, and fails wc with 1011 when fail is set. It must itself be the
+// deferred function, or recover would not stop the panic. A caller whose
+// results must say that the callback panicked sets them to that outcome
+// before the call: a normal return overwrites them, a recovered panic
+// leaves them.
+func (s *Server) catch(wc *wsConn, what string, fail bool) {
+	if s.opts.CrashOnPanic {
+		return
+	}
+	r := recover()
+	if r == nil {
+		return
+	}
 	s.stats.panics.Add(1)
 	if ok, n := s.stats.panicLog.allow(s.clock, time.Second); ok {
 		s.log.Error("wsloop: panic in "+what+" recovered", "panic", fmt.Sprint(r),
@@ -43,120 +55,58 @@ func (s *Server) recovered(r any, what string, wc *wsConn, fail bool) {
 }
 
 func (s *Server) callOpen(wc *wsConn) {
-	if !s.opts.CrashOnPanic {
-		defer func() {
-			if r := recover(); r != nil {
-				s.recovered(r, "OnOpen", wc, true)
-			}
-		}()
-	}
+	defer s.catch(wc, "OnOpen", true)
 	wc.handler().OnOpen(wc)
 }
 
 func (s *Server) callMessage(wc *wsConn, op handler.Op, data []byte) {
-	if !s.opts.CrashOnPanic {
-		defer func() {
-			if r := recover(); r != nil {
-				s.recovered(r, "OnMessage", wc, true)
-			}
-		}()
-	}
+	defer s.catch(wc, "OnMessage", true)
 	wc.handler().OnMessage(wc, op, data)
 }
 
 func (s *Server) callChunk(wc *wsConn, op handler.Op, chunk []byte, first, final bool) {
-	if !s.opts.CrashOnPanic {
-		defer func() {
-			if r := recover(); r != nil {
-				s.recovered(r, "OnMessageChunk", wc, true)
-			}
-		}()
-	}
+	defer s.catch(wc, "OnMessageChunk", true)
 	wc.streamer().OnMessageChunk(wc, op, chunk, first, final)
 }
 
 func (s *Server) callPing(wc *wsConn, data []byte) {
-	if !s.opts.CrashOnPanic {
-		defer func() {
-			if r := recover(); r != nil {
-				s.recovered(r, "OnPing", wc, true)
-			}
-		}()
-	}
+	defer s.catch(wc, "OnPing", true)
 	wc.handler().OnPing(wc, data)
 }
 
 func (s *Server) callPong(wc *wsConn, data []byte) {
-	if !s.opts.CrashOnPanic {
-		defer func() {
-			if r := recover(); r != nil {
-				s.recovered(r, "OnPong", wc, true)
-			}
-		}()
-	}
+	defer s.catch(wc, "OnPong", true)
 	wc.handler().OnPong(wc, data)
 }
 
 func (s *Server) callClose(wc *wsConn, err error) {
-	if !s.opts.CrashOnPanic {
-		defer func() {
-			if r := recover(); r != nil {
-				s.recovered(r, "OnClose", wc, false)
-			}
-		}()
-	}
+	defer s.catch(wc, "OnClose", false)
 	wc.handler().OnClose(wc, err)
 }
 
 // callUpgradeAsync runs the AsyncUpgrader; a panic becomes errPanicked.
 func (s *Server) callUpgradeAsync(wc *wsConn, r *handler.Request, decide func(*handler.UpgradeResponse, error)) (err error) {
-	if !s.opts.CrashOnPanic {
-		defer func() {
-			if p := recover(); p != nil {
-				s.recovered(p, "OnUpgradeAsync", wc, false)
-				err = errPanicked
-			}
-		}()
-	}
+	err = errPanicked // unless it returns
+	defer s.catch(wc, "OnUpgradeAsync", false)
 	s.async.OnUpgradeAsync(r, decide)
 	return nil
 }
 
 // callUpgrade runs the Upgrader; a panic becomes errPanicked.
 func (s *Server) callUpgrade(wc *wsConn, r *handler.Request, res *handler.UpgradeResponse) (err error) {
-	if !s.opts.CrashOnPanic {
-		defer func() {
-			if p := recover(); p != nil {
-				s.recovered(p, "OnUpgrade", wc, false)
-				err = errPanicked
-			}
-		}()
-	}
+	err = errPanicked // unless it returns
+	defer s.catch(wc, "OnUpgrade", false)
 	return s.up.OnUpgrade(r, res)
 }
 
 // callCheckOrigin runs Options.CheckOrigin; ok is false if it panicked.
 func (s *Server) callCheckOrigin(wc *wsConn, r *handler.Request) (allowed, ok bool) {
-	if !s.opts.CrashOnPanic {
-		defer func() {
-			if p := recover(); p != nil {
-				s.recovered(p, "CheckOrigin", wc, false)
-				allowed, ok = false, false
-			}
-		}()
-	}
+	defer s.catch(wc, "CheckOrigin", false)
 	return s.opts.CheckOrigin(r), true
 }
 
 // callFallback runs Options.Fallback; ok is false if it panicked.
 func (s *Server) callFallback(wc *wsConn, r *codec.Request) (resp *Response, ok bool) {
-	if !s.opts.CrashOnPanic {
-		defer func() {
-			if p := recover(); p != nil {
-				s.recovered(p, "Fallback", wc, false)
-				resp, ok = nil, false
-			}
-		}()
-	}
+	defer s.catch(wc, "Fallback", false)
 	return s.opts.Fallback(s.request(r, wc)), true
 }

@@ -127,6 +127,72 @@ func TestPanicRecovered(t *testing.T) {
 	h.check(t) // OnClose once for each OnOpen, never without one
 }
 
+// panickyAsync panics in OnUpgradeAsync on one path and accepts the rest.
+type panickyAsync struct{ *recorder }
+
+func (p panickyAsync) OnUpgradeAsync(r *handler.Request, decide func(*handler.UpgradeResponse, error)) {
+	if r.Path == "/panic-async" {
+		panic("boom in OnUpgradeAsync")
+	}
+	decide(nil, nil)
+}
+
+// A panic in the hooks that decide a request (CheckOrigin, Fallback,
+// OnUpgradeAsync) gets that request a 500, counted once, and the server
+// goes on answering the same hooks.
+func TestPanicInRequestHooks(t *testing.T) {
+	h := panickyAsync{newRecorder()}
+	srv, _ := startServer(t, h, engine.Options{
+		EventLoops: 1,
+		CheckOrigin: func(r *handler.Request) bool {
+			if r.Header.Get("Origin") == "http://boom" {
+				panic("boom in CheckOrigin")
+			}
+			return true
+		},
+		Fallback: func(r *handler.Request) *engine.Response {
+			if r.Path == "/panic-fallback" {
+				panic("boom in Fallback")
+			}
+			return &engine.Response{Status: http.StatusOK, Body: []byte("page")}
+		},
+	})
+	addr := srv.Addr().String()
+	status := func(t *testing.T, req string) int {
+		t.Helper()
+		c, err := dialRaw(addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.conn.Close()
+		if err := c.request(req); err != nil {
+			t.Fatal(err)
+		}
+		return c.resp.StatusCode
+	}
+	plainGET := func(path string) string {
+		return "GET " + path + " HTTP/1.1\r\nHost: " + addr + "\r\n\r\n"
+	}
+	for _, tc := range []struct {
+		name, req string
+		want      int
+	}{
+		{"CheckOrigin", upgradeRequest(addr, "/", "Origin: http://boom"), http.StatusInternalServerError},
+		{"CheckOrigin again, no panic", upgradeRequest(addr, "/", "Origin: http://fine"), http.StatusSwitchingProtocols},
+		{"Fallback", plainGET("/panic-fallback"), http.StatusInternalServerError},
+		{"Fallback again, no panic", plainGET("/page"), http.StatusOK},
+		{"OnUpgradeAsync", upgradeRequest(addr, "/panic-async"), http.StatusInternalServerError},
+		{"OnUpgradeAsync again, no panic", upgradeRequest(addr, "/fine"), http.StatusSwitchingProtocols},
+	} {
+		if got := status(t, tc.req); got != tc.want {
+			t.Errorf("%s: status %d, want %d", tc.name, got, tc.want)
+		}
+	}
+	if st := srv.Stats(); st.Panics != 3 {
+		t.Errorf("Stats.Panics = %d, want 3", st.Panics)
+	}
+}
+
 // crashChildEnv makes TestHelperCrashOnPanic run as a server process.
 const crashChildEnv = "WSLOOP_TEST_CRASH_CHILD"
 
