@@ -59,7 +59,7 @@ var handshakeHeaders = []string{"Upgrade", "Connection", "Sec-Websocket-Key", "S
 // Sec-WebSocket-Protocol entry is allowed and sent as it is.
 func CheckRequestHeader(h http.Header) error {
 	for k, vs := range h {
-		if !validToken(k) {
+		if !IsToken(k) {
 			return errors.New("websocket: invalid request header name " + strconv.Quote(k))
 		}
 		for _, hk := range handshakeHeaders {
@@ -76,8 +76,10 @@ func CheckRequestHeader(h http.Header) error {
 	return nil
 }
 
-// validToken reports whether s is an HTTP token (RFC 9110 §5.6.2).
-func validToken(s string) bool {
+// IsToken reports whether s is an HTTP token (RFC 9110 §5.6.2): one or more
+// tchar, that is ASCII letters, digits and !#$%&'*+-.^_`|~. Header names
+// and subprotocols (RFC 6455 §4.1 item 10) must be tokens.
+func IsToken(s string) bool {
 	if s == "" {
 		return false
 	}
@@ -212,19 +214,9 @@ func ParseResponse(header []byte, r *Response) error {
 		}
 		switch {
 		case bytes.EqualFold(k, hdrUpgrade):
-			httphead.ScanTokens(v, func(t []byte) bool {
-				if bytes.EqualFold(t, tokWebsocket) {
-					r.upgrade = true
-				}
-				return !r.upgrade
-			})
+			r.upgrade = r.upgrade || hasToken(v, tokWebsocket)
 		case bytes.EqualFold(k, hdrConnection):
-			httphead.ScanTokens(v, func(t []byte) bool {
-				if bytes.EqualFold(t, tokUpgrade) {
-					r.connection = true
-				}
-				return !r.connection
-			})
+			r.connection = r.connection || hasToken(v, tokUpgrade)
 		case bytes.EqualFold(k, hdrAccept):
 			r.Accept = v
 		case bytes.EqualFold(k, hdrLocation):

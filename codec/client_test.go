@@ -391,3 +391,35 @@ func TestMaskFrame(t *testing.T) {
 		}
 	}
 }
+
+// IsToken against RFC 9110 §5.6.2's grammar, octet by octet:
+// tchar = "!" / "#" / "$" / "%" / "&" / "'" / "*" / "+" / "-" / "." /
+// "^" / "_" / "`" / "|" / "~" / DIGIT / ALPHA.
+func TestIsToken(t *testing.T) {
+	tchar := func(c byte) bool {
+		return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' ||
+			strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
+	}
+	for c := 0; c < 256; c++ {
+		s := "a" + string([]byte{byte(c)}) + "b"
+		if got, want := IsToken(s), tchar(byte(c)); got != want {
+			t.Errorf("IsToken(%q) = %v, want %v (octet 0x%02X)", s, got, want, c)
+		}
+	}
+	for _, tc := range []struct {
+		s    string
+		want bool
+	}{
+		{"", false},
+		{"chat.v2", true},
+		{"mqtt", true},
+		{"x-custom+json", true},
+		{"two words", false},
+		{"a,b", false},
+		{"ünïcode", false},
+	} {
+		if got := IsToken(tc.s); got != tc.want {
+			t.Errorf("IsToken(%q) = %v, want %v", tc.s, got, tc.want)
+		}
+	}
+}

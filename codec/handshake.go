@@ -153,6 +153,18 @@ func nextLine(p []byte) (line, rest []byte) {
 	return line, rest
 }
 
+// hasToken reports whether the comma-separated list v holds tok, compared
+// as an ASCII case-insensitive token (Upgrade and Connection values, RFC
+// 6455 §4.1 and §4.2.1).
+func hasToken(v, tok []byte) bool {
+	found := false
+	httphead.ScanTokens(v, func(t []byte) bool {
+		found = bytes.EqualFold(t, tok)
+		return !found
+	})
+	return found
+}
+
 // ParseRequest parses and validates a complete upgrade request header (as
 // delimited by [HeaderScanner]) into r, following RFC 6455 §4.2.1. It does
 // not allocate. On failure it returns a *[HandshakeError] saying which check
@@ -186,21 +198,11 @@ func ParseRequest(header []byte, r *Request) error {
 		case bytes.EqualFold(k, hdrUpgrade):
 			// RFC 6455 §4.2.1: "An |Upgrade| header field containing the
 			// value "websocket", treated as an ASCII case-insensitive value."
-			httphead.ScanTokens(v, func(t []byte) bool {
-				if bytes.EqualFold(t, tokWebsocket) {
-					r.upgrade = true
-				}
-				return !r.upgrade
-			})
+			r.upgrade = r.upgrade || hasToken(v, tokWebsocket)
 		case bytes.EqualFold(k, hdrConnection):
 			// "A |Connection| header field that includes the token
 			// "Upgrade", treated as an ASCII case-insensitive value."
-			httphead.ScanTokens(v, func(t []byte) bool {
-				if bytes.EqualFold(t, tokUpgrade) {
-					r.connection = true
-				}
-				return !r.connection
-			})
+			r.connection = r.connection || hasToken(v, tokUpgrade)
 		case bytes.EqualFold(k, hdrKey):
 			r.Key = v
 		case bytes.EqualFold(k, hdrVersion):

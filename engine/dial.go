@@ -243,7 +243,7 @@ func (s *Server) Dial(ctx context.Context, rawURL string, opts *DialOptions) (ha
 		return nil, nil, fmt.Errorf("wsloop: dial %s: %w", rawURL, err)
 	}
 	for _, p := range opts.Subprotocols {
-		if !validSubprotocol(p) {
+		if !codec.IsToken(p) {
 			return nil, nil, fmt.Errorf("wsloop: dial %s: invalid subprotocol %q", rawURL, p)
 		}
 	}
@@ -597,21 +597,6 @@ func (d *dialState) httpResponse(r *codec.Response, req *codec.ClientRequest) *h
 		resp.TLS = &st
 	}
 	return resp
-}
-
-// validSubprotocol reports whether p is an HTTP token, as RFC 6455 §4.1
-// item 10 requires of a subprotocol.
-func validSubprotocol(p string) bool {
-	if p == "" {
-		return false
-	}
-	for i := 0; i < len(p); i++ {
-		c := p[i]
-		if c <= ' ' || c >= 0x7F || strings.IndexByte("()<>@,;:\\\"/[]?={}", c) >= 0 {
-			return false
-		}
-	}
-	return true
 }
 
 // basicAuth encodes user:pass for an Authorization header (RFC 7617).
