@@ -387,19 +387,25 @@ func TestAsyncUpgrader(t *testing.T) {
 	h.open = func(c handler.Conn) { contexts <- c.Context() }
 	srv, clk, _ := startClocked(t, h, engine.Options{HandshakeTimeout: 8 * time.Second})
 	addr := srv.Addr().String()
-
-	t.Run("accepted later", func(t *testing.T) {
+	// pending sends req and returns the connection and the decision
+	// OnUpgradeAsync is waiting for.
+	pending := func(t *testing.T, req []byte) (*wsClient, asyncReq) {
+		t.Helper()
 		c, err := dialRaw(addr)
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer c.conn.Close()
-		req := []byte(upgradeRequest(addr, "/room?id=7", "Authorization: Bearer good"))
-		req = codec.AppendMaskedFrame(req, true, codec.OpText, 0, randomMask(), []byte("early"))
+		t.Cleanup(func() { c.conn.Close() })
 		if _, err := c.conn.Write(req); err != nil {
 			t.Fatal(err)
 		}
-		p := waitN(t, h.pending, 1, readTimeout)[0]
+		return c, waitN(t, h.pending, 1, readTimeout)[0]
+	}
+
+	t.Run("accepted later", func(t *testing.T) {
+		req := []byte(upgradeRequest(addr, "/room?id=7", "Authorization: Bearer good"))
+		req = codec.AppendMaskedFrame(req, true, codec.OpText, 0, randomMask(), []byte("early"))
+		c, p := pending(t, req)
 		if p.r.Path != "/room" || p.r.Header.Get("Authorization") != "Bearer good" {
 			t.Errorf("request %+v", p.r)
 		}
@@ -414,30 +420,14 @@ func TestAsyncUpgrader(t *testing.T) {
 		c.roundTrip(t, "after")
 	})
 	t.Run("rejected later", func(t *testing.T) {
-		c, err := dialRaw(addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.conn.Close()
-		if _, err := c.conn.Write([]byte(upgradeRequest(addr, "/"))); err != nil {
-			t.Fatal(err)
-		}
-		p := waitN(t, h.pending, 1, readTimeout)[0]
+		c, p := pending(t, []byte(upgradeRequest(addr, "/")))
 		go p.decide(nil, handler.Reject(http.StatusUnauthorized, "token unknown"))
 		if err := c.readResponse(); err != nil || c.resp.StatusCode != http.StatusUnauthorized || !strings.Contains(c.body, "token unknown") {
 			t.Fatalf("%v %q %v", c.resp, c.body, err)
 		}
 	})
 	t.Run("undecided", func(t *testing.T) {
-		c, err := dialRaw(addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.conn.Close()
-		if _, err := c.conn.Write([]byte(upgradeRequest(addr, "/"))); err != nil {
-			t.Fatal(err)
-		}
-		p := waitN(t, h.pending, 1, readTimeout)[0]
+		c, p := pending(t, []byte(upgradeRequest(addr, "/")))
 		clk.Advance(10 * time.Second)
 		if err := c.readResponse(); err != nil || c.resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(c.body, "not decided") {
 			t.Fatalf("%v %q %v", c.resp, c.body, err)
