@@ -59,7 +59,7 @@ var handshakeHeaders = []string{"Upgrade", "Connection", "Sec-Websocket-Key", "S
 // Sec-WebSocket-Protocol entry is allowed and sent as it is.
 func CheckRequestHeader(h http.Header) error {
 	for k, vs := range h {
-		if !IsToken(k) {
+		if !isToken(k) {
 			return errors.New("websocket: invalid request header name " + strconv.Quote(k))
 		}
 		for _, hk := range handshakeHeaders {
@@ -76,10 +76,22 @@ func CheckRequestHeader(h http.Header) error {
 	return nil
 }
 
-// IsToken reports whether s is an HTTP token (RFC 9110 §5.6.2): one or more
+// CheckSubprotocols reports whether every entry of protocols may be offered
+// in Sec-WebSocket-Protocol: RFC 6455 §4.1 item 10 asks for tokens, so a
+// value with a comma, a space or a separator is refused.
+func CheckSubprotocols(protocols []string) error {
+	for _, p := range protocols {
+		if !isToken(p) {
+			return errors.New("websocket: invalid subprotocol " + strconv.Quote(p))
+		}
+	}
+	return nil
+}
+
+// isToken reports whether s is an HTTP token (RFC 9110 §5.6.2): one or more
 // tchar, that is ASCII letters, digits and !#$%&'*+-.^_`|~. Header names
 // and subprotocols (RFC 6455 §4.1 item 10) must be tokens.
-func IsToken(s string) bool {
+func isToken(s string) bool {
 	if s == "" {
 		return false
 	}
@@ -165,26 +177,28 @@ type Response struct {
 	nExt       int
 }
 
-// ResponseError says why a client must fail the connection on the
+// InvalidResponseError says why a client must fail the connection on the
 // server's answer to its opening handshake (RFC 6455 §4.1: "the client
 // MUST _Fail the WebSocket Connection_").
-type ResponseError struct{ Reason string }
+type InvalidResponseError struct{ Reason string }
 
-func (e *ResponseError) Error() string { return "websocket: bad handshake response: " + e.Reason }
+func (e *InvalidResponseError) Error() string {
+	return "websocket: bad handshake response: " + e.Reason
+}
 
 // Rejections of a handshake response, one per failed check.
 var (
-	ErrBadStatusLine       = &ResponseError{"malformed status line"}
-	ErrBadResponseHeader   = &ResponseError{"malformed header line"}
-	ErrResponseTooLarge    = &ResponseError{"response header too large"}
-	ErrResponseVersion     = &ResponseError{"response is not HTTP/1.1"}
-	ErrNoUpgrade           = &ResponseError{"101 response without Upgrade: websocket"}
-	ErrNoConnectionUpgrade = &ResponseError{"101 response without Connection: Upgrade"}
-	ErrAccept              = &ResponseError{"Sec-WebSocket-Accept does not match the key"}
-	ErrProtocolNotOffered  = &ResponseError{"the server chose a subprotocol that was not offered"}
-	ErrExtensionNotOffered = &ResponseError{"the server accepted an extension that was not offered"}
-	ErrDeflateResponse     = &ResponseError{"malformed permessage-deflate response"}
-	ErrDeflateRefused      = &ResponseError{"the server did not accept server_no_context_takeover"}
+	ErrBadStatusLine       = &InvalidResponseError{"malformed status line"}
+	ErrBadResponseHeader   = &InvalidResponseError{"malformed header line"}
+	ErrResponseTooLarge    = &InvalidResponseError{"response header too large"}
+	ErrResponseVersion     = &InvalidResponseError{"response is not HTTP/1.1"}
+	ErrNoUpgrade           = &InvalidResponseError{"101 response without Upgrade: websocket"}
+	ErrNoConnectionUpgrade = &InvalidResponseError{"101 response without Connection: Upgrade"}
+	ErrAccept              = &InvalidResponseError{"Sec-WebSocket-Accept does not match the key"}
+	ErrProtocolNotOffered  = &InvalidResponseError{"the server chose a subprotocol that was not offered"}
+	ErrExtensionNotOffered = &InvalidResponseError{"the server accepted an extension that was not offered"}
+	ErrDeflateResponse     = &InvalidResponseError{"malformed permessage-deflate response"}
+	ErrDeflateRefused      = &InvalidResponseError{"the server did not accept server_no_context_takeover"}
 )
 
 // ParseResponse parses a complete HTTP response header (as delimited by a
@@ -230,7 +244,7 @@ func ParseResponse(header []byte, r *Response) error {
 			r.nProtocols++ // counted past the array: more than one is an error anyway
 		case bytes.EqualFold(k, hdrExtensions):
 			if r.nExt >= len(r.extensions) {
-				return &ResponseError{"too many Sec-WebSocket-Extensions headers"}
+				return &InvalidResponseError{"too many Sec-WebSocket-Extensions headers"}
 			}
 			r.extensions[r.nExt] = v
 			r.nExt++
@@ -310,7 +324,7 @@ func (r *Response) Check(key string, protocols []string) (protocol []byte, err e
 	case r.nProtocols == 0:
 		return nil, nil
 	case r.nProtocols > 1:
-		return nil, &ResponseError{"more than one Sec-WebSocket-Protocol header"}
+		return nil, &InvalidResponseError{"more than one Sec-WebSocket-Protocol header"}
 	}
 	p := bytes.TrimSpace(r.protocols[0])
 	if len(p) == 0 {
@@ -481,16 +495,16 @@ func clientDeflateParam(p *ClientDeflateParams, seen *uint8, o ClientDeflateOffe
 		// §7.1.2.2: only if offered, and then with a value of 8-15.
 		bit = 8
 		if !o.ClientMaxWindowBits {
-			return &ResponseError{"client_max_window_bits in the response, not offered"}
+			return &InvalidResponseError{"client_max_window_bits in the response, not offered"}
 		}
 		if p.ClientMaxWindowBits = parseWindowBits(value); p.ClientMaxWindowBits == 0 {
 			return ErrDeflateResponse
 		}
 	default:
-		return &ResponseError{"unknown permessage-deflate parameter " + strconv.Quote(string(name))}
+		return &InvalidResponseError{"unknown permessage-deflate parameter " + strconv.Quote(string(name))}
 	}
 	if *seen&bit != 0 {
-		return &ResponseError{"permessage-deflate parameter " + string(name) + " given twice"}
+		return &InvalidResponseError{"permessage-deflate parameter " + string(name) + " given twice"}
 	}
 	*seen |= bit
 	return nil

@@ -284,7 +284,7 @@ func FuzzResponse(f *testing.F) {
 			t.Fatalf("ParseResponse allocated %v times", allocs)
 		}
 		if perr != nil {
-			var re *ResponseError
+			var re *InvalidResponseError
 			if !errors.As(perr, &re) {
 				t.Fatalf("ParseResponse error %T %v", perr, perr)
 			}
@@ -392,7 +392,7 @@ func TestMaskFrame(t *testing.T) {
 	}
 }
 
-// IsToken against RFC 9110 §5.6.2's grammar, octet by octet:
+// isToken against RFC 9110 §5.6.2's grammar, octet by octet:
 // tchar = "!" / "#" / "$" / "%" / "&" / "'" / "*" / "+" / "-" / "." /
 // "^" / "_" / "`" / "|" / "~" / DIGIT / ALPHA.
 func TestIsToken(t *testing.T) {
@@ -402,8 +402,8 @@ func TestIsToken(t *testing.T) {
 	}
 	for c := 0; c < 256; c++ {
 		s := "a" + string([]byte{byte(c)}) + "b"
-		if got, want := IsToken(s), tchar(byte(c)); got != want {
-			t.Errorf("IsToken(%q) = %v, want %v (octet 0x%02X)", s, got, want, c)
+		if got, want := isToken(s), tchar(byte(c)); got != want {
+			t.Errorf("isToken(%q) = %v, want %v (octet 0x%02X)", s, got, want, c)
 		}
 	}
 	for _, tc := range []struct {
@@ -418,8 +418,8 @@ func TestIsToken(t *testing.T) {
 		{"a,b", false},
 		{"ünïcode", false},
 	} {
-		if got := IsToken(tc.s); got != tc.want {
-			t.Errorf("IsToken(%q) = %v, want %v", tc.s, got, tc.want)
+		if got := isToken(tc.s); got != tc.want {
+			t.Errorf("isToken(%q) = %v, want %v", tc.s, got, tc.want)
 		}
 	}
 }

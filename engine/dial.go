@@ -110,7 +110,7 @@ var phaseNames = map[string]string{
 // time says so (Timeout reports true, and errors.Is(err,
 // context.DeadlineExceeded) holds), as does a dial whose context was
 // canceled. A server that answered the upgrade with another status than
-// 101 gives a *[ResponseError] instead.
+// 101 gives a *[UpgradeStatusError] instead.
 type DialError struct {
 	URL   string
 	Phase string // PhaseDNS, PhaseConnect, PhaseTLS or PhaseHandshake
@@ -152,16 +152,16 @@ func (t *dialTimeout) Error() string {
 func (t *dialTimeout) Timeout() bool        { return true }
 func (t *dialTimeout) Is(target error) bool { return target == context.DeadlineExceeded }
 
-// maxErrorBody is how much of the body of a non-101 answer a
-// ResponseError keeps.
+// maxErrorBody is how much of the body of a non-101 answer an
+// UpgradeStatusError keeps.
 const maxErrorBody = 1 << 10
 
-// ResponseError is returned by [Server.Dial] when the server answered the
+// UpgradeStatusError is returned by [Server.Dial] when the server answered the
 // upgrade request with a status other than 101: what it said, so that the
 // caller can tell a wrong path (404) from missing credentials (401, 403)
 // or a server at its limit (503). Redirects (3xx) are not followed; the
 // error says so and gives the Location.
-type ResponseError struct {
+type UpgradeStatusError struct {
 	URL        string
 	StatusCode int
 	Status     string // e.g. "403 Forbidden"
@@ -170,7 +170,7 @@ type ResponseError struct {
 	Body []byte
 }
 
-func (e *ResponseError) Error() string {
+func (e *UpgradeStatusError) Error() string {
 	if e.StatusCode >= 300 && e.StatusCode < 400 {
 		loc := e.Header.Get("Location")
 		if loc == "" {
@@ -214,7 +214,7 @@ var ErrDialScheme = errors.New("wsloop: dial: the URL's scheme must be ws or wss
 // resp is the server's answer (status, headers, and for a non-101 answer
 // up to 1 KiB of its body); it is nil when no answer came. err is a
 // *[DialError] naming the phase that failed (DNS, connect, TLS, handshake;
-// timeouts and cancellation say so), a *[ResponseError] for a status other
+// timeouts and cancellation say so), a *[UpgradeStatusError] for a status other
 // than 101 (redirects are not followed), or ErrNotServing.
 //
 // Dial needs the event loops running (Serve, ListenAndServe, or [Start]
@@ -242,10 +242,8 @@ func (s *Server) Dial(ctx context.Context, rawURL string, opts *DialOptions) (ha
 	if err := codec.CheckRequestHeader(opts.Header); err != nil {
 		return nil, nil, fmt.Errorf("wsloop: dial %s: %w", rawURL, err)
 	}
-	for _, p := range opts.Subprotocols {
-		if !codec.IsToken(p) {
-			return nil, nil, fmt.Errorf("wsloop: dial %s: invalid subprotocol %q", rawURL, p)
-		}
+	if err := codec.CheckSubprotocols(opts.Subprotocols); err != nil {
+		return nil, nil, fmt.Errorf("wsloop: dial %s: %w", rawURL, err)
 	}
 	if !s.serving() || s.draining.Load() {
 		return nil, nil, ErrNotServing
@@ -365,7 +363,7 @@ func (s *Server) dial(parent context.Context, u *url.URL, secure bool, opts *Dia
 	if r.Status != http.StatusSwitchingProtocols {
 		body := d.readBody(&r, buf[n:])
 		resp.Body = io.NopCloser(bytes.NewReader(body))
-		return nil, resp, &ResponseError{URL: d.url, StatusCode: r.Status, Status: resp.Status, Header: resp.Header, Body: body}
+		return nil, resp, &UpgradeStatusError{URL: d.url, StatusCode: r.Status, Status: resp.Status, Header: resp.Header, Body: body}
 	}
 	sub, err := r.Check(key, opts.Subprotocols)
 	if err != nil {

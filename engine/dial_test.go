@@ -206,7 +206,7 @@ func TestDialHeaders(t *testing.T) {
 
 	// Refused: the status, headers and body come back.
 	_, resp, err = d.Dial(context.Background(), "ws://"+srv.Addr().String()+"/p", &engine.DialOptions{Header: http.Header{"Authorization": {"Bearer no"}}})
-	var re *engine.ResponseError
+	var re *engine.UpgradeStatusError
 	if !errors.As(err, &re) || re.StatusCode != 401 || re.Header.Get("Www-Authenticate") != "Bearer" || !strings.Contains(string(re.Body), "bad token") {
 		t.Fatalf("refused dial: %v (%+v)", err, re)
 	}
@@ -240,7 +240,7 @@ func TestDialRedirect(t *testing.T) {
 	})
 	d := dialer(t, newRecorder(), engine.Options{})
 	_, resp, err := d.Dial(context.Background(), "ws://"+addr+"/ws", nil)
-	var re *engine.ResponseError
+	var re *engine.UpgradeStatusError
 	if !errors.As(err, &re) || re.StatusCode != 302 {
 		t.Fatalf("err %v", err)
 	}

@@ -145,12 +145,12 @@ func TestHandshakeFallback(t *testing.T) {
 	h := newRecorder()
 	gotPath := make(chan string, 4)
 	srv, _ := startServer(t, h, engine.Options{
-		Fallback: func(r *handler.Request) *engine.Response {
+		Fallback: func(r *handler.Request) *engine.FallbackResponse {
 			if r.Path != "/health" {
 				return nil
 			}
 			gotPath <- r.Path + "?" + r.RawQuery
-			return &engine.Response{Status: http.StatusOK, Header: http.Header{"Content-Type": {"text/html"}}, Body: []byte("<h1>ok</h1>")}
+			return &engine.FallbackResponse{Status: http.StatusOK, Header: http.Header{"Content-Type": {"text/html"}}, Body: []byte("<h1>ok</h1>")}
 		},
 	})
 	addr := srv.Addr().String()

@@ -161,7 +161,7 @@ type Options struct {
 	// Fallback, when set, answers plain HTTP GET requests that are not
 	// WebSocket upgrades (a page, a health check). When nil they get
 	// 426 Upgrade Required.
-	Fallback func(r *handler.Request) *Response
+	Fallback func(r *handler.Request) *FallbackResponse
 
 	// Logger receives the server's log lines, gnet's included. Default
 	// slog.Default().
@@ -185,8 +185,8 @@ type Options struct {
 	Deflate Deflate
 }
 
-// Response is a plain HTTP response returned by [Options.Fallback].
-type Response struct {
+// FallbackResponse is a plain HTTP response returned by [Options.Fallback].
+type FallbackResponse struct {
 	Status int
 	Header http.Header
 	Body   []byte

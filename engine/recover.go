@@ -106,7 +106,7 @@ func (s *Server) callCheckOrigin(wc *wsConn, r *handler.Request) (allowed, ok bo
 }
 
 // callFallback runs Options.Fallback; ok is false if it panicked.
-func (s *Server) callFallback(wc *wsConn, r *codec.Request) (resp *Response, ok bool) {
+func (s *Server) callFallback(wc *wsConn, r *codec.Request) (resp *FallbackResponse, ok bool) {
 	defer s.catch(wc, "Fallback", false)
 	return s.opts.Fallback(s.request(r, wc)), true
 }

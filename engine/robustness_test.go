@@ -261,8 +261,8 @@ func TestWriteStallTimeout(t *testing.T) {
 func TestFallbackHead(t *testing.T) {
 	t.Parallel()
 	srv, _ := startServer(t, newRecorder(), engine.Options{
-		Fallback: func(r *handler.Request) *engine.Response {
-			return &engine.Response{Status: http.StatusOK, Body: []byte("page")}
+		Fallback: func(r *handler.Request) *engine.FallbackResponse {
+			return &engine.FallbackResponse{Status: http.StatusOK, Body: []byte("page")}
 		},
 	})
 	addr := srv.Addr().String()

@@ -150,11 +150,11 @@ func TestPanicInRequestHooks(t *testing.T) {
 			}
 			return true
 		},
-		Fallback: func(r *handler.Request) *engine.Response {
+		Fallback: func(r *handler.Request) *engine.FallbackResponse {
 			if r.Path == "/panic-fallback" {
 				panic("boom in Fallback")
 			}
-			return &engine.Response{Status: http.StatusOK, Body: []byte("page")}
+			return &engine.FallbackResponse{Status: http.StatusOK, Body: []byte("page")}
 		},
 	})
 	addr := srv.Addr().String()

@@ -105,10 +105,10 @@ func (a *App) Run(ctx context.Context) error {
 func (a *App) Addr() net.Addr { return a.Server.Addr() }
 
 // fallback serves the page for plain HTTP GETs.
-func (a *App) fallback(r *handler.Request) *engine.Response {
+func (a *App) fallback(r *handler.Request) *engine.FallbackResponse {
 	switch r.Path {
 	case "/", "/index.html":
-		return &engine.Response{
+		return &engine.FallbackResponse{
 			Status: http.StatusOK,
 			Header: http.Header{
 				"Content-Type":  {"text/html; charset=utf-8"},
@@ -117,15 +117,15 @@ func (a *App) fallback(r *handler.Request) *engine.Response {
 			Body: a.page,
 		}
 	case "/ws":
-		return &engine.Response{
+		return &engine.FallbackResponse{
 			Status: http.StatusUpgradeRequired,
 			Header: http.Header{"Content-Type": {"text/plain; charset=utf-8"}, "Upgrade": {"websocket"}},
 			Body:   []byte("this is the chat's WebSocket endpoint: connect with a WebSocket client to /ws?room=ROOM&name=NAME\n"),
 		}
 	case "/healthz":
-		return &engine.Response{Status: http.StatusOK, Header: http.Header{"Content-Type": {"text/plain"}}, Body: []byte("ok\n")}
+		return &engine.FallbackResponse{Status: http.StatusOK, Header: http.Header{"Content-Type": {"text/plain"}}, Body: []byte("ok\n")}
 	}
-	return &engine.Response{
+	return &engine.FallbackResponse{
 		Status: http.StatusNotFound,
 		Header: http.Header{"Content-Type": {"text/plain; charset=utf-8"}},
 		Body:   []byte(fmt.Sprintf("%s not found; the chat page is at /\n", r.Path)),
