@@ -242,9 +242,9 @@ func newHarness(t *testing.T) *harness {
 		EventLoops:   1,
 		Logger:       slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
-	done := make(chan error, 1)
-	go func() { done <- d.Serve(context.Background(), nil) }()
-	<-d.Ready()
+	if err := d.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	h.d = d
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -266,7 +266,6 @@ func newHarness(t *testing.T) *harness {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = d.Shutdown(ctx)
-		<-done
 	})
 	return h
 }

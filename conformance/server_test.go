@@ -188,15 +188,15 @@ func testCertificate(t testing.TB) tls.Certificate {
 }
 
 // startHTTPEcho serves h through a net/http server that upgrades every
-// request onto the engine's loops (Serve without a listener). net/http
+// request onto the engine's loops (a server without Addr). net/http
 // parses the request first, so its header limit is set to the engine's
 // (431 past it, from net/http).
 func startHTTPEcho(t testing.TB, h handler.Handler, opts engine.Options) string {
 	t.Helper()
 	srv := engine.New(h, opts)
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(context.Background(), nil) }()
-	<-srv.Ready()
+	if err := srv.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -213,7 +213,6 @@ func startHTTPEcho(t testing.TB, h handler.Handler, opts engine.Options) string 
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = srv.Shutdown(ctx)
-		<-served
 	})
 	return ln.Addr().String()
 }

@@ -277,8 +277,9 @@ func (s *Server) adopt(c net.Conn, a *adoption) error {
 	return err
 }
 
-// ErrNotServing is returned by Upgrade when the server's event loops are not
-// running: before Serve or ListenAndServe, or after Shutdown.
+// ErrNotServing is returned by Upgrade, Dial and the adoption of a socket
+// once the server is draining or has stopped (after Shutdown, or after the
+// context given to Start ended).
 var ErrNotServing = errors.New("wsloop: server not serving")
 
 // opened runs on the loop for every adopted socket: it creates the

@@ -40,7 +40,7 @@ const (
 var discardLogger = slog.New(slog.NewTextHandler(io.Discard, nil))
 
 // startServer runs a server for h on a free loopback port and shuts it down
-// when the test ends. The returned channel yields ListenAndServe's result.
+// when the test ends. The returned channel yields Wait's result.
 func startServer(t testing.TB, h handler.Handler, opts engine.Options) (*engine.Server, <-chan error) {
 	t.Helper()
 	if opts.Addr == "" {
@@ -50,25 +50,18 @@ func startServer(t testing.TB, h handler.Handler, opts engine.Options) (*engine.
 		opts.Logger = discardLogger
 	}
 	srv := engine.New(h, opts)
-	return srv, startServing(t, srv)
+	if err := srv.Start(context.Background()); err != nil {
+		t.Fatalf("server failed to start: %v", err)
+	}
+	return srv, serveUntilCleanup(t, srv)
 }
 
-// startServing runs srv until the test ends. The returned channel yields
-// ListenAndServe's result.
-func startServing(t testing.TB, srv *engine.Server) <-chan error {
+// serveUntilCleanup shuts srv down when the test ends. The returned
+// channel yields Wait's result once the server stopped.
+func serveUntilCleanup(t testing.TB, srv *engine.Server) <-chan error {
 	t.Helper()
-	errc := make(chan error, 1)
-	go func() { errc <- srv.ListenAndServe(context.Background()) }()
-	select {
-	case <-srv.Ready():
-	case <-time.After(10 * time.Second):
-		t.Fatal("server not ready after 10s")
-	}
-	if srv.Addr() == nil {
-		t.Fatalf("server failed to start: %v", <-errc)
-	}
 	done := make(chan error, 1)
-	go func() { done <- <-errc; close(done) }()
+	go func() { done <- srv.Wait(); close(done) }()
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()

@@ -1,11 +1,10 @@
 package engine
 
 import (
+	"cmp"
 	"sync"
 	"sync/atomic"
 	"unicode/utf8"
-
-	"github.com/klauspost/compress/flate"
 
 	"github.com/wsloop/wsloop/codec"
 	"github.com/wsloop/wsloop/handler"
@@ -34,9 +33,6 @@ import (
 // may refer that far back. Past the budget, new connections get no context
 // takeover.
 
-// DefaultDeflateThreshold is the Deflate.Threshold used when it is zero.
-const DefaultDeflateThreshold = 128
-
 // Deflate configures permessage-deflate (RFC 7692). The zero value leaves it
 // off: the server then declines every offer and never sets RSV1.
 //
@@ -54,8 +50,9 @@ type Deflate struct {
 
 	// Level is the flate level (github.com/klauspost/compress/flate)
 	// for sent messages: 1 (flate.BestSpeed) to 9, flate.HuffmanOnly
-	// (-2), or flate.DefaultCompression (-1, which is level 5). 0 and
-	// values that are not a level mean flate.BestSpeed. Levels 1 to 6
+	// (-2), or flate.DefaultCompression (-1, which is level 5); these
+	// two named constants are the only negative values it takes. 0
+	// means DefaultDeflateLevel, flate.BestSpeed. Levels 1 to 6
 	// reset cheaply between messages; 7 to 9 clear 640 KB of hash tables
 	// before every message, which costs more than compressing a small
 	// one. At levels 1 to 6 a message under 128 bytes is Huffman-coded on
@@ -64,7 +61,8 @@ type Deflate struct {
 
 	// Threshold is the size below which a sent message goes
 	// uncompressed: compressing a few bytes costs CPU and saves nothing.
-	// 0 means DefaultDeflateThreshold; negative compresses every message.
+	// 0 means DefaultDeflateThreshold (128 bytes); negative: off, every
+	// message is compressed.
 	// Received messages are decompressed whatever their size.
 	Threshold int
 
@@ -78,13 +76,13 @@ type Deflate struct {
 	// connection is answered with both no_context_takeover parameters
 	// instead (RFC 7692 §7.1.1 lets a server add them to any response).
 	// The reservation is returned when the connection closes. 0 (the
-	// default) grants no context takeover at all.
+	// default) grants no context takeover at all; negative is invalid.
 	ContextTakeoverBudget int64
 
 	// TakeoverWindow is how many bytes of what a context-takeover
 	// connection sent compressed it keeps, to compress its next message
-	// against: 256 to 32768, 0 (or anything else) meaning
-	// DefaultTakeoverWindow. Priming the compressor costs about as much
+	// against: 256 to 32768, 0 meaning DefaultTakeoverWindow (4 KiB);
+	// other values are invalid. Priming the compressor costs about as much
 	// as compressing the window again, once per message, while similar
 	// messages (chat, updates of one JSON shape) find most of their
 	// matches in the last few KiB; a compressor may use less than the
@@ -93,39 +91,18 @@ type Deflate struct {
 	TakeoverWindow int
 }
 
-// DefaultTakeoverWindow is the Deflate.TakeoverWindow used when it is
-// zero. On JSON messages of 256 B to 16 KiB it compresses to within 1-11%
-// of a full 32 KiB window at a quarter to a half of its CPU per message. A
-// compressor of the connection's own (0.8 MB) would be cheaper per message
-// still, 1.3x at 16 KiB to 5x at 256 B, for 200 times the memory
-// (BenchmarkDeflateTakeoverWindow).
-const DefaultTakeoverWindow = 4 << 10
+// The accessors below apply the zero rule themselves, so that they are
+// right on a Deflate that did not go through Options.withDefaults.
 
 // level returns the flate level of sent messages.
-func (o *Deflate) level() int {
-	if o.Level >= flate.HuffmanOnly && o.Level <= flate.BestCompression && o.Level != flate.NoCompression {
-		return o.Level
-	}
-	return flate.BestSpeed
-}
+func (o *Deflate) level() int { return cmp.Or(o.Level, DefaultDeflateLevel) }
 
 // window returns the bytes of sent history a takeover connection keeps.
-func (o *Deflate) window() int {
-	if o.TakeoverWindow < 256 || o.TakeoverWindow > codec.DeflateWindow {
-		return DefaultTakeoverWindow
-	}
-	return o.TakeoverWindow
-}
+func (o *Deflate) window() int { return cmp.Or(o.TakeoverWindow, DefaultTakeoverWindow) }
 
-func (o *Deflate) threshold() int {
-	switch {
-	case o.Threshold == 0:
-		return DefaultDeflateThreshold
-	case o.Threshold < 0:
-		return 0
-	}
-	return o.Threshold
-}
+// threshold returns the smallest message compressed; a negative Threshold
+// (off) compresses every message.
+func (o *Deflate) threshold() int { return max(cmp.Or(o.Threshold, DefaultDeflateThreshold), 0) }
 
 // Memory of the state a context-takeover connection owns, checked against
 // what it allocates by TestDeflateCostEstimates: the end of what it sent

@@ -57,21 +57,13 @@ func dflStart(t testing.TB, h handler.Handler, opts Options) *Server {
 		opts.EventLoops = 2
 	}
 	s := New(h, opts)
-	done := make(chan error, 1)
-	go func() { done <- s.ListenAndServe(context.Background()) }()
-	select {
-	case <-s.Ready():
-	case err := <-done:
+	if err := s.Start(context.Background()); err != nil {
 		t.Fatalf("server did not start: %v", err)
-	}
-	if s.Addr() == nil {
-		t.Fatal("server did not start")
 	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = s.Shutdown(ctx)
-		<-done
 	})
 	return s
 }

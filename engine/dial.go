@@ -217,9 +217,9 @@ var ErrDialScheme = errors.New("wsloop: dial: the URL's scheme must be ws or wss
 // timeouts and cancellation say so), a *[UpgradeStatusError] for a status other
 // than 101 (redirects are not followed), or ErrNotServing.
 //
-// Dial needs the event loops running (Serve, ListenAndServe, or [Start]
-// for a program that only dials). Each connection counts against
-// Options.MaxConns. Dial is safe for concurrent use.
+// Any started server can dial; a program that only dials starts one
+// without Options.Addr. Each connection counts against Options.MaxConns.
+// Dial is safe for concurrent use.
 func (s *Server) Dial(ctx context.Context, rawURL string, opts *DialOptions) (handler.Conn, *http.Response, error) {
 	if opts == nil {
 		opts = &DialOptions{}
@@ -600,26 +600,4 @@ func (d *dialState) httpResponse(r *codec.Response, req *codec.ClientRequest) *h
 // basicAuth encodes user:pass for an Authorization header (RFC 7617).
 func basicAuth(user, pass string) string {
 	return base64.StdEncoding.EncodeToString([]byte(user + ":" + pass))
-}
-
-// Start runs a new server's event loops without a listener and returns it
-// once they run: for a program that only dials (or that upgrades through
-// net/http), where Serve(ctx, nil) on a goroutine of one's own would do
-// the same. Stop it with Shutdown (which also closes its dialed
-// connections with 1001) or by ending ctx. It returns an error if the
-// loops could not start.
-func Start(ctx context.Context, h handler.Handler, opts Options) (*Server, error) {
-	s := New(h, opts)
-	errc := make(chan error, 1)
-	go func() { errc <- s.Serve(ctx, nil) }()
-	<-s.Ready()
-	if !s.serving() {
-		// The loops did not start (or ctx ended at once): Serve is
-		// returning.
-		if err := <-errc; err != nil {
-			return nil, err
-		}
-		return nil, ErrNotServing
-	}
-	return s, nil
 }

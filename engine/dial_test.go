@@ -619,8 +619,8 @@ func TestStartAndShutdownDialed(t *testing.T) {
 	srvRec := newRecorder()
 	srv, _ := startServer(t, srvRec, engine.Options{})
 	cli := newRecorder()
-	d, err := engine.Start(context.Background(), cli, engine.Options{Logger: discardLogger})
-	if err != nil {
+	d := engine.New(cli, engine.Options{Logger: discardLogger})
+	if err := d.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	if _, _, err := d.Dial(context.Background(), "ws://"+srv.Addr().String(), nil); err != nil {

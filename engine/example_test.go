@@ -2,12 +2,14 @@ package engine_test
 
 import (
 	"context"
+	"fmt"
+	"io"
 	"log"
-	"os"
-	"os/signal"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"sort"
 	"sync"
-	"syscall"
-	"time"
 
 	"github.com/wsloop/wsloop/codec"
 	"github.com/wsloop/wsloop/engine"
@@ -22,24 +24,111 @@ func (echo) OnMessage(c handler.Conn, op handler.Op, data []byte) {
 	_ = c.WriteMessage(op, data)
 }
 
-// A WebSocket echo server that drains on SIGINT or SIGTERM: every open
-// connection receives a 1001 close frame before the process exits.
-func ExampleServer() {
-	srv := engine.New(echo{}, engine.Options{
-		Addr:        "127.0.0.1:9001",
-		IdleTimeout: time.Minute,
-	})
+// inbox is a client's handler: it hands every message it receives to a
+// channel. It copies data, which is valid only during the call, and never
+// blocks the loop (the channel has room for what an example expects).
+type inbox struct {
+	handler.Base
+	msgs chan string
+}
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+func newInbox() *inbox { return &inbox{msgs: make(chan string, 16)} }
+
+func (in *inbox) OnMessage(c handler.Conn, op handler.Op, data []byte) {
+	select {
+	case in.msgs <- string(data):
+	default:
+	}
+}
+
+// silent keeps the examples' output to what they print.
+var silent = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+// An echo server on the engine's own listener. Start returns once the
+// server listens, or with the reason it cannot (a port that is taken, an
+// invalid option); it serves until ctx ends, and Wait returns once it has
+// drained. A client (a second engine, without a listener) checks the echo.
+func ExampleServer_Start() {
+	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
-	go func() {
-		<-srv.Ready()
-		log.Printf("listening on ws://%s/", srv.Addr())
-	}()
-	// ListenAndServe returns after ctx is done and the drain finished.
-	if err := srv.ListenAndServe(ctx); err != nil {
+	srv := engine.New(echo{}, engine.Options{Addr: "127.0.0.1:0", Logger: silent})
+	if err := srv.Start(ctx); err != nil {
+		log.Fatal(err) // e.g. "listen tcp 127.0.0.1:8080: bind: address already in use"
+	}
+
+	in := newInbox()
+	cli := engine.New(in, engine.Options{Logger: silent})
+	if err := cli.Start(ctx); err != nil {
 		log.Fatal(err)
 	}
+	c, _, err := cli.Dial(ctx, "ws://"+srv.Addr().String()+"/", nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	_ = c.WriteMessage(handler.Text, []byte("hello"))
+	fmt.Println("echoed:", <-in.msgs)
+
+	stop() // both drain: every connection gets 1001 Going Away
+	fmt.Println(srv.Wait(), cli.Wait())
+	// Output:
+	// echoed: hello
+	// <nil> <nil>
+}
+
+// A WebSocket endpoint in a net/http program: the handler calls Upgrade
+// behind the program's own mux (and whatever middleware and auth it has),
+// and the connection moves onto the engine's event loops. The engine has no
+// listener of its own: net/http owns the port.
+func ExampleServer_Upgrade() {
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	ws := engine.New(echo{}, engine.Options{Logger: silent})
+	if err := ws.Start(ctx); err != nil {
+		log.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /echo", func(w http.ResponseWriter, r *http.Request) {
+		// On failure Upgrade has answered the request (400, 403, 503...).
+		_, _ = ws.Upgrade(w, r, nil)
+	})
+	web := httptest.NewServer(mux)
+	defer web.Close()
+
+	in := newInbox()
+	c, _, err := ws.Dial(ctx, "ws://"+web.Listener.Addr().String()+"/echo", &engine.DialOptions{Handler: in})
+	if err != nil {
+		log.Fatal(err)
+	}
+	_ = c.WriteMessage(handler.Text, []byte("through net/http"))
+	fmt.Println("echoed:", <-in.msgs)
+	// Output: echoed: through net/http
+}
+
+// Dial opens a client connection served by the same event loops. Its
+// events go to DialOptions.Handler; the 101 response says what the server
+// chose.
+func ExampleServer_Dial() {
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	srv := engine.New(echo{}, engine.Options{Addr: "127.0.0.1:0", Subprotocols: []string{"chat.v2"}, Logger: silent})
+	if err := srv.Start(ctx); err != nil {
+		log.Fatal(err)
+	}
+	in := newInbox()
+	c, resp, err := srv.Dial(ctx, "ws://"+srv.Addr().String()+"/", &engine.DialOptions{
+		Handler:      in,
+		Subprotocols: []string{"chat.v2", "chat.v1"},
+	})
+	if err != nil {
+		log.Fatal(err) // a *DialError names the phase; an *UpgradeStatusError the status
+	}
+	fmt.Println(resp.StatusCode, c.Subprotocol())
+	_ = c.WriteMessage(handler.Binary, []byte{1, 2, 3})
+	fmt.Printf("echoed: %v\n", []byte(<-in.msgs))
+	_ = c.Close(codec.CloseNormal, "done")
+	// Output:
+	// 101 chat.v2
+	// echoed: [1 2 3]
 }
 
 // room is a chat room: every message goes to every member.
@@ -49,12 +138,14 @@ type room struct {
 
 	mu      sync.Mutex
 	members map[handler.Conn]struct{}
+	joined  chan struct{}
 }
 
 func (r *room) OnOpen(c handler.Conn) {
 	r.mu.Lock()
 	r.members[c] = struct{}{}
 	r.mu.Unlock()
+	r.joined <- struct{}{} // buffered: never blocks the loop here
 }
 
 func (r *room) OnClose(c handler.Conn, err error) {
@@ -76,29 +167,36 @@ func (r *room) OnMessage(c handler.Conn, op handler.Op, data []byte) {
 	r.srv.Broadcast(conns, f)
 }
 
-// A chat room that relays each message to every member with Broadcast, and
-// announces the time to all connections once a minute with BroadcastAll.
-// A member too slow to keep up is dropped by the outbound cap instead of
+// A chat room that relays each message to every member with Broadcast. A
+// member too slow to keep up is dropped by the outbound cap instead of
 // slowing the others.
 func ExampleServer_Broadcast() {
-	r := &room{members: map[handler.Conn]struct{}{}}
-	r.srv = engine.New(r, engine.Options{Addr: "127.0.0.1:9002", MaxOutboundBytes: 1 << 20})
-
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
-	go func() {
-		tick := time.NewTicker(time.Minute)
-		defer tick.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case now := <-tick.C:
-				r.srv.BroadcastAll(codec.NewPreparedFrame(codec.OpText, []byte(now.Format(time.Kitchen))))
-			}
-		}
-	}()
-	if err := r.srv.ListenAndServe(ctx); err != nil {
+	r := &room{members: map[handler.Conn]struct{}{}, joined: make(chan struct{}, 2)}
+	srv := engine.New(r, engine.Options{Addr: "127.0.0.1:0", MaxOutboundBytes: 1 << 20, Logger: silent})
+	if err := srv.Start(ctx); err != nil {
 		log.Fatal(err)
 	}
+	r.srv = srv
+
+	cli := engine.New(handler.Base{}, engine.Options{Logger: silent})
+	if err := cli.Start(ctx); err != nil {
+		log.Fatal(err)
+	}
+	ann, bob := newInbox(), newInbox()
+	a, _, err := cli.Dial(ctx, "ws://"+srv.Addr().String()+"/", &engine.DialOptions{Handler: ann})
+	if err != nil {
+		log.Fatal(err)
+	}
+	if _, _, err := cli.Dial(ctx, "ws://"+srv.Addr().String()+"/", &engine.DialOptions{Handler: bob}); err != nil {
+		log.Fatal(err)
+	}
+	<-r.joined
+	<-r.joined // both are members before ann speaks
+	_ = a.WriteMessage(handler.Text, []byte("hi all"))
+	got := []string{"ann: " + <-ann.msgs, "bob: " + <-bob.msgs}
+	sort.Strings(got)
+	fmt.Println(got)
+	// Output: [ann: hi all bob: hi all]
 }

@@ -10,7 +10,7 @@ import (
 
 // SetOpenedHook makes s call f on the event loop each time it has taken a
 // new connection in (before its handshake), so that a test can move a fake
-// clock only once the connection's timers run. Call it before serving.
+// clock only once the connection's timers run. Call it before Start.
 func SetOpenedHook(s *Server, f func()) { s.testHookOpened = f }
 
 // TLSBuffersFound reports whether the crypto/tls buffers an idle wss

@@ -21,11 +21,8 @@ func startLocal(t testing.TB, h handler.Handler, opts Options) *Server {
 	opts.Addr = "127.0.0.1:0"
 	opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	srv := New(h, opts)
-	served := make(chan error, 1)
-	go func() { served <- srv.ListenAndServe(context.Background()) }()
-	<-srv.Ready()
-	if srv.Addr() == nil {
-		t.Fatal(<-served)
+	if err := srv.Start(context.Background()); err != nil {
+		t.Fatal(err)
 	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -54,12 +54,11 @@ func TestHelperFDLimitServer(t *testing.T) {
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	srv := engine.New(newRecorder(), engine.Options{Addr: "127.0.0.1:0", EventLoops: 2, Logger: logger, MaxConns: maxConns})
-	served := make(chan error, 1)
-	go func() { served <- srv.ListenAndServe(context.Background()) }()
-	<-srv.Ready()
-	if srv.Addr() == nil {
-		t.Fatal(<-served)
+	if err := srv.Start(context.Background()); err != nil {
+		t.Fatal(err)
 	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Wait() }()
 	os.Stdout.WriteString("ADDR " + srv.Addr().String() + "\n")
 	sc := bufio.NewScanner(os.Stdin)
 	for sc.Scan() {
@@ -76,7 +75,7 @@ func TestHelperFDLimitServer(t *testing.T) {
 			t.Fatal(err)
 		}
 	case <-time.After(10 * time.Second):
-		t.Fatal("ListenAndServe did not return")
+		t.Fatal("the server did not stop")
 	}
 }
 

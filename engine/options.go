@@ -2,19 +2,24 @@ package engine
 
 import (
 	"crypto/tls"
+	"errors"
+	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"runtime"
 	"time"
+
+	"github.com/klauspost/compress/flate"
 
 	"github.com/wsloop/wsloop/codec"
 	"github.com/wsloop/wsloop/handler"
 )
 
-// Defaults applied to zero fields of [Options]. The limits the codec also
-// applies are the codec's own defaults, so that the two never disagree.
+// Defaults applied to zero fields of [Options] and [Deflate]: every default
+// of the engine is declared here. The limits the codec also applies are the
+// codec's own defaults, so that the two never disagree.
 const (
-	DefaultAddr              = ":8080"
 	DefaultMaxHeaderBytes    = codec.DefaultMaxHeaderBytes
 	DefaultMaxMessageSize    = codec.DefaultMaxMessageSize
 	DefaultHandshakeTimeout  = 10 * time.Second
@@ -24,18 +29,45 @@ const (
 	DefaultCloseTimeout      = 5 * time.Second
 	DefaultMaxOutboundBytes  = 4 << 20
 	DefaultFDReserve         = 64
+	DefaultMaxTLSHandshakes  = 256
+	DefaultReadBufferCap     = 64 << 10
+
+	// DefaultDeflateThreshold is Deflate.Threshold's default.
+	DefaultDeflateThreshold = 128
+	// DefaultDeflateLevel is Deflate.Level's default: flate.BestSpeed.
+	DefaultDeflateLevel = flate.BestSpeed
+	// DefaultTakeoverWindow is Deflate.TakeoverWindow's default. On JSON
+	// messages of 256 B to 16 KiB it compresses to within 1-11% of a full
+	// 32 KiB window at a quarter to a half of its CPU per message. A
+	// compressor of the connection's own (0.8 MB) would be cheaper per
+	// message still, 1.3x at 16 KiB to 5x at 256 B, for 200 times the
+	// memory (BenchmarkDeflateTakeoverWindow).
+	DefaultTakeoverWindow = 4 << 10
 )
 
 // Options configures a [Server]. The zero value is a safe production
-// configuration: every field has a documented default, and a negative value
-// disables a timeout or a limit where that is allowed.
+// configuration of a server without a listener of its own (the net/http
+// road); set Addr to listen.
+//
+// One rule holds for every number in Options and [Deflate]: zero means the
+// field's default (each field names it; the constants are the Default*
+// above), and a negative value turns a limit or a timeout off where off
+// has a meaning, as each such field says. Anywhere else a negative value is
+// invalid, and [Start] returns an error naming the field before it listens.
 type Options struct {
 	// Addr is the address to listen on, "host:port" for TCP (a port of 0
 	// picks a free one, see [Server.Addr]) or "unix:///path/to/socket".
-	// Default ":8080".
+	// Empty (the default): no listener of its own; connections arrive
+	// through [Server.Upgrade] and [Server.Dial].
 	Addr string
 
-	// EventLoops is the number of event loops. Default: one per CPU.
+	// Listener, when set, is served instead of binding Addr (which must
+	// then be empty): a listener from systemd's socket activation, or one
+	// a test made. The server takes it over and closes it when it stops.
+	Listener net.Listener
+
+	// EventLoops is the number of event loops. Default
+	// runtime.GOMAXPROCS(0), which follows a container's CPU limit.
 	EventLoops int
 
 	// ReusePort sets SO_REUSEPORT on the listening socket, so that several
@@ -47,45 +79,55 @@ type Options struct {
 	ReusePort bool
 
 	// MaxHeaderBytes caps the size of an upgrade request header. Over it
-	// the server answers 431. Default 8 KiB.
+	// the server answers 431. Default 8 KiB (DefaultMaxHeaderBytes).
 	MaxHeaderBytes int
 
 	// MaxMessageSize caps a data message (all its fragments together). A
 	// frame header announcing a length that would pass it closes the
-	// connection with 1009 before the bytes are buffered. Default 16 MiB.
+	// connection with 1009 before the bytes are buffered. Default 16 MiB
+	// (DefaultMaxMessageSize); negative: no limit but MaxInboundMemory.
 	MaxMessageSize int64
 
 	// HandshakeTimeout bounds the time from accept to a complete upgrade
-	// request, however slowly the bytes trickle in. Default 10 s.
+	// request, however slowly the bytes trickle in, the TLS handshake
+	// included. Default 10 s (DefaultHandshakeTimeout); it cannot be
+	// turned off.
 	HandshakeTimeout time.Duration
 
 	// IdleTimeout closes a connection (1001, [handler.ErrIdleTimeout]) when
 	// nothing has been received from it for this long. Halfway through, the
 	// server sends a ping, so a healthy but quiet peer (a browser answers
 	// pings by itself) stays connected while a dead one is dropped. It also
-	// bounds a frame or message kept incomplete. Default 2 min; negative
-	// disables.
+	// bounds a frame or message kept incomplete. Default 2 min
+	// (DefaultIdleTimeout); negative: off.
 	IdleTimeout time.Duration
 
 	// MessageTimeout bounds the time a data message (all its fragments) or
 	// a frame header may stay incomplete, so a peer that trickles a message
 	// a byte at a time cannot hold it open forever. Past it the connection
-	// is closed with 1008. Default: IdleTimeout; negative disables.
+	// is closed with 1008. Default: IdleTimeout; negative: off.
 	MessageTimeout time.Duration
 
 	// PingInterval, when positive, sends a ping every interval and closes
 	// the connection ([handler.ErrPongTimeout]) when no pong arrives within
-	// PongTimeout (default 20 s). Default off: the idle probe above is
-	// usually enough.
+	// PongTimeout. Default (zero) and negative: off; the idle probe above
+	// is usually enough.
 	PingInterval time.Duration
-	PongTimeout  time.Duration
+	// PongTimeout is how long a PingInterval ping may go unanswered.
+	// Default 20 s (DefaultPongTimeout).
+	PongTimeout time.Duration
 
 	// WriteStallTimeout closes a connection whose outbound buffer has not
-	// drained at all for this long. Default 30 s; negative disables.
+	// drained at all for this long ([handler.ErrWriteStall]), and one
+	// whose data has waited this long behind a fragmented message that
+	// was never finished (1008, [handler.ErrMessageStalled]; see
+	// [handler.Conn]'s NextWriter). Default 30 s
+	// (DefaultWriteStallTimeout); negative: off.
 	WriteStallTimeout time.Duration
 
 	// CloseTimeout bounds the wait for the peer's close frame after the
-	// server sent one. Default 5 s.
+	// server sent one, and a drain's grace when the context given to
+	// Start ends. Default 5 s (DefaultCloseTimeout).
 	CloseTimeout time.Duration
 
 	// MaxOutboundBytes caps the bytes one connection may hold in the
@@ -99,7 +141,7 @@ type Options struct {
 	// kernel counts too, even to a fast reader, so size the cap for the
 	// largest burst you write at once (or pace the writer). A single
 	// message larger than the cap is still accepted when nothing is queued.
-	// Default 4 MiB.
+	// Default 4 MiB (DefaultMaxOutboundBytes); negative: no cap.
 	MaxOutboundBytes int
 
 	// MaxConns caps open connections (including those still in the
@@ -108,10 +150,11 @@ type Options struct {
 	// keeps FDReserve descriptors free under RLIMIT_NOFILE. Should the
 	// process run out of descriptors anyway (other files, another
 	// library), accepting pauses until a connection closes: the server
-	// never stops for it.
+	// never stops for it. Negative: no cap but the descriptors.
 	MaxConns int
 	// FDReserve is the number of descriptors left for everything else in
-	// the process when MaxConns is derived from RLIMIT_NOFILE. Default 64.
+	// the process when MaxConns is derived from RLIMIT_NOFILE. Default 64
+	// (DefaultFDReserve).
 	FDReserve int
 
 	// MaxInboundMemory caps the memory all connections together may hold
@@ -120,7 +163,7 @@ type Options struct {
 	// requests still arriving. A connection that needs more than is left
 	// is closed with 1013 Try Again Later, and the others go on. Default 1
 	// GiB, or a quarter of the Go memory limit (debug.SetMemoryLimit,
-	// GOMEMLIMIT) when that is smaller; negative disables.
+	// GOMEMLIMIT) when that is smaller; negative: off.
 	MaxInboundMemory int64
 
 	// CrashOnPanic lets a panic in an application callback unwind through
@@ -167,11 +210,13 @@ type Options struct {
 	// slog.Default().
 	Logger *slog.Logger
 
-	// TCPKeepAlive enables TCP keep-alive probes with this period.
+	// TCPKeepAlive enables TCP keep-alive probes with this period, on
+	// accepted and dialed connections. Default (zero) and negative: off;
+	// the idle timeout's ping finds dead peers without it.
 	TCPKeepAlive time.Duration
 
 	// ReadBufferCap is the per-loop read buffer gnet reads into: the most
-	// bytes one OnTraffic sees. Default 64 KiB.
+	// bytes one OnTraffic sees. Default 64 KiB (DefaultReadBufferCap).
 	ReadBufferCap int
 
 	// LockOSThread pins each event loop to an operating-system thread
@@ -192,30 +237,65 @@ type FallbackResponse struct {
 	Body   []byte
 }
 
+// validate checks the fields where a negative value (or a combination) is
+// invalid, so that Start can refuse them before it listens.
+func (o *Options) validate() error {
+	bad := func(field string, v any, why string) error {
+		return fmt.Errorf("wsloop: Options.%s = %v: %s", field, v, why)
+	}
+	if o.Addr != "" && o.Listener != nil {
+		return errors.New("wsloop: Options.Addr and Options.Listener are both set: give one")
+	}
+	for _, f := range []struct {
+		name string
+		v    int64
+	}{
+		{"EventLoops", int64(o.EventLoops)},
+		{"MaxHeaderBytes", int64(o.MaxHeaderBytes)},
+		{"HandshakeTimeout", int64(o.HandshakeTimeout)},
+		{"PongTimeout", int64(o.PongTimeout)},
+		{"CloseTimeout", int64(o.CloseTimeout)},
+		{"FDReserve", int64(o.FDReserve)},
+		{"MaxTLSHandshakes", int64(o.MaxTLSHandshakes)},
+		{"ReadBufferCap", int64(o.ReadBufferCap)},
+		{"Deflate.ContextTakeoverBudget", o.Deflate.ContextTakeoverBudget},
+	} {
+		if f.v < 0 {
+			return bad(f.name, f.v, "must not be negative (zero means the default)")
+		}
+	}
+	if l := o.Deflate.Level; l != 0 && (l < flate.HuffmanOnly || l > flate.BestCompression) {
+		return bad("Deflate.Level", l, "must be a flate level: -2 (HuffmanOnly), -1 (DefaultCompression), 1 to 9, or 0 for the default")
+	}
+	if w := o.Deflate.TakeoverWindow; w != 0 && (w < 256 || w > codec.DeflateWindow) {
+		return bad("Deflate.TakeoverWindow", w, "must be 256 to 32768, or 0 for the default")
+	}
+	return nil
+}
+
+// withDefaults returns o with every zero field set to its default. Negative
+// values stay: the code that applies a limit or timeout reads them as off.
 func (o *Options) withDefaults() Options {
 	c := *o
-	if c.EventLoops <= 0 {
-		c.EventLoops = runtime.NumCPU()
+	if c.EventLoops == 0 {
+		c.EventLoops = runtime.GOMAXPROCS(0)
 	}
 	if c.MaxInboundMemory == 0 {
 		c.MaxInboundMemory = defaultInboundMemory()
 	}
-	if c.MaxTLSHandshakes <= 0 {
+	if c.MaxTLSHandshakes == 0 {
 		c.MaxTLSHandshakes = DefaultMaxTLSHandshakes
 	}
 	if c.Clock == nil {
 		c.Clock = systemClock{}
 	}
-	if c.Addr == "" {
-		c.Addr = DefaultAddr
-	}
-	if c.MaxHeaderBytes <= 0 {
+	if c.MaxHeaderBytes == 0 {
 		c.MaxHeaderBytes = DefaultMaxHeaderBytes
 	}
-	if c.MaxMessageSize <= 0 {
+	if c.MaxMessageSize == 0 {
 		c.MaxMessageSize = DefaultMaxMessageSize
 	}
-	if c.HandshakeTimeout <= 0 {
+	if c.HandshakeTimeout == 0 {
 		c.HandshakeTimeout = DefaultHandshakeTimeout
 	}
 	if c.IdleTimeout == 0 {
@@ -224,23 +304,28 @@ func (o *Options) withDefaults() Options {
 	if c.MessageTimeout == 0 {
 		c.MessageTimeout = c.IdleTimeout
 	}
-	if c.PongTimeout <= 0 {
+	if c.PongTimeout == 0 {
 		c.PongTimeout = DefaultPongTimeout
 	}
 	if c.WriteStallTimeout == 0 {
 		c.WriteStallTimeout = DefaultWriteStallTimeout
 	}
-	if c.CloseTimeout <= 0 {
+	if c.CloseTimeout == 0 {
 		c.CloseTimeout = DefaultCloseTimeout
 	}
-	if c.MaxOutboundBytes <= 0 {
+	if c.MaxOutboundBytes == 0 {
 		c.MaxOutboundBytes = DefaultMaxOutboundBytes
 	}
-	if c.FDReserve <= 0 {
+	if c.FDReserve == 0 {
 		c.FDReserve = DefaultFDReserve
+	}
+	if c.ReadBufferCap == 0 {
+		c.ReadBufferCap = DefaultReadBufferCap
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	// Deflate's zero fields are read through its accessors (deflate.go),
+	// which apply the same defaults.
 	return c
 }

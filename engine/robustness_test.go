@@ -16,6 +16,7 @@ import (
 
 	"github.com/wsloop/wsloop/codec"
 	"github.com/wsloop/wsloop/engine"
+	"github.com/wsloop/wsloop/engine/enginetest"
 	"github.com/wsloop/wsloop/handler"
 )
 
@@ -88,16 +89,19 @@ func TestWritesNeverCrossConnections(t *testing.T) {
 	h.check(t)
 }
 
-// Cancelling ListenAndServe's context drains like Shutdown.
-func TestListenAndServeContextDrains(t *testing.T) {
+// Ending the context given to Start drains like Shutdown, and Wait returns
+// nil once the server stopped.
+func TestStartContextDrains(t *testing.T) {
 	t.Parallel()
 	h := newRecorder()
-	srv := engine.New(h, engine.Options{Addr: "127.0.0.1:0", Logger: discardLogger})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	srv := engine.New(h, engine.Options{Addr: "127.0.0.1:0", Logger: discardLogger})
+	if err := srv.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
 	served := make(chan error, 1)
-	go func() { served <- srv.ListenAndServe(ctx) }()
-	<-srv.Ready()
+	go func() { served <- srv.Wait() }()
 	c := dialWS(t, srv.Addr().String(), "/")
 	c.roundTrip(t, "hi")
 	cancel()
@@ -109,19 +113,23 @@ func TestListenAndServeContextDrains(t *testing.T) {
 	select {
 	case err := <-served:
 		if err != nil {
-			t.Errorf("ListenAndServe: %v", err)
+			t.Errorf("Wait: %v", err)
 		}
 	case <-time.After(readTimeout):
-		t.Fatal("ListenAndServe did not return after its context was cancelled")
+		t.Fatal("the server did not stop after its context was cancelled")
 	}
-	if err := srv.ListenAndServe(context.Background()); err == nil {
-		t.Error("a second ListenAndServe succeeded")
+	if err := srv.Shutdown(context.Background()); err != nil {
+		t.Errorf("Shutdown of a stopped server: %v", err)
+	}
+	if _, _, err := srv.Dial(context.Background(), "ws://"+srv.Addr().String()+"/", nil); !errors.Is(err, engine.ErrNotServing) {
+		t.Errorf("Dial on a stopped server: %v, want ErrNotServing", err)
 	}
 	h.waitClose(t)
 }
 
-// A busy address makes ListenAndServe fail at once, with Ready closed and
-// Addr nil.
+// A busy address makes Start fail with the listener's error, and the
+// server is then stopped: Wait returns the same error, Addr stays nil and
+// a second Start is refused.
 func TestListenError(t *testing.T) {
 	t.Parallel()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -130,26 +138,92 @@ func TestListenError(t *testing.T) {
 	}
 	defer l.Close()
 	srv := engine.New(newRecorder(), engine.Options{Addr: l.Addr().String(), Logger: discardLogger})
-	served := make(chan error, 1)
-	go func() { served <- srv.ListenAndServe(context.Background()) }()
-	select {
-	case err := <-served:
-		if err == nil {
-			t.Error("ListenAndServe on a busy address returned nil")
-		}
-	case <-time.After(readTimeout):
-		t.Fatal("ListenAndServe on a busy address did not return")
+	err = srv.Start(context.Background())
+	var op *net.OpError
+	if !errors.As(err, &op) || !strings.Contains(err.Error(), "address already in use") {
+		t.Fatalf("Start on a busy address: %v, want the listener's *net.OpError (address already in use)", err)
 	}
-	select {
-	case <-srv.Ready():
-	default:
-		t.Error("Ready not closed after a failed start")
+	if werr := srv.Wait(); werr != err {
+		t.Errorf("Wait after a failed Start = %v, want %v", werr, err)
 	}
 	if srv.Addr() != nil {
-		t.Errorf("Addr() = %v after a failed start", srv.Addr())
+		t.Errorf("Addr() = %v after a failed Start", srv.Addr())
+	}
+	if err := srv.Start(context.Background()); err == nil {
+		t.Error("a second Start succeeded")
 	}
 	if err := srv.Shutdown(context.Background()); err != nil {
-		t.Errorf("Shutdown after a failed start: %v", err)
+		t.Errorf("Shutdown after a failed Start: %v", err)
+	}
+}
+
+// Options that are invalid under the zero/negative rule make Start fail
+// before it listens, with an error that names the field.
+func TestStartRejectsInvalidOptions(t *testing.T) {
+	t.Parallel()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	for _, tc := range []struct {
+		field string
+		opts  engine.Options
+	}{
+		{"EventLoops", engine.Options{EventLoops: -1}},
+		{"MaxHeaderBytes", engine.Options{MaxHeaderBytes: -1}},
+		{"HandshakeTimeout", engine.Options{HandshakeTimeout: -time.Second}},
+		{"PongTimeout", engine.Options{PongTimeout: -time.Second}},
+		{"CloseTimeout", engine.Options{CloseTimeout: -time.Second}},
+		{"FDReserve", engine.Options{FDReserve: -1}},
+		{"MaxTLSHandshakes", engine.Options{MaxTLSHandshakes: -1}},
+		{"ReadBufferCap", engine.Options{ReadBufferCap: -1}},
+		{"Deflate.ContextTakeoverBudget", engine.Options{Deflate: engine.Deflate{ContextTakeoverBudget: -1}}},
+		{"Deflate.Level", engine.Options{Deflate: engine.Deflate{Level: 10}}},
+		{"Deflate.Level", engine.Options{Deflate: engine.Deflate{Level: -3}}},
+		{"Deflate.TakeoverWindow", engine.Options{Deflate: engine.Deflate{TakeoverWindow: 100}}},
+		{"Listener", engine.Options{Addr: "127.0.0.1:0", Listener: l}},
+	} {
+		tc.opts.Logger = discardLogger
+		srv := engine.New(newRecorder(), tc.opts)
+		err := srv.Start(context.Background())
+		if err == nil {
+			srv.Shutdown(context.Background())
+			t.Errorf("Start with an invalid %s succeeded", tc.field)
+			continue
+		}
+		if !strings.Contains(err.Error(), "Options."+tc.field) {
+			t.Errorf("Start with an invalid %s: %q does not name the field", tc.field, err)
+		}
+	}
+	// Negative where off has a meaning is valid.
+	srv := engine.New(newRecorder(), engine.Options{
+		Logger: discardLogger, IdleTimeout: -1, MessageTimeout: -1, WriteStallTimeout: -1, PingInterval: -1,
+		MaxOutboundBytes: -1, MaxConns: -1, MaxInboundMemory: -1, MaxMessageSize: -1, TCPKeepAlive: -1,
+		Deflate: engine.Deflate{Enabled: true, Threshold: -1, Level: -2},
+	})
+	if err := srv.Start(context.Background()); err != nil {
+		t.Fatalf("Start with every off-able field off: %v", err)
+	}
+	srv.Shutdown(context.Background())
+}
+
+// A server given a Listener serves it and closes it when it stops.
+func TestStartListener(t *testing.T) {
+	t.Parallel()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := enginetest.Start(t, newRecorder(), engine.Options{Listener: l, Logger: discardLogger})
+	if srv.Addr().String() != l.Addr().String() {
+		t.Errorf("Addr() = %v, want the listener's %v", srv.Addr(), l.Addr())
+	}
+	c := dialWS(t, srv.Addr().String(), "/")
+	c.roundTrip(t, "hi")
+	enginetest.Stop(t, srv)
+	if _, err := l.Accept(); err == nil {
+		t.Error("the listener still accepts after the server stopped")
 	}
 }
 

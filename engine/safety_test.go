@@ -203,8 +203,9 @@ func TestHelperCrashOnPanic(t *testing.T) {
 		t.Skip("helper process for TestCrashOnPanic")
 	}
 	srv := engine.New(panicky{newRecorder()}, engine.Options{Addr: "127.0.0.1:0", CrashOnPanic: true, Logger: discardLogger})
-	go func() { _ = srv.ListenAndServe(t.Context()) }()
-	<-srv.Ready()
+	if err := srv.Start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
 	os.Stdout.WriteString("ADDR " + srv.Addr().String() + "\n")
 	select {} // until the panic ends the process
 }

@@ -28,6 +28,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"log/slog"
+	"math"
 	"net"
 	"strings"
 	"sync"
@@ -39,9 +40,11 @@ import (
 	"github.com/wsloop/wsloop/handler"
 )
 
-// Server is a WebSocket server. Create it with [New], run it with
-// [Server.ListenAndServe] or [Server.Serve], stop it with [Server.Shutdown].
-// Its methods are safe for concurrent use.
+// Server is a WebSocket server. Create it with [New] and start it with
+// [Server.Start]; it serves until the context given to Start ends or
+// [Server.Shutdown] is called, and [Server.Wait] says when it has stopped
+// and why. Its methods are safe for
+// concurrent use.
 type Server struct {
 	h      handler.Handler
 	up     handler.Upgrader
@@ -61,15 +64,14 @@ type Server struct {
 	addr     net.Addr
 	maxConns int
 
-	ready     chan struct{}
-	readyOnce sync.Once
 	stopReq   chan struct{} // closed to stop the event loops
 	stopOnce  sync.Once
-	done      chan struct{} // closed when Serve has returned
+	done      chan struct{} // closed when the server has stopped; err is set before
+	err       error         // why the server stopped: nil, or the listener's failure
 	drained   chan struct{}
 	drainOnce sync.Once
 	draining  atomic.Bool
-	running   atomic.Bool
+	started   atomic.Bool // Start ran (or Shutdown ran first, which stops the server for good)
 
 	fdFreed      chan struct{} // a descriptor was released; wakes a paused accept loop
 	acceptPaused atomic.Int32  // accept loops waiting in waitForDescriptor
@@ -77,22 +79,25 @@ type Server struct {
 	tlsConf    *tls.Config   // Options.TLSConfig with ALPN set, nil for ws://
 	handshakes handshakePool // TLS handshake goroutines (tls.go)
 
-	inbound inboundBudget // memory held for undelivered inbound messages (budget.go)
+	inbound inboundBudget // memory held for undelivered inbound messages (inbound.go)
 	defl    serverDeflate // permessage-deflate budget and counters (deflate.go)
 	stats   serverStats   // counters (stats.go)
 
 	testHookOpened func() // called by opened, set only by tests (export_test.go)
 }
 
-// New returns a server that delivers the events of its connections to h. If
-// h also implements [handler.Upgrader] it sees every upgrade request; if it
-// implements [handler.StreamHandler] it receives messages in chunks.
+// New returns a server that will deliver the events of its connections to
+// h, once started with [Server.Start]. If h also implements
+// [handler.Upgrader] it sees every upgrade request; if it implements
+// [handler.AsyncUpgrader] it decides them off the loop; if it implements
+// [handler.StreamHandler] it receives messages in chunks. New only builds
+// the server, so a handler can hold it (to Broadcast) before the first
+// connection arrives.
 func New(h handler.Handler, opts Options) *Server {
 	s := &Server{
 		h:       h,
 		opts:    opts.withDefaults(),
 		loopsBy: map[gnet.EventLoop]*loop{},
-		ready:   make(chan struct{}),
 		stopReq: make(chan struct{}),
 		done:    make(chan struct{}),
 		drained: make(chan struct{}),
@@ -106,8 +111,10 @@ func New(h handler.Handler, opts Options) *Server {
 	s.start = s.clock.Now()
 	s.tick = tickFor(&s.opts)
 	s.maxConns = s.opts.MaxConns
-	if s.maxConns <= 0 {
+	if s.maxConns == 0 {
 		s.maxConns = defaultMaxConns(s.opts.FDReserve)
+	} else if s.maxConns < 0 {
+		s.maxConns = math.MaxInt32 // off: bounded by descriptors alone (accept.go pauses at EMFILE)
 	}
 	s.inbound.limit = s.opts.MaxInboundMemory
 	s.tlsConf = tlsConfig(s.opts.TLSConfig)
@@ -115,63 +122,59 @@ func New(h handler.Handler, opts Options) *Server {
 	return s
 }
 
-// ListenAndServe listens on Options.Addr and serves until Shutdown is called
-// or ctx is done; then it drains as Shutdown does, giving connections
-// CloseTimeout to answer, and returns. It returns an error at once if the
-// address cannot be bound.
-func (s *Server) ListenAndServe(ctx context.Context) error {
-	ln, err := s.listen(ctx)
-	if err != nil {
-		if s.running.CompareAndSwap(false, true) {
-			s.readyOnce.Do(func() { close(s.ready) })
-			close(s.done)
-		}
+// Start starts the server and returns once it accepts connections, or the
+// error that kept it from starting: invalid Options (the error names the
+// field), an address that cannot be bound, event loops that cannot start.
+// It is the one way to start a server, and nothing else says "started": when
+// Start has returned nil, [Server.Addr] is valid.
+//
+// With Options.Addr or Options.Listener the server accepts connections
+// itself; with neither it runs only its event loops, for connections that
+// arrive through [Server.Upgrade] from a net/http server and those opened
+// with [Server.Dial].
+//
+// The server then serves until ctx is done or [Server.Shutdown] is called:
+// it drains (every connection gets 1001 Going Away and CloseTimeout to
+// answer) and stops. [Server.Wait] blocks until then. A server starts once:
+// a second Start returns an error.
+func (s *Server) Start(ctx context.Context) error {
+	if s.h == nil {
+		return errors.New("wsloop: Start: nil handler")
+	}
+	if err := s.opts.validate(); err != nil {
 		return err
 	}
-	return s.Serve(ctx, ln)
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if !s.started.CompareAndSwap(false, true) {
+		return errors.New("wsloop: Start: the server was started already")
+	}
+	if err := s.begin(ctx); err != nil {
+		// Nothing runs: the server is stopped, with the error.
+		s.err = err
+		close(s.done)
+		return err
+	}
+	return nil
 }
 
-// listen binds Options.Addr: "host:port" for TCP or "unix:///path". With
-// ReusePort the socket gets SO_REUSEPORT, so that several processes can
-// share the port.
-func (s *Server) listen(ctx context.Context) (net.Listener, error) {
-	network, addr := "tcp", s.opts.Addr
-	if n, a, ok := strings.Cut(addr, "://"); ok {
-		network, addr = n, a
-	}
-	lc := net.ListenConfig{KeepAlive: s.opts.TCPKeepAlive}
-	if lc.KeepAlive == 0 {
-		lc.KeepAlive = -1 // off, as documented; Go would otherwise turn it on per accepted connection
-	}
-	if s.opts.ReusePort {
-		lc.Control = reusePort
-	}
-	return lc.Listen(ctx, network, addr)
-}
-
-// Serve accepts connections on ln and serves them until Shutdown is called or
-// ctx is done; then it drains as Shutdown does and returns. Serve takes ln
-// over and closes it. With a nil ln, Serve runs the event loops without a
-// listener of their own, for connections that arrive through
-// [Server.Upgrade] from a net/http server. A server serves once: a second
-// Serve returns an error.
-func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
-	if !s.running.CompareAndSwap(false, true) {
-		if ln != nil {
-			ln.Close()
+// begin binds the listener, starts the loops and the accept loops, and
+// leaves the rest of the server's life to run.
+func (s *Server) begin(ctx context.Context) error {
+	ln := s.opts.Listener
+	if ln == nil && s.opts.Addr != "" {
+		var err error
+		if ln, err = s.listen(ctx); err != nil {
+			return err
 		}
-		return errors.New("wsloop: server already started")
 	}
-	defer close(s.done)
-	defer s.readyOnce.Do(func() { close(s.ready) }) // also when the loops fail to start
-
 	if err := s.startLoops(); err != nil {
 		if ln != nil {
 			ln.Close()
 		}
 		return err
 	}
-	stopTicks := s.clock.Every(s.tick, s.onTick)
 	var acceptDone chan error // nil without a listener: never ready
 	if ln != nil {
 		s.mu.Lock()
@@ -183,10 +186,17 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		}
 		s.log.Info("wsloop: listening", "addr", s.addr, "max_conns", s.maxConns)
 	} else {
-		s.log.Info("wsloop: serving upgraded connections", "max_conns", s.maxConns)
+		s.log.Info("wsloop: serving upgraded and dialed connections", "max_conns", s.maxConns)
 	}
-	s.readyOnce.Do(func() { close(s.ready) })
+	go s.run(ctx, ln, acceptDone)
+	return nil
+}
 
+// run supervises a started server: it waits until ctx ends, Shutdown is
+// called or the listener fails for good, then stops the loops, which run
+// OnClose for every connection still open, and closes done.
+func (s *Server) run(ctx context.Context, ln net.Listener, acceptDone chan error) {
+	stopTicks := s.clock.Every(s.tick, s.onTick)
 	var serveErr error
 	select {
 	case <-ctx.Done():
@@ -209,7 +219,36 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	if serveErr == nil {
 		serveErr = err
 	}
-	return serveErr
+	s.err = serveErr
+	close(s.done)
+}
+
+// listen binds Options.Addr: "host:port" for TCP or "unix:///path". With
+// ReusePort the socket gets SO_REUSEPORT, so that several processes can
+// share the port.
+func (s *Server) listen(ctx context.Context) (net.Listener, error) {
+	network, addr := "tcp", s.opts.Addr
+	if n, a, ok := strings.Cut(addr, "://"); ok {
+		network, addr = n, a
+	}
+	lc := net.ListenConfig{KeepAlive: s.opts.TCPKeepAlive}
+	if lc.KeepAlive == 0 {
+		lc.KeepAlive = -1 // off, as documented; Go would otherwise turn it on per accepted connection
+	}
+	if s.opts.ReusePort {
+		lc.Control = reusePort
+	}
+	return lc.Listen(ctx, network, addr)
+}
+
+// Wait blocks until the server has stopped: after the context given to
+// Start ended or [Server.Shutdown] was called, once the drain is over and
+// every OnClose has run. It returns nil after such a stop, the error that
+// made the listener fail for good, or the error of a failed Start. Wait on
+// a server that was never started blocks until Shutdown.
+func (s *Server) Wait() error {
+	<-s.done
+	return s.err
 }
 
 // startLoops starts the gnet event loops. They are a gnet client engine: it
@@ -239,12 +278,8 @@ func (s *Server) startLoops() error {
 	return nil
 }
 
-// Ready is closed once the server listens (Addr is valid from then on), or
-// once ListenAndServe failed to start.
-func (s *Server) Ready() <-chan struct{} { return s.ready }
-
 // Addr returns the address the server listens on, with the real port when
-// Options.Addr asked for port 0; nil before Ready or if listening failed.
+// Options.Addr asked for port 0; nil for a server without a listener.
 func (s *Server) Addr() net.Addr {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -256,16 +291,13 @@ func (s *Server) Addr() net.Addr {
 // frame after whatever the application queued before, waits until the peers
 // answered and every connection is closed or ctx is done, then stops the
 // event loops. It returns ctx.Err() if connections were still open when ctx
-// ended (they are closed then). Shutdown on a server that is not running
-// returns nil.
+// ended (they are closed then). Shutdown on a server that has stopped
+// returns nil; on one never started, it marks it stopped (Start then fails
+// and Wait returns).
 func (s *Server) Shutdown(ctx context.Context) error {
-	if !s.running.Load() {
+	if s.started.CompareAndSwap(false, true) {
+		close(s.done)
 		return nil
-	}
-	select {
-	case <-s.ready:
-	case <-ctx.Done():
-		return ctx.Err()
 	}
 	if s.draining.CompareAndSwap(false, true) {
 		s.log.Info("wsloop: draining", "open", s.stats.conns.Load())

@@ -1,6 +1,7 @@
 package engine_test
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"testing"
@@ -49,7 +50,10 @@ func startClocked(t *testing.T, h handler.Handler, opts engine.Options) (*engine
 		default:
 		}
 	})
-	startServing(t, srv)
+	if err := srv.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	serveUntilCleanup(t, srv)
 	return srv, clk, opened
 }
 

@@ -44,9 +44,6 @@ import (
 // holds no goroutine, and a broadcast encodes a frame once and encrypts it
 // per connection.
 
-// DefaultMaxTLSHandshakes is Options.MaxTLSHandshakes when it is zero.
-const DefaultMaxTLSHandshakes = 256
-
 // maxTLSEarly bounds the ciphertext a connection may send before its
 // handshake has finished, beyond Options.MaxHeaderBytes: a client may send
 // its upgrade request (and even frames) right behind its Finished message,

@@ -78,9 +78,9 @@ type UpgradeOptions struct {
 // The handler must not write to w before calling Upgrade, nor use w or r's
 // body after: net/http would send such writes ahead of the 101.
 //
-// Upgrade needs the server's event loops running: call Serve or
-// ListenAndServe first (Serve with a nil listener runs the loops without a
-// listener of their own). Upgrade is safe for concurrent use.
+// A server started without Options.Addr runs only its event loops, for
+// this road; one that listens serves Upgrade too. After Shutdown, Upgrade
+// answers 503 and returns ErrNotServing. Upgrade is safe for concurrent use.
 func (s *Server) Upgrade(w http.ResponseWriter, r *http.Request, opts *UpgradeOptions) (handler.Conn, error) {
 	if opts == nil {
 		opts = &UpgradeOptions{}

@@ -19,26 +19,23 @@ import (
 	"github.com/wsloop/wsloop/handler"
 )
 
-// startLoops runs srv's event loops without a listener (Serve with nil), for
-// connections upgraded through net/http, until the test ends.
+// startLoops runs a server's event loops without a listener (no
+// Options.Addr), for connections upgraded through net/http, until the test
+// ends.
 func startLoops(t *testing.T, h handler.Handler, opts engine.Options) *engine.Server {
 	t.Helper()
 	if opts.Logger == nil {
 		opts.Logger = discardLogger
 	}
 	srv := engine.New(h, opts)
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(context.Background(), nil) }()
-	select {
-	case <-srv.Ready():
-	case err := <-done:
-		t.Fatalf("Serve: %v", err)
+	if err := srv.Start(context.Background()); err != nil {
+		t.Fatalf("Start: %v", err)
 	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = srv.Shutdown(ctx)
-		<-done
+		_ = srv.Wait()
 	})
 	return srv
 }

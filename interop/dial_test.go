@@ -209,8 +209,8 @@ func dialThirdParty(t *testing.T, argv ...string) {
 			}
 			tp := startThirdParty(t, args...)
 			cli := newClient()
-			srv, err := engine.Start(context.Background(), cli, engine.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-			if err != nil {
+			srv := engine.New(cli, engine.Options{Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+			if err := srv.Start(context.Background()); err != nil {
 				t.Fatal(err)
 			}
 			t.Cleanup(func() {

@@ -58,8 +58,9 @@ func startWsloop(tb testing.TB) string {
 			Deflate: engine.Deflate{Enabled: true, Level: 1, Threshold: 128},
 			Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
 		})
-		go func() { _ = srv.ListenAndServe(context.Background()) }()
-		<-srv.Ready()
+		if err := srv.Start(context.Background()); err != nil {
+			tb.Fatal(err)
+		}
 		wsloopAddr = srv.Addr().String()
 	})
 	return wsloopAddr

@@ -59,15 +59,11 @@ func runWsloop(addr string, set Settings, ready func()) error {
 	}
 	h := &wsloopHandler{}
 	h.srv = engine.New(h, opts)
-	errc := make(chan error, 1)
-	go func() { errc <- h.srv.ListenAndServe(context.Background()) }()
-	select {
-	case <-h.srv.Ready():
-		ready()
-	case err := <-errc:
+	if err := h.srv.Start(context.Background()); err != nil {
 		return err
 	}
-	return <-errc
+	ready()
+	return h.srv.Wait()
 }
 
 // applyOptions sets the engine.Options fields named in kv ("Field=Value").

@@ -23,7 +23,7 @@ import (
 func init() {
 	register(Info{
 		Name: "wsloop-http", Module: "github.com/wsloop/wsloop", Version: "(this repository)",
-		Notes: "http.Server handler calling engine.Server.Upgrade, loops run with Serve(ctx, nil), default Options",
+		Notes: "http.Server handler calling engine.Server.Upgrade, loops started without Addr, default Options",
 	}, runWsloopHTTP)
 }
 
@@ -34,13 +34,11 @@ func runWsloopHTTP(addr string, set Settings, ready func()) error {
 	}
 	h := &wsloopHandler{}
 	h.srv = engine.New(h, opts)
-	errc := make(chan error, 2)
-	go func() { errc <- h.srv.Serve(context.Background(), nil) }()
-	select {
-	case <-h.srv.Ready():
-	case err := <-errc:
+	if err := h.srv.Start(context.Background()); err != nil {
 		return err
 	}
+	errc := make(chan error, 2)
+	go func() { errc <- h.srv.Wait() }()
 	hs := &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			// A refused upgrade has been answered already (status and

@@ -133,7 +133,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	url := fs.Arg(0)
 
 	p := &printer{out: stdout, done: make(chan error, 1)}
-	srv, err := engine.Start(context.Background(), p, engine.Options{
+	srv := engine.New(p, engine.Options{
 		EventLoops: 1,
 		Logger:     slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		// The outbound cap protects a server from its slow readers. Here
@@ -142,7 +142,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		MaxOutboundBytes: 1 << 30,
 		IdleTimeout:      -1, // an interactive session may be quiet for long
 	})
-	if err != nil {
+	if err := srv.Start(context.Background()); err != nil {
 		fmt.Fprintln(stderr, "wscat:", err)
 		return 1
 	}

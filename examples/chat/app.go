@@ -3,13 +3,13 @@ package main
 import (
 	"context"
 	_ "embed"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/wsloop/wsloop/engine"
 	"github.com/wsloop/wsloop/handler"
@@ -46,9 +46,11 @@ type App struct {
 	broker Broker
 	shared bool
 	page   []byte
+	stop   context.CancelFunc // ends Hub.Run, set by Start
+	once   sync.Once          // release runs once
 }
 
-// NewApp builds a chat server; [App.Run] starts it.
+// NewApp builds a chat server; [App.Start] starts it.
 func NewApp(cfg Config) *App {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -80,28 +82,45 @@ func NewApp(cfg Config) *App {
 	return a
 }
 
-// Run connects the broker and serves until ctx is done, then drains: every
+// Start connects the broker and starts serving; it returns once the chat
+// listens, or with the reason it cannot (the port is taken, the broker is
+// unreachable). The chat serves until ctx is done, then drains: every
 // client gets 1001 Going Away and the page reconnects to wherever the
-// server comes back.
-func (a *App) Run(ctx context.Context) error {
+// server comes back. [App.Wait] returns once that is over.
+func (a *App) Start(ctx context.Context) error {
 	if err := a.Hub.Start(); err != nil {
 		return err
 	}
-	defer a.broker.Close()
-	defer a.Hub.Stop()
+	hctx, cancel := context.WithCancel(ctx)
+	a.stop = cancel
 	if a.shared {
-		hctx, cancel := context.WithCancel(ctx)
-		defer cancel()
 		go a.Hub.Run(hctx)
 	}
-	err := a.Server.ListenAndServe(ctx)
-	if errors.Is(err, context.Canceled) {
-		err = nil
+	if err := a.Server.Start(ctx); err != nil {
+		a.release()
+		return err
 	}
+	return nil
+}
+
+// Wait blocks until the chat has stopped and returns why: nil after a
+// drain.
+func (a *App) Wait() error {
+	err := a.Server.Wait()
+	a.release()
 	return err
 }
 
-// Addr is the bound address once the server is ready.
+// release stops the hub and the broker, in that order, once.
+func (a *App) release() {
+	a.once.Do(func() {
+		a.stop()
+		a.Hub.Stop()
+		a.broker.Close()
+	})
+}
+
+// Addr is the bound address, once Start has returned nil.
 func (a *App) Addr() net.Addr { return a.Server.Addr() }
 
 // fallback serves the page for plain HTTP GETs.

@@ -35,17 +35,12 @@ func runApp(t *testing.T, cfg Config) (*App, func()) {
 	}
 	app := NewApp(cfg)
 	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- app.Run(ctx) }()
-	select {
-	case <-app.Server.Ready():
-	case err := <-done:
+	if err := app.Start(ctx); err != nil {
 		cancel()
 		t.Fatalf("chat server did not start: %v", err)
-	case <-time.After(10 * time.Second):
-		cancel()
-		t.Fatal("chat server not ready after 10s")
 	}
+	done := make(chan error, 1)
+	go func() { done <- app.Wait() }()
 	var once sync.Once
 	stop := func() {
 		once.Do(func() {

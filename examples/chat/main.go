@@ -51,18 +51,16 @@ func main() {
 		eopts.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}}
 	}
 	app := NewApp(Config{Addr: *addr, NATS: *natsURL, Node: *node, HistorySize: *history, MaxText: *maxText, Logger: log, Engine: eopts})
-	go func() {
-		select {
-		case <-app.Server.Ready():
-			scheme := "http"
-			if eopts.TLSConfig != nil {
-				scheme = "https"
-			}
-			log.Info("chat listening", "addr", app.Addr().String(), "page", scheme+"://localhost"+portOf(app.Addr().String())+"/")
-		case <-ctx.Done():
-		}
-	}()
-	if err := app.Run(ctx); err != nil {
+	if err := app.Start(ctx); err != nil {
+		log.Error("chat: cannot start", "err", err)
+		os.Exit(1)
+	}
+	scheme := "http"
+	if eopts.TLSConfig != nil {
+		scheme = "https"
+	}
+	log.Info("chat listening", "addr", app.Addr().String(), "page", scheme+"://localhost"+portOf(app.Addr().String())+"/")
+	if err := app.Wait(); err != nil {
 		log.Error("chat stopped", "err", err)
 		os.Exit(1)
 	}

@@ -81,7 +81,13 @@ func main() {
 			o.Logger.Warn("echo: drain ended with connections still open", "err", err)
 		}
 	}()
-	if err := srv.ListenAndServe(context.Background()); err != nil {
+	// The server's own context never ends: the goroutine above drains it
+	// with a grace of its choosing.
+	if err := srv.Start(context.Background()); err != nil {
+		o.Logger.Error("echo: cannot start", "err", err)
+		os.Exit(1)
+	}
+	if err := srv.Wait(); err != nil {
 		o.Logger.Error("echo: serve", "err", err)
 		os.Exit(1)
 	}

@@ -118,8 +118,10 @@ type App struct {
 	draining atomic.Bool
 }
 
-// NewApp binds the listener (and the in-process token service) and builds
-// the routes; Run serves them.
+// NewApp binds the listener (and the in-process token service), builds the
+// routes and starts the WebSocket engine's event loops; Run serves them. An
+// error says why it cannot (the port is taken, say), and nothing is left
+// running.
 func NewApp(cfg Config) (*App, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -189,6 +191,14 @@ func NewApp(cfg Config) (*App, error) {
 		IdleTimeout:       time.Minute,
 		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
 	}
+	// The engine's event loops start now, so that an upgrade is served
+	// from the first request Run accepts. Its own context never ends:
+	// Run's drain orders it.
+	if err := a.WS.Start(context.Background()); err != nil {
+		_ = ln.Close()
+		a.closeAuth()
+		return nil, fmt.Errorf("websocket engine: %w", err)
+	}
 	return a, nil
 }
 
@@ -237,9 +247,7 @@ func (a *App) healthz(w http.ResponseWriter, _ *http.Request) {
 func (a *App) Run(ctx context.Context) error {
 	defer a.closeAuth()
 	wsDone := make(chan error, 1)
-	// The engine's own context never ends: the drain below orders it.
-	go func() { wsDone <- a.WS.Serve(context.Background(), nil) }()
-	<-a.WS.Ready()
+	go func() { wsDone <- a.WS.Wait() }()
 	httpDone := make(chan error, 1)
 	go func() { httpDone <- a.HTTP.Serve(a.ln) }()
 	a.log.Info("serving", "addr", a.Addr().String(), "tls", a.cfg.TLS != nil)

@@ -52,7 +52,6 @@ func startApp(t *testing.T, cfg Config) (app *App, stop context.CancelFunc, r *r
 			t.Error("Run did not return 20 s after its context ended")
 		}
 	})
-	<-app.WS.Ready()
 	return app, cancel, r
 }
 

@@ -356,11 +356,11 @@ func (h *wsloopEcho) OnMessage(c handler.Conn, op handler.Op, data []byte) {
 
 func wsloopClients(url string, n int, payload []byte, idle bool, cnt *counter) (func(), error) {
 	h := &wsloopEcho{cnt: cnt, payload: payload}
-	srv, err := engine.Start(context.Background(), h, engine.Options{
+	srv := engine.New(h, engine.Options{
 		Logger:      slog.New(slog.NewTextHandler(io.Discard, nil)),
 		IdleTimeout: -1, // the idle measurement must not ping
 	})
-	if err != nil {
+	if err := srv.Start(context.Background()); err != nil {
 		return nil, err
 	}
 	conns := make([]handler.Conn, 0, n)

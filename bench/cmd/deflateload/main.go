@@ -283,12 +283,10 @@ func runServer(name, cpuProfile string) error {
 			Deflate: engine.Deflate{Enabled: true, Level: 1, Threshold: 128},
 			Logger:  slog.New(slog.NewTextHandler(io.Discard, nil)),
 		})
-		go func() { errc <- srv.ListenAndServe(context.Background()) }()
-		select {
-		case <-srv.Ready():
-		case err := <-errc:
+		if err := srv.Start(context.Background()); err != nil {
 			return err
 		}
+		go func() { errc <- srv.Wait() }()
 		defer func() {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			defer cancel()
