@@ -1,7 +1,10 @@
 // Package codec implements the WebSocket protocol (RFC 6455) as pure
-// functions and resumable state machines over byte slices: the server side
-// of the opening handshake, frame header decoding and encoding, masking,
-// fragmentation, incremental UTF-8 validation and close codes.
+// functions and resumable state machines over byte slices: both sides of
+// the opening handshake (the server's request parsing and responses here
+// and in handshake.go, the client's request and response checks in
+// client.go), frame header decoding and encoding, masking, fragmentation,
+// incremental UTF-8 validation, close codes, and permessage-deflate
+// (RFC 7692, deflate.go).
 //
 // The package does no I/O and starts no goroutines. A caller (an event loop)
 // hands it whatever bytes happen to be buffered; the codec says how many it

@@ -37,8 +37,7 @@ import (
 // adopt, which calls gnet's Client.EnrollContext: the loops are a gnet
 // client engine, which has no listener of its own. The same path serves
 // the connections upgraded through net/http and the outgoing client
-// connections. What it costs, measured against gnet's own acceptor (see
-// the package README): gnet duplicates the descriptor and closes the
+// connections. What it costs against gnet's own acceptor: gnet duplicates the descriptor and closes the
 // original (two descriptors for a moment, covered by FDReserve), the
 // calling goroutine waits until the loop has registered the socket, and Go's
 // net.Conn, its addresses and gnet's hand-off state are garbage afterwards.
@@ -47,9 +46,9 @@ import (
 // spends much of its time waiting, and every connection costs two thread
 // wake-ups (the loop's, then the acceptor's). Several acceptors side by
 // side let a loop register more than one socket per wake-up; the count is
-// fixed, never one per connection. Measured on two cores (unpaced ramp of
-// 19,000): one acceptor ~20k connections/s, four ~25k, gnet's own acceptor
-// ~39k (see the package README).
+// fixed, never one per connection. The accept rate against gnet's own
+// acceptor and the peers is measured by bench/ (bench/README.md, "accept
+// storm"), and reported in the README's performance section.
 
 // acceptors is the number of goroutines that accept on one listener: past
 // a few they only contend for it.
@@ -302,7 +301,7 @@ func (s *Server) opened(c gnet.Conn) {
 		wc.adopted(a)
 		return
 	}
-	wc.msgStart = lp.now // the handshake timeout runs from accept, TLS included
+	wc.acceptOrMsgAt = lp.now // the handshake timeout runs from accept, TLS included
 	lp.wheel.schedule(wc, lp.now+s.ticks(s.opts.HandshakeTimeout))
 	if s.tlsConf != nil {
 		wc.tlsStart()

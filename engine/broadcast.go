@@ -16,11 +16,13 @@ import (
 // one per frame, which is where a fan-out spends its time.
 
 // bcast is one queued broadcast: a frame for the given connections of a
-// loop, or for all of them when all is set.
+// loop, or for all of them when all is set; or a write of one connection
+// deferred behind the broadcasts queued before it (d.wc set, write.go).
 type bcast struct {
 	conns []*wsConn
 	all   bool
 	f     *codec.PreparedFrame
+	d     deferredWrite
 }
 
 // broadcastQueue is the per-loop queue; mu guards it against the
@@ -69,14 +71,22 @@ func (s *Server) Broadcast(conns []handler.Conn, f *codec.PreparedFrame) {
 }
 
 // BroadcastAll writes f to every open connection of the server, from the
-// loops' own connection lists: nothing is allocated per connection.
+// loops' own connection lists: nothing is allocated per connection. It
+// keeps the order of the calls as Broadcast does.
 func (s *Server) BroadcastAll(f *codec.PreparedFrame) {
 	for _, lp := range s.loopList() {
 		lp.enqueueBroadcast(bcast{all: true, f: f})
 	}
 }
 
+// enqueueBroadcast queues b on the loop. Until the loop has written it,
+// lp.fence counts it, and every write to a connection of the loop is
+// deferred behind it (write.go): so a goroutine's Broadcast and its later
+// WriteMessage reach a connection in the order of the calls, although the
+// one waits for the loop's next turn and the other would go into the
+// connection's pending buffer at once.
 func (lp *loop) enqueueBroadcast(b bcast) {
+	lp.fence.Add(1)
 	lp.bmu.Lock()
 	lp.bq.q = append(lp.bq.q, b)
 	start := !lp.bq.running
@@ -88,6 +98,10 @@ func (lp *loop) enqueueBroadcast(b bcast) {
 	if err := lp.el.Execute(context.Background(), lp.bcastTask); err != nil {
 		// The engine is stopping; its connections go with it.
 		lp.bmu.Lock()
+		for i := range lp.bq.q {
+			lp.bq.q[i].d.discard()
+		}
+		lp.fence.Add(-int64(len(lp.bq.q)))
 		clear(lp.bq.q)
 		lp.bq.q = lp.bq.q[:0]
 		lp.bq.running = false
@@ -103,7 +117,7 @@ func (lp *loop) runBroadcasts(context.Context) error {
 	lp.bq.running = false
 	lp.bmu.Unlock()
 
-	if len(batch) == 1 {
+	if len(batch) == 1 && batch[0].d.wc == nil {
 		b := batch[0]
 		write := func(wc *wsConn) { wc.writePreparedOnLoop(b.f) } // permessage-deflate aware (deflate.go)
 		if b.all {
@@ -116,6 +130,7 @@ func (lp *loop) runBroadcasts(context.Context) error {
 	} else {
 		lp.gatherBroadcasts(batch)
 	}
+	lp.fence.Add(-int64(len(batch)))
 	clear(batch)
 	lp.bmu.Lock()
 	lp.bq.spare = batch[:0]
@@ -127,7 +142,15 @@ func (lp *loop) runBroadcasts(context.Context) error {
 // order, then flushes each connection once.
 func (lp *loop) gatherBroadcasts(batch []bcast) {
 	touched := lp.bq.touched[:0]
-	for _, b := range batch {
+	for i := range batch {
+		b := &batch[i]
+		if b.d.wc != nil {
+			if wc := b.d.wc; wc.applyDeferred(&b.d) && !wc.has(sTouched) {
+				wc.set(sTouched, true)
+				touched = append(touched, wc)
+			}
+			continue
+		}
 		queue := func(wc *wsConn) {
 			if wc.queuePreparedOnLoop(b.f) && !wc.has(sTouched) {
 				wc.set(sTouched, true)
@@ -158,7 +181,7 @@ func (wc *wsConn) queuePreparedOnLoop(f *codec.PreparedFrame) bool {
 	if !ok {
 		// A context-takeover connection compresses with its own context,
 		// through the ordinary write path (deflate.go).
-		_ = wc.writeDeflate(f.Op(), f.Payload())
+		_ = wc.writeDeflate(f.Op(), f.Payload(), byQueue)
 		return true
 	}
 	if wc.phase() != phaseOpen {

@@ -47,8 +47,10 @@ func (systemClock) Every(d time.Duration, f func()) func() {
 
 // socketDeadline returns the deadline d from now for a net.Conn. A socket
 // deadline is wall-clock time by definition (the kernel and Go's poller
-// measure it), so it is the one place the engine reads the wall clock
-// besides systemClock: it bounds blocking I/O on connections that are not
-// on a loop (writing the 101 of a net/http upgrade, a bridged TLS
-// connection's last reads), never a timeout a test moves.
+// measure it). The engine reads the wall clock, besides through Options.Clock,
+// only where it bounds a blocking call off the loops: here (writing the 101
+// of a net/http upgrade, a bridged TLS connection's last reads), and in the
+// context deadlines of Dial's handshake timeout (dial.go) and of the drain's
+// grace when Start's context ends (server.go). Never a timeout of a
+// connection on a loop, which a test moves with its clock.
 func socketDeadline(d time.Duration) time.Time { return time.Now().Add(d) }

@@ -50,6 +50,10 @@ func (wc *wsConn) queueCloseLocked(code uint16, reason string, mode closeMode) b
 	}
 	var p [codec.MaxCloseReason + 2]byte
 	payload := codec.AppendClosePayload(p[:0], code, reason)
+	// No data frame may follow the close frame (RFC 6455 §5.5.1): what
+	// waited behind an open message is dropped, and that message is cut
+	// short, which the peer's close handling allows.
+	wc.dropHeldLocked()
 	if mode == closeAbort && wc.out != nil {
 		wc.out.b = wc.out.b[:0]
 	}
@@ -96,9 +100,23 @@ func (wc *wsConn) Close(code uint16, reason string) error {
 		code = codec.CloseNormal
 	}
 	wc.mu.Lock()
-	if !wc.queueCloseLocked(code, reason, closeAwait) {
+	if wc.phase() != phaseOpen {
 		wc.mu.Unlock()
 		return handler.ErrClosed
+	}
+	if wc.fenced() {
+		// Behind the broadcasts queued before it, like any write.
+		return wc.deferLocked(deferredWrite{close: true, code: code, why: reason})
+	}
+	wc.closeLocked(code, reason)
+	return wc.queuedLocked()
+}
+
+// closeLocked queues Conn.Close's frame and records what it sent for
+// OnClose. Under mu.
+func (wc *wsConn) closeLocked(code uint16, reason string) {
+	if !wc.queueCloseLocked(code, reason, closeAwait) {
+		return
 	}
 	sent := &handler.CloseError{Code: code, Reason: reason}
 	if len(reason) > codec.MaxCloseReason {
@@ -106,13 +124,14 @@ func (wc *wsConn) Close(code uint16, reason string) error {
 		sent.Reason = string(codec.AppendClosePayload(p[:0], code, reason)[2:])
 	}
 	wc.extra().sentClose = sent
-	return wc.queuedLocked()
 }
 
 // fail ends the connection for a protocol error, a limit, a timeout or a
-// panic: it sends a close frame with code and reason, then closes the TCP
-// connection once the frame is on its way. cause is what OnClose reports.
-// Loop only.
+// panic (RFC 6455 §7.1.7): it sends a close frame with code and reason,
+// then half-closes the TCP connection once the frame is on its way and
+// reads and drops what the peer still sends, until the peer closes or
+// CloseTimeout passes (flushFailing). cause is what OnClose reports. Loop
+// only.
 func (wc *wsConn) fail(code uint16, reason string, cause error) {
 	if wc.phase() == phaseClosed {
 		return
@@ -206,7 +225,7 @@ func (wc *wsConn) awaitServerClose() {
 // now. Loop only.
 func (wc *wsConn) startCloseTimer() {
 	s := wc.lp.srv
-	wc.pingAt = wc.lp.now
+	wc.pingOrCloseAt = wc.lp.now
 	wc.set(sCloseTimed, true)
 	wc.lp.wheel.schedule(wc, wc.lp.now+s.ticks(s.opts.CloseTimeout))
 }
@@ -245,10 +264,10 @@ func (wc *wsConn) sentCloseErr(fallback uint16) error {
 // frame and without a socket error.
 var errPeerGone = errors.New("wsloop: connection closed by peer without a close frame (1006)")
 
-// closed runs on the loop when gnet closed the socket (gnet's OnClose): it
+// onClosed runs on the loop when gnet closed the socket (gnet's OnClose): it
 // releases the connection's buffers and reservations and runs the
 // handler's OnClose exactly once for connections whose OnOpen ran.
-func (wc *wsConn) closed(err error) {
+func (wc *wsConn) onClosed(err error) {
 	s := wc.lp.srv
 	wc.mu.Lock()
 	wc.setPhase(phaseClosed)
@@ -256,6 +275,7 @@ func (wc *wsConn) closed(err error) {
 		putOut(wc.out)
 		wc.out = nil
 	}
+	wc.dropHeldLocked()
 	wc.mu.Unlock()
 	wc.lp.wheel.drop(wc)
 	if x := wc.x.Load(); x != nil {

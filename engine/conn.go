@@ -58,12 +58,15 @@ type wsConn struct {
 	// Loop only.
 	deadline uint32 // tick of the wheel entry, when sArmed
 	lastRead uint32 // tick of the last bytes received
-	// msgStart is, in the handshake phase, the tick of accept; when open,
-	// the tick a message or a partial frame started, 0 if none.
-	msgStart uint32
-	// pingAt is, when open, the tick of the last server ping; once our
-	// close frame went out (sCloseTimed), the tick it did.
-	pingAt uint32
+	// acceptOrMsgAt is, in the handshake phases, the tick of accept;
+	// when open, the tick a message or a partial frame started, 0 if
+	// none. One field for two meanings, never needed at once, keeps
+	// wsConn at 128 bytes.
+	acceptOrMsgAt uint32
+	// pingOrCloseAt is, when open, the tick of the last PingInterval
+	// ping; once our close frame went out (sCloseTimed), the tick it
+	// did. The same economy.
+	pingOrCloseAt uint32
 }
 
 // Bits of wsConn.st above the phase.
@@ -75,7 +78,7 @@ const (
 	sProbeSent   uint32 = 1 << 6  // loop only: idle probe ping sent since the last read
 	sPongWait    uint32 = 1 << 7  // loop only: a PingInterval ping is unanswered
 	sHandlerRan  uint32 = 1 << 8  // loop only: the handler's OnOpen ran, so OnClose must run
-	sCloseTimed  uint32 = 1 << 9  // loop only: our close frame went out at tick pingAt
+	sCloseTimed  uint32 = 1 << 9  // loop only: our close frame went out at tick pingOrCloseAt
 	sTouched     uint32 = 1 << 10 // loop only: on the broadcast batch's flush list (broadcast.go)
 	sAbort       uint32 = 1 << 11 // the pending close frame is the slow-consumer policy's: close the TCP connection once it is written
 	sClient      uint32 = 1 << 12 // set before OnOpen, never cleared: a connection this side dialed (dial.go): frames are masked, the server's are not, and the server closes TCP first
@@ -131,6 +134,8 @@ type connExtra struct {
 	// Guarded by mu.
 	sentClose *handler.CloseError // what Conn.Close sent, reported to OnClose
 	info      *connInfo           // nil when the request was "/" with no query or subprotocol
+	hold      *heldOut            // a fragmented message's state and the data held behind it (write.go); nil until a NextWriter sends a fragment
+	deferred  int                 // bytes of writes deferred behind broadcasts, not yet applied (write.go)
 }
 
 // extra returns the connection's connExtra, allocating it on first use.

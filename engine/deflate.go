@@ -13,8 +13,11 @@ import (
 // This file is permessage-deflate (RFC 7692) in the engine: negotiation in
 // the handshake, decompression of received messages, compression of sent
 // ones, and the memory budget for context takeover. The codec does the
-// parsing and the compression itself (codec/deflate.go); the hooks in
-// server.go and conn.go that call in here are marked "permessage-deflate".
+// parsing and the compression itself (codec/deflate.go). The calls into
+// this file are marked "permessage-deflate" where they are: negotiation in
+// handshake.go (native listener) and upgrade.go (net/http), the client's
+// offer in dial.go, decompression in read.go, compression in write.go and
+// broadcast.go, and the release of a reservation in close.go.
 //
 // Memory. A flate writer costs about 0.8 MB and a reader about 50 KB, so
 // neither belongs to a connection: each event loop owns one compressor and
@@ -137,7 +140,8 @@ func (d *serverDeflate) reserve(n, budget int64) bool {
 	}
 }
 
-// DeflateStats reports the server's permessage-deflate counters.
+// DeflateStats are the server's permessage-deflate counters, in
+// [Stats].Deflate.
 type DeflateStats struct {
 	// Negotiated counts handshakes that accepted permessage-deflate.
 	Negotiated int64
@@ -147,16 +151,6 @@ type DeflateStats struct {
 	// Downgraded counts connections answered with no context takeover
 	// because the budget was spent.
 	Downgraded int64
-}
-
-// DeflateStats returns a snapshot of the permessage-deflate counters.
-func (s *Server) DeflateStats() DeflateStats {
-	return DeflateStats{
-		Negotiated: s.defl.negotiated.Load(),
-		Takeover:   s.defl.takeover.Load(),
-		BudgetUsed: s.defl.used.Load(),
-		Downgraded: s.defl.downgraded.Load(),
-	}
 }
 
 // loopDeflate is one event loop's compressor and decompressor.
@@ -432,11 +426,11 @@ func frameInPlace(b []byte, op codec.OpCode) []byte {
 // writeDeflate sends a whole data message on a connection that negotiated
 // permessage-deflate: compressed when it is large enough and the window
 // limit allows, as a plain frame otherwise. Safe from any goroutine.
-func (wc *wsConn) writeDeflate(op codec.OpCode, payload []byte) error {
+func (wc *wsConn) writeDeflate(op codec.OpCode, payload []byte, applying bool) error {
 	cd := wc.deflate()
 	s := wc.lp.srv
 	if len(payload) < s.opts.Deflate.threshold() || cd.limit > 0 && len(payload) > cd.limit {
-		return wc.enqueueFrame(true, op, payload, true)
+		return wc.enqueueFrame(nil, true, op, payload, true, applying)
 	}
 	buf := getBuf(deflateBufSize(len(payload)))[:codec.MaxHeaderSize]
 	d := &wc.lp.defl
@@ -450,6 +444,22 @@ func (wc *wsConn) writeDeflate(op codec.OpCode, payload []byte) error {
 			putBuf(buf)
 			return handler.ErrClosed
 		}
+		if !applying && wc.fenced() {
+			// Broadcasts wait on the loop, so this message waits
+			// behind them (write.go); it is compressed in its turn,
+			// since the client's window follows the order of the
+			// wire, which is decided then.
+			putBuf(buf)
+			wc.mu.Lock()
+			if wc.phase() != phaseOpen {
+				wc.mu.Unlock()
+				return handler.ErrClosed
+			}
+			return wc.deferLocked(deferredWrite{frame: append(getBuf(len(payload)), payload...), data: true, fin: true, compress: true, op: op})
+		}
+		// Decided under cd.mu: from here the message goes where it is
+		// compressed, in order, without waiting.
+		applying = byQueue
 		d.mu.Lock()
 		d.def.Level = s.opts.Deflate.level()
 		c, err := d.def.DeflateDict(buf, payload, cd.sent.Bytes())
@@ -458,10 +468,10 @@ func (wc *wsConn) writeDeflate(op codec.OpCode, payload []byte) error {
 			// No gain: plain, and out of the window, since the client
 			// decompresses only what has RSV1 (RFC 7692 §6, §7.2.2).
 			putBuf(c)
-			return wc.enqueueFrame(true, op, payload, true)
+			return wc.enqueueFrame(nil, true, op, payload, true, applying)
 		}
 		cd.sent.Add(payload)
-		err = wc.enqueueRaw(frameInPlace(c, op), true)
+		err = wc.enqueueRaw(frameInPlace(c, op), true, applying)
 		putBuf(c)
 		return err
 	}
@@ -473,9 +483,9 @@ func (wc *wsConn) writeDeflate(op codec.OpCode, payload []byte) error {
 		// No gain: send it plain (RFC 7692 §6 allows any message to
 		// go uncompressed; there is no shared context to keep in step).
 		putBuf(c)
-		return wc.enqueueFrame(true, op, payload, true)
+		return wc.enqueueFrame(nil, true, op, payload, true, applying)
 	}
-	err = wc.enqueueRaw(frameInPlace(c, op), true)
+	err = wc.enqueueRaw(frameInPlace(c, op), true, applying)
 	putBuf(c)
 	return err
 }
@@ -504,9 +514,9 @@ func (wc *wsConn) preparedFrame(f *codec.PreparedFrame) (b []byte, ok bool) {
 func (wc *wsConn) writePreparedDeflate(f *codec.PreparedFrame) error {
 	b, ok := wc.preparedFrame(f)
 	if !ok {
-		return wc.writeDeflate(f.Op(), f.Payload())
+		return wc.writeDeflate(f.Op(), f.Payload(), byCaller)
 	}
-	return wc.enqueueRaw(b, f.Op().IsData())
+	return wc.enqueueRaw(b, f.Op().IsData(), byCaller)
 }
 
 // writePreparedOnLoop is writeOnLoop for a prepared frame, compressed for
@@ -523,6 +533,6 @@ func (wc *wsConn) writePreparedOnLoop(f *codec.PreparedFrame) {
 	// Through the queue: the connection's compressed frames are ordered
 	// under its lock, and writeOnLoop could run OnClose (which takes
 	// that lock) from inside a failed write.
-	_ = wc.writeDeflate(f.Op(), f.Payload())
+	_ = wc.writeDeflate(f.Op(), f.Payload(), byQueue)
 	wc.flush()
 }

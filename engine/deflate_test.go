@@ -243,7 +243,7 @@ func TestDeflateBudget(t *testing.T) {
 	if c.ext != "permessage-deflate; server_no_context_takeover" {
 		t.Fatalf("third connection (history only): %q", c.ext)
 	}
-	st := s.DeflateStats()
+	st := s.Stats().Deflate
 	if st.Negotiated != 3 || st.Takeover != 2 || st.Downgraded != 1 || st.BudgetUsed != one+deflateHistoryCost {
 		t.Fatalf("stats %+v", st)
 	}
@@ -268,7 +268,7 @@ func TestDeflateBudget(t *testing.T) {
 	}
 	a.conn.Close()
 	<-h.closed
-	if st := s.DeflateStats(); st.Takeover != 1 || st.BudgetUsed != deflateHistoryCost {
+	if st := s.Stats().Deflate; st.Takeover != 1 || st.BudgetUsed != deflateHistoryCost {
 		t.Fatalf("after a takeover connection closed: %+v", st)
 	}
 	d := dflDial(t, addr, "permessage-deflate")

@@ -274,8 +274,8 @@ func TestDialDeflate(t *testing.T) {
 	if sent := d.Stats().BytesOut - before; sent > int64(len(msg)) {
 		t.Fatalf("3 compressible messages of %d bytes took %d bytes on the wire", len(msg), sent)
 	}
-	if d.DeflateStats().Negotiated != 1 || srv.DeflateStats().Negotiated != 1 {
-		t.Fatalf("negotiated: client %+v server %+v", d.DeflateStats(), srv.DeflateStats())
+	if d.Stats().Deflate.Negotiated != 1 || srv.Stats().Deflate.Negotiated != 1 {
+		t.Fatalf("negotiated: client %+v server %+v", d.Stats().Deflate, srv.Stats().Deflate)
 	}
 	// Broadcast to a client connection: compressed once, masked per
 	// connection.

@@ -33,7 +33,7 @@ func (g *gnetEvents) OnTraffic(c gnet.Conn) gnet.Action {
 func (g *gnetEvents) OnClose(c gnet.Conn, err error) gnet.Action {
 	if wc, _ := c.Context().(*wsConn); wc != nil {
 		c.SetContext(nil)
-		wc.closed(err)
+		wc.onClosed(err)
 	}
 	return gnet.None
 }

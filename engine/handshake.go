@@ -188,8 +188,8 @@ func (wc *wsConn) open(info *connInfo, ctx any) {
 	s.stats.open.Add(1)
 	s.stats.upgraded.Add(1)
 	lp.wheel.disarm(wc)
-	wc.msgStart = 0
-	wc.pingAt = lp.now
+	wc.acceptOrMsgAt = 0
+	wc.pingOrCloseAt = lp.now
 	wc.armTimer()
 
 	wc.beginCallbacks()

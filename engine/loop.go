@@ -11,11 +11,14 @@ import (
 	"github.com/wsloop/wsloop/handler"
 )
 
-// loop is the state wsloop keeps per gnet event loop. Everything in it is
-// touched only on that loop's goroutine, so it needs no locks, except the
-// broadcast queue and the counters: the scratch buffer for handshake
-// responses and the timer wheel, which also lists the loop's connections
-// (for shutdown and broadcast to all).
+// loop is the state wsloop keeps per gnet event loop: scratch buffers for
+// handshake responses, the timer wheel (which also lists the loop's
+// connections, for shutdown and BroadcastAll), the compressor and
+// decompressor. Most of it is touched only on the loop's goroutine and
+// needs no lock. The exceptions: the broadcast queue (bmu), its fence and
+// the tick flags (atomics), the counters (atomics, read by Stats), and the
+// compressor (defl.mu), which goroutines writing to this loop's
+// connections share.
 type loop struct {
 	srv     *Server
 	el      gnet.EventLoop
@@ -34,8 +37,9 @@ type loop struct {
 
 	locals []*net.TCPAddr // local addresses shared by this loop's connections (gnetconn.go)
 
-	bmu sync.Mutex     // guards bq.q, bq.spare and bq.running
-	bq  broadcastQueue // broadcasts waiting for the loop (broadcast.go)
+	bmu   sync.Mutex     // guards bq.q, bq.spare and bq.running
+	bq    broadcastQueue // broadcasts waiting for the loop (broadcast.go)
+	fence atomic.Int64   // entries of bq not yet written: writes wait behind them (broadcast.go)
 
 	bcastTask gnet.Runnable // runBroadcasts, made once
 	tickTask  gnet.Runnable // advance, made once

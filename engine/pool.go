@@ -153,3 +153,62 @@ func growOut(o *outBuf, extra int) *outBuf {
 	putOut(o)
 	return no
 }
+
+// Message buffers: assembled messages and decompressed output. Small ones
+// (up to 32 KiB) come from the pools. Larger ones come from bigAlloc
+// (bigbuf_*.go), outside the Go heap, grown in place and freed the moment
+// the message has been delivered: a pooled or collected heap buffer of a
+// large message stays resident until the next collection, which a server
+// whose heap is mostly idle connections may not run for a long time, so a
+// burst of large messages would leave its memory behind. Big buffers are
+// sized in steps of 64 KiB up to 1 MiB and of 1 MiB beyond, so a message
+// costs its size plus less than a step.
+const (
+	bigThreshold = class2
+	bigStepSmall = 64 << 10
+	bigStep      = 1 << 20
+)
+
+// msgBufSize is the capacity to allocate for need bytes.
+func msgBufSize(need int) int {
+	switch {
+	case need <= bigThreshold:
+		return poolClassSize(need)
+	case need <= bigStep:
+		return (need + bigStepSmall - 1) &^ (bigStepSmall - 1)
+	}
+	return (need + bigStep - 1) &^ (bigStep - 1)
+}
+
+// newMsgBuf returns an empty message buffer with capacity msgBufSize(n).
+func newMsgBuf(n int) []byte {
+	if size := msgBufSize(n); size > bigThreshold {
+		return bigAlloc(size)[:0]
+	}
+	return getBuf(n)
+}
+
+// resizeMsgBuf returns b (a message buffer or nil) with capacity size and
+// the same contents, releasing b if it moved.
+func resizeMsgBuf(b []byte, size int) []byte {
+	switch {
+	case size <= bigThreshold:
+		nb := append(getBuf(size), b...)
+		freeMsgBuf(b)
+		return nb
+	case cap(b) > bigThreshold:
+		return bigResize(b, size)
+	}
+	nb := append(bigAlloc(size)[:0], b...)
+	freeMsgBuf(b)
+	return nb
+}
+
+// freeMsgBuf releases a message buffer.
+func freeMsgBuf(b []byte) {
+	if cap(b) > bigThreshold {
+		bigFree(b)
+		return
+	}
+	putBuf(b)
+}

@@ -163,12 +163,12 @@ func (wc *wsConn) frames() gnet.Action {
 	// Bound the time a message or a frame header may stay incomplete, even
 	// while bytes keep trickling in.
 	if wc.dec.InMessage() || wc.inputLeft() {
-		if wc.msgStart == 0 && s.opts.MessageTimeout > 0 {
-			wc.msgStart = wc.lp.now
+		if wc.acceptOrMsgAt == 0 && s.opts.MessageTimeout > 0 {
+			wc.acceptOrMsgAt = wc.lp.now
 			wc.lp.wheel.schedule(wc, wc.lp.now+s.ticks(s.opts.MessageTimeout))
 		}
 	} else {
-		wc.msgStart = 0
+		wc.acceptOrMsgAt = 0
 	}
 	return gnet.None
 }

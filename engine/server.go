@@ -188,15 +188,17 @@ func (s *Server) begin(ctx context.Context) error {
 	} else {
 		s.log.Info("wsloop: serving upgraded and dialed connections", "max_conns", s.maxConns)
 	}
-	go s.run(ctx, ln, acceptDone)
+	// The clock ticks from now, before Start returns: a test's fake clock
+	// moved right after Start must reach the timers.
+	stopTicks := s.clock.Every(s.tick, s.onTick)
+	go s.run(ctx, ln, acceptDone, stopTicks)
 	return nil
 }
 
 // run supervises a started server: it waits until ctx ends, Shutdown is
 // called or the listener fails for good, then stops the loops, which run
 // OnClose for every connection still open, and closes done.
-func (s *Server) run(ctx context.Context, ln net.Listener, acceptDone chan error) {
-	stopTicks := s.clock.Every(s.tick, s.onTick)
+func (s *Server) run(ctx context.Context, ln net.Listener, acceptDone chan error, stopTicks func()) {
 	var serveErr error
 	select {
 	case <-ctx.Done():

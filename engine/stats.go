@@ -64,6 +64,8 @@ type Stats struct {
 	// "unexpected message", "bad record" and "other".
 	TLSHandshakes int64
 	TLSFailures   map[string]int64
+	// Deflate holds the permessage-deflate counters.
+	Deflate DeflateStats
 }
 
 // Reject labels (see Stats.Rejected).
@@ -192,6 +194,12 @@ func (s *Server) Stats() Stats {
 		ClosesByCode:   map[uint16]int64{},
 		TLSHandshakes:  s.stats.tlsHandshakes.Load(),
 		TLSFailures:    map[string]int64{},
+		Deflate: DeflateStats{
+			Negotiated: s.defl.negotiated.Load(),
+			Takeover:   s.defl.takeover.Load(),
+			BudgetUsed: s.defl.used.Load(),
+			Downgraded: s.defl.downgraded.Load(),
+		},
 	}
 	for _, lp := range s.loopList() {
 		st.MessagesIn += lp.stats.messagesIn.Load()

@@ -101,18 +101,21 @@ func (wc *wsConn) armTimer() {
 			consider(wc.lastRead + idle)
 		}
 	}
-	if wc.msgStart != 0 && o.MessageTimeout > 0 {
-		consider(wc.msgStart + s.ticks(o.MessageTimeout))
+	if wc.acceptOrMsgAt != 0 && o.MessageTimeout > 0 {
+		consider(wc.acceptOrMsgAt + s.ticks(o.MessageTimeout))
 	}
 	if o.PingInterval > 0 {
 		if wc.has(sPongWait) {
-			consider(wc.pingAt + s.ticks(o.PongTimeout))
+			consider(wc.pingOrCloseAt + s.ticks(o.PongTimeout))
 		} else {
-			consider(wc.pingAt + s.ticks(o.PingInterval))
+			consider(wc.pingOrCloseAt + s.ticks(o.PingInterval))
 		}
 	}
 	if x := wc.x.Load(); x != nil && x.stallSince != 0 {
 		consider(x.stallSince + s.ticks(o.WriteStallTimeout))
+	}
+	if since := wc.heldSince(); since != 0 && o.WriteStallTimeout > 0 {
+		consider(since + s.ticks(o.WriteStallTimeout))
 	}
 	if next != 0 {
 		if int32(next-lp.now) <= 0 {
@@ -131,27 +134,27 @@ func (wc *wsConn) onTimer() {
 	o := &s.opts
 	switch wc.phase() {
 	case phaseTLS:
-		if now-wc.msgStart >= s.ticks(o.HandshakeTimeout) {
+		if now-wc.acceptOrMsgAt >= s.ticks(o.HandshakeTimeout) {
 			lp.stats.timeouts.Add(1)
 			s.tlsFailed("timeout")
 			wc.closeNow()
 			return
 		}
-		lp.wheel.schedule(wc, wc.msgStart+s.ticks(o.HandshakeTimeout))
+		lp.wheel.schedule(wc, wc.acceptOrMsgAt+s.ticks(o.HandshakeTimeout))
 		return
 	case phaseHandshake:
-		if now-wc.msgStart >= s.ticks(o.HandshakeTimeout) {
+		if now-wc.acceptOrMsgAt >= s.ticks(o.HandshakeTimeout) {
 			wc.handshakeTimedOut()
 			return
 		}
-		lp.wheel.schedule(wc, wc.msgStart+s.ticks(o.HandshakeTimeout))
+		lp.wheel.schedule(wc, wc.acceptOrMsgAt+s.ticks(o.HandshakeTimeout))
 		return
 	case phaseClosing, phaseFailing:
 		if !wc.has(sCloseTimed) {
-			wc.pingAt = now
+			wc.pingOrCloseAt = now
 			wc.set(sCloseTimed, true)
 		}
-		if now-wc.pingAt >= s.ticks(o.CloseTimeout) {
+		if now-wc.pingOrCloseAt >= s.ticks(o.CloseTimeout) {
 			if wc.phase() == phaseClosing {
 				// The peer never answered our close frame. (A failing
 				// connection was counted for whatever failed it.) A
@@ -169,7 +172,7 @@ func (wc *wsConn) onTimer() {
 			wc.closeNow()
 			return
 		}
-		lp.wheel.schedule(wc, wc.pingAt+s.ticks(o.CloseTimeout))
+		lp.wheel.schedule(wc, wc.pingOrCloseAt+s.ticks(o.CloseTimeout))
 		return
 	case phaseClosed:
 		return
@@ -188,22 +191,29 @@ func (wc *wsConn) onTimer() {
 			_ = wc.Ping(nil)
 		}
 	}
-	if wc.msgStart != 0 && o.MessageTimeout > 0 && now-wc.msgStart >= s.ticks(o.MessageTimeout) {
+	if wc.acceptOrMsgAt != 0 && o.MessageTimeout > 0 && now-wc.acceptOrMsgAt >= s.ticks(o.MessageTimeout) {
 		lp.stats.timeouts.Add(1)
 		wc.fail(codec.ClosePolicyViolation, "message not completed in time", handler.ErrMessageTimeout)
 		return
 	}
 	if o.PingInterval > 0 {
-		if wc.has(sPongWait) && now-wc.pingAt >= s.ticks(o.PongTimeout) {
+		if wc.has(sPongWait) && now-wc.pingOrCloseAt >= s.ticks(o.PongTimeout) {
 			lp.stats.timeouts.Add(1)
 			wc.fail(codec.ClosePolicyViolation, "pong timeout", handler.ErrPongTimeout)
 			return
 		}
-		if !wc.has(sPongWait) && now-wc.pingAt >= s.ticks(o.PingInterval) {
-			wc.pingAt = now
+		if !wc.has(sPongWait) && now-wc.pingOrCloseAt >= s.ticks(o.PingInterval) {
+			wc.pingOrCloseAt = now
 			wc.set(sPongWait, true)
 			_ = wc.Ping(nil)
 		}
+	}
+	if since := wc.heldSince(); since != 0 && o.WriteStallTimeout > 0 && now-since >= s.ticks(o.WriteStallTimeout) {
+		// Data waited behind a fragmented message that was never
+		// finished: the writer that opened it is gone or stuck.
+		lp.stats.timeouts.Add(1)
+		wc.fail(codec.ClosePolicyViolation, "message left unfinished", handler.ErrMessageStalled)
+		return
 	}
 	if x := wc.x.Load(); x != nil && x.stallSince != 0 {
 		ob := wc.c.OutboundBuffered()

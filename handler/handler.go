@@ -98,8 +98,11 @@ func (Base) OnClose(Conn, error) {}
 // connection, the frames queued during the callbacks of one read go out
 // together when they return (one system call); from any other goroutine,
 // the connection's event loop writes them at its next turn. Either way the
-// frames leave in the order of the calls. A write after the connection
-// closed returns [ErrClosed] and never reaches any socket.
+// frames leave in the order of the calls, and the calls of one goroutine
+// keep their order with its broadcasts (engine.Server.Broadcast) too. No
+// write blocks, and a message is never interleaved with another (see
+// NextWriter). A write after the connection closed returns [ErrClosed] and
+// never reaches any socket.
 type Conn interface {
 	// WriteMessage sends data as one message of type op ([Text] or
 	// [Binary]). The caller may reuse data once WriteMessage returns. It
@@ -111,16 +114,27 @@ type Conn interface {
 	WritePrepared(f *codec.PreparedFrame) error
 	// NextWriter returns a writer that sends one message of type op as a
 	// sequence of fragments: each Write call becomes one frame, and Close
-	// sends the final frame. Other messages must not be sent on the
-	// connection until Close is called.
+	// sends the final frame. The message stays whole whoever else writes
+	// (RFC 6455 §5.4): from its first fragment to its final frame, other
+	// messages (WriteMessage, WritePrepared, a broadcast, another
+	// NextWriter) are queued behind it, never waited for, and follow it in
+	// the order of their calls; pings, pongs and a close may go between
+	// its fragments. Queued bytes count against the outbound cap, and
+	// writes held longer than the write-stall timeout close the connection
+	// with 1008 and [ErrMessageStalled], so always Close the writer. The
+	// writer itself is not safe for concurrent use.
 	NextWriter(op Op) (io.WriteCloser, error)
 	// Ping sends a ping with up to 125 bytes of application data.
 	Ping(data []byte) error
 	// Pong sends an unsolicited or answering pong with up to 125 bytes.
 	Pong(data []byte) error
 	// Close starts the closing handshake with the given code and reason
-	// (reason is cut to fit 123 bytes). The connection stays readable until
-	// the peer answers or the close timeout passes; then OnClose runs.
+	// (reason is cut to fit 123 bytes). A code that may not be sent on the
+	// wire (codec.ValidCloseCode: anything but 1000-1003, 1007-1014 and
+	// 3000-4999) is replaced by 1000 Normal Closure. The
+	// connection stays readable until the peer answers or the close
+	// timeout passes; then OnClose runs. Close returns [ErrClosed] if the
+	// connection is closing already.
 	Close(code uint16, reason string) error
 
 	// Context returns the value set by SetContext or by the upgrade hook.
@@ -140,8 +154,11 @@ type Conn interface {
 	RawQuery() string
 }
 
-// Request describes an upgrade request to an [Upgrader]. It is valid only
-// during the OnUpgrade call; copy what you need to keep (for example into the
+// Request describes an HTTP request the server received: an upgrade request
+// to an [Upgrader] (OnUpgrade, or OnUpgradeAsync until its decide is
+// called), to the server's origin check (engine.Options.CheckOrigin), or a
+// plain GET to its fallback (engine.Options.Fallback). It is valid only
+// during that call; copy what you need to keep (for example into the
 // Context of the [UpgradeResponse]).
 type Request struct {
 	// Method is the HTTP method, always GET once validation passed.
@@ -276,6 +293,10 @@ var (
 	// ErrWriteStall ends a connection whose outbound data did not drain for
 	// the write-stall timeout.
 	ErrWriteStall = errors.New("wsloop: write stalled")
+	// ErrMessageStalled ends a connection (1008) whose writes waited longer
+	// than the write-stall timeout behind a fragmented message that was not
+	// finished: a NextWriter that was never closed.
+	ErrMessageStalled = errors.New("wsloop: data held behind an unfinished fragmented message past the write-stall timeout")
 	// ErrCloseTimeout ends a connection whose peer did not answer a close
 	// frame in time.
 	ErrCloseTimeout = errors.New("wsloop: close handshake timed out")

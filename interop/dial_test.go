@@ -229,7 +229,7 @@ func dialThirdParty(t *testing.T, argv ...string) {
 				if !strings.Contains(resp.Header.Get("Sec-Websocket-Extensions"), "permessage-deflate") {
 					t.Fatalf("permessage-deflate not negotiated: offer %q, answer %q", ext, resp.Header.Get("Sec-Websocket-Extensions"))
 				}
-				if srv.DeflateStats().Negotiated != 1 {
+				if srv.Stats().Deflate.Negotiated != 1 {
 					t.Fatal("the client's deflate stats do not count the negotiation")
 				}
 			}

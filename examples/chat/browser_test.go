@@ -168,7 +168,7 @@ func TestBrowserChat(t *testing.T) {
 		until(`[...document.querySelectorAll("#messages li.notice")].some(e => e.textContent === "you joined #lobby (last 2 messages above)")`))
 	do(t, bob, "bob sees three members", membersAre("ann", "bob", "cy"), countIs(3), send("welcome cy"))
 	do(t, cy, "cy sees bob", shows("welcome cy"))
-	if n := app.Server.DeflateStats().Negotiated; n < 3 {
+	if n := app.Server.Stats().Deflate.Negotiated; n < 3 {
 		t.Errorf("%d of the 3 tabs negotiated permessage-deflate with Chromium", n)
 	}
 
@@ -286,7 +286,7 @@ func TestBrowserChatTLS(t *testing.T) {
 	do(t, bob, "bob gets it and answers", shows("hello over TLS"), send("encrypted both ways"))
 	do(t, ann, "ann gets the answer", shows("encrypted both ways"))
 	st := app.Server.Stats()
-	if st.TLSHandshakes < 2 || app.Server.DeflateStats().Negotiated < 2 {
-		t.Errorf("TLS handshakes %d, deflate negotiated %d: want both tabs on wss with permessage-deflate", st.TLSHandshakes, app.Server.DeflateStats().Negotiated)
+	if st.TLSHandshakes < 2 || app.Server.Stats().Deflate.Negotiated < 2 {
+		t.Errorf("TLS handshakes %d, deflate negotiated %d: want both tabs on wss with permessage-deflate", st.TLSHandshakes, app.Server.Stats().Deflate.Negotiated)
 	}
 }
