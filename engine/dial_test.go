@@ -562,7 +562,7 @@ func TestDialTimeouts(t *testing.T) {
 	silent := rawServer(t, func(c net.Conn, br *bufio.Reader) { io.Copy(io.Discard, br) })
 	d := dialer(t, newRecorder(), engine.Options{})
 	short := &engine.DialOptions{HandshakeTimeout: 100 * time.Millisecond}
-	check := func(name string, err error, phase string) {
+	check := func(name string, err error, phase engine.DialPhase) {
 		t.Helper()
 		var de *engine.DialError
 		if !errors.As(err, &de) || de.Phase != phase || !de.Timeout() || !errors.Is(err, context.DeadlineExceeded) {
