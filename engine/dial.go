@@ -118,9 +118,11 @@ type DialOptions struct {
 	// proxy phase; reaching it, as the DNS and connect phases.
 	Proxy func(*http.Request) (*url.URL, error)
 
-	// control, when set, runs before each connect attempt (a test hook
-	// that records the addresses tried).
+	// Test hooks: control runs before each connect attempt, with the
+	// address; nonce, when set, is the Sec-WebSocket-Key's nonce instead
+	// of a random one, so that a test can answer before the request.
 	control func(address string)
+	nonce   *[16]byte
 }
 
 // DialPhase names the part of a dial that failed, in a [DialError].
@@ -417,6 +419,9 @@ func (s *Server) dial(parent context.Context, u *url.URL, secure bool, opts *Dia
 	d.phase = PhaseHandshake
 	var nonce [16]byte
 	_, _ = rand.Read(nonce[:]) // crypto/rand: RFC 6455 §4.1 item 7, "randomly selected"
+	if opts.nonce != nil {
+		nonce = *opts.nonce
+	}
 	key := codec.NewKey(nonce)
 	req := &codec.ClientRequest{Host: u.Host, Target: u.RequestURI(), Key: key, Protocols: opts.Subprotocols, Header: opts.Header}
 	if u.User != nil && opts.Header.Get("Authorization") == "" {
@@ -496,13 +501,6 @@ func (s *Server) dial(parent context.Context, u *url.URL, secure bool, opts *Dia
 
 	stop()
 	_ = d.conn.SetDeadline(time.Time{})
-	if ts != nil {
-		// Ciphertext a proxy sent past its answer that crypto/tls has not
-		// read yet: the loop gives it to crypto/tls first.
-		if pc, isPrefix := ts.tr.directConn().(*prefixConn); isPrefix && len(pc.rest) > 0 {
-			ts.tr.feed(pc.rest)
-		}
-	}
 	ok = true // adopt takes the socket over, whatever happens
 	if err := s.adopt(d.conn, a); err != nil {
 		return nil, resp, fmt.Errorf("wsloop: dial %s: handing the connection to an event loop: %w", d.url, err)
@@ -598,6 +596,12 @@ func (d *dialState) tlsHandshake() (*tlsState, error) {
 	ts, err := d.handshakeTLS(d.stream, cfg)
 	if err != nil {
 		return nil, d.failed(err)
+	}
+	if rest := carried(d.stream); len(rest) > 0 {
+		// Bytes a proxy sent past its answer that the handshake did not
+		// consume: the server speaks only after the ClientHello, so they
+		// cannot be its records, and dropping them would hide it.
+		return nil, d.failed(fmt.Errorf("the proxy sent %d bytes after its answer that are not part of the TLS handshake", len(rest)))
 	}
 	d.stream = ts.conn
 	return ts, nil

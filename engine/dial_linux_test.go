@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -103,8 +104,9 @@ func TestDialSkipsSilentAddress(t *testing.T) {
 	// The silent address alone: a connect timeout, so SYNs are dropped.
 	_, _, err := d.Dial(context.Background(), "ws://silent.test:"+port+"/", &engine.DialOptions{Resolver: res, HandshakeTimeout: 300 * time.Millisecond})
 	var de *engine.DialError
-	if !errors.As(err, &de) || de.Phase != engine.PhaseConnect || !de.Timeout() {
-		t.Fatalf("the silent address alone: %v, want a connect timeout", err)
+	if !errors.As(err, &de) || de.Phase != engine.PhaseConnect || !de.Timeout() || !errors.Is(err, context.DeadlineExceeded) ||
+		!strings.Contains(err.Error(), "connect timed out: the handshake timeout (300ms) passed") {
+		t.Fatalf("the silent address alone: %v, want a connect timeout that names the handshake timeout", err)
 	}
 
 	// Silent first, live second: the dial reaches the second, in the

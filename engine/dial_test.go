@@ -642,3 +642,59 @@ func TestStartAndShutdownDialed(t *testing.T) {
 		t.Fatalf("dial after shutdown: %v", err)
 	}
 }
+
+// At Options.MaxConns Dial refuses before it opens anything, with the error
+// Upgrade returns at its limit.
+func TestDialConnLimit(t *testing.T) {
+	srv, _ := startServer(t, newRecorder(), engine.Options{})
+	d := dialer(t, newRecorder(), engine.Options{MaxConns: 1})
+	if _, _, err := d.Dial(context.Background(), "ws://"+srv.Addr().String(), nil); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err := d.Dial(context.Background(), "ws://user:secret@"+srv.Addr().String(), nil)
+	if !errors.Is(err, engine.ErrConnLimit) || !strings.Contains(err.Error(), "MaxConns 1") || strings.Contains(err.Error(), "secret") {
+		t.Fatalf("dial at the limit: %v", err)
+	}
+	if st := d.Stats(); st.Conns != 1 || st.Dialed != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+
+	// Upgrade at its limit: the same error.
+	up := startLoops(t, newRecorder(), engine.Options{MaxConns: 1})
+	errs := make(chan error, 2)
+	addr := httpFront(t, func(w http.ResponseWriter, r *http.Request) {
+		_, err := up.Upgrade(w, r, nil)
+		errs <- err
+	})
+	d2 := dialer(t, newRecorder(), engine.Options{})
+	for i := 0; i < 2; i++ {
+		d2.Dial(context.Background(), "ws://"+addr+"/", nil)
+	}
+	// The first handler may return after the second: its 101 is out
+	// before its Upgrade returns.
+	var ok, limit int
+	for i := 0; i < 2; i++ {
+		switch err := <-errs; {
+		case err == nil:
+			ok++
+		case errors.Is(err, engine.ErrConnLimit):
+			limit++
+		default:
+			t.Fatalf("upgrade: %v", err)
+		}
+	}
+	if ok != 1 || limit != 1 {
+		t.Fatalf("%d upgrades, %d refused at the limit; want 1 and 1", ok, limit)
+	}
+}
+
+func TestDialPhaseString(t *testing.T) {
+	for p, want := range map[engine.DialPhase]string{
+		engine.PhaseDNS: "dns", engine.PhaseConnect: "connect", engine.PhaseProxy: "proxy",
+		engine.PhaseTLS: "tls", engine.PhaseHandshake: "handshake", 0: "DialPhase(0)", 99: "DialPhase(99)",
+	} {
+		if got := p.String(); got != want {
+			t.Errorf("%d.String() = %q, want %q", p, got, want)
+		}
+	}
+}

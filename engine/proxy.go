@@ -24,10 +24,10 @@ import (
 // goroutine, bounded by the dial's context like the rest. From there the
 // dial goes on as without a proxy: TLS for wss://, the upgrade, adoption
 // of the socket by a loop, which never knows there was a proxy. Whatever
-// the proxy sent past its answer belongs to the tunnel (the start of the
-// server's TLS or of its 101): it is read first, and what the handshake
-// did not read goes to the loop with the socket, as bytes read past the
-// 101 do.
+// the proxy sent past its answer belongs to the tunnel: it is read first
+// (prefixConn), by the TLS handshake for wss:// or by the upgrade for
+// ws://, and what the upgrade did not read goes to the loop with the
+// socket, as bytes read past the 101 do.
 
 // proxy returns the proxy the dial goes through, nil for none.
 func (d *dialState) proxy() (*url.URL, error) {
