@@ -43,8 +43,9 @@ import (
 // awaitServerClose).
 
 // DialOptions are the choices [Server.Dial] makes for one connection. The
-// zero value (or nil) dials with the server's handler and limits and no
-// subprotocol or extension.
+// zero value (or nil) dials with the server's handler and limits, no
+// subprotocol or extension, and through the proxy the environment names,
+// if any (see Proxy).
 type DialOptions struct {
 	// Handler receives the connection's events; nil means the server's.
 	// If it implements handler.StreamHandler, messages arrive in chunks.
@@ -69,7 +70,8 @@ type DialOptions struct {
 	// TLSConfig configures wss://. nil means the system's roots and the
 	// URL's host as ServerName; ALPN offers http/1.1 unless NextProtos is
 	// set. InsecureSkipVerify skips the certificate checks (for tests and
-	// self-signed servers only).
+	// self-signed servers only). An https:// proxy is verified with the
+	// same settings, with its own host as ServerName.
 	TLSConfig *tls.Config
 	// Context becomes the connection's Context before OnOpen runs.
 	Context any
@@ -83,9 +85,10 @@ type DialOptions struct {
 	// Resolver looks up the addresses of the host, or of the proxy's
 	// host; nil means net.DefaultResolver. The TCP connection is opened
 	// by a net.Dialer with this resolver, as net/http opens one: the
-	// addresses are tried in the resolver's order with IPv4/IPv6 fallback
-	// (RFC 8305), each given a share of the time left, so one address
-	// that does not answer does not use up the whole dial.
+	// addresses are tried in the resolver's order with IPv4/IPv6
+	// fallback ("Happy Eyeballs", RFC 6555), each given a share of the
+	// time left, so one address that does not answer does not use up
+	// the whole dial.
 	Resolver *net.Resolver
 	// NetDialContext, when set, opens the TCP connection instead of the
 	// resolver and a net.Dialer (a chosen source address, a tunnel of
@@ -519,7 +522,7 @@ const dialSlack = time.Second
 
 // connect resolves the host (or the proxy's) and opens the TCP connection,
 // with net.Dialer: the addresses in the resolver's order, IPv4/IPv6
-// fallback (RFC 8305), the time left split between them.
+// fallback ("Happy Eyeballs", RFC 6555), the time left split between them.
 func (d *dialState) connect(proxy *url.URL) error {
 	d.phase = PhaseConnect
 	port := d.u.Port()

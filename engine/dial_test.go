@@ -12,6 +12,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -583,6 +584,10 @@ func TestDialTimeouts(t *testing.T) {
 	check("DNS", err, engine.PhaseDNS)
 	_, _, err = d.Dial(context.Background(), "ws://"+silent+"/", &engine.DialOptions{HandshakeTimeout: 100 * time.Millisecond, NetDialContext: block})
 	check("connect", err, engine.PhaseConnect)
+	// A proxy that never answers CONNECT.
+	silentProxy := func(*http.Request) (*url.URL, error) { return &url.URL{Scheme: "http", Host: silent}, nil }
+	_, _, err = d.Dial(context.Background(), "ws://far.example/", &engine.DialOptions{HandshakeTimeout: 100 * time.Millisecond, Proxy: silentProxy})
+	check("proxy", err, engine.PhaseProxy)
 
 	// The caller's context: a deadline reads as a timeout, a cancel as a
 	// cancel.
