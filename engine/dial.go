@@ -32,8 +32,8 @@ import (
 // the socket is handed to a loop through the one adoption path
 // (accept.go), with what the handshake decided (the subprotocol,
 // permessage-deflate, the TLS session) and what was read past the 101
-// response (or past the proxy's answer, unread). From then on the connection is its small state and nothing
-// else: no goroutine.
+// response (or past the proxy's answer, unread). From then on the
+// connection is its small state and nothing else: no goroutine.
 //
 // What a client does differently on the loop (sClient): every frame it
 // sends is masked with a fresh key (write.go, newMask), which costs a copy
