@@ -11,11 +11,10 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/netip"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/wsloop/wsloop/codec"
@@ -27,13 +26,14 @@ import (
 // A dialed connection lives on the server's event loops like an accepted
 // one and shares all of its machinery: the Handler callbacks, the write
 // path, the timers and limits, Stats. Only the opening is different. The
-// DNS lookup, the TCP connect, the TLS handshake and the upgrade exchange
-// run on the goroutine that calls Dial, blocking, bounded by its context
-// and the handshake timeout; then the socket is handed to a loop through
-// the one adoption path (accept.go), with what the handshake decided (the
-// subprotocol, permessage-deflate) and what was read past the 101
-// response. From then on the connection is its small state and nothing
-// else: no goroutine.
+// DNS lookup, the TCP connect, the tunnel through a proxy (proxy.go), the
+// TLS handshake and the upgrade exchange run on the goroutine that calls
+// Dial, blocking, bounded by its context and the handshake timeout; then
+// the socket is handed to a loop through the one adoption path
+// (accept.go), with what the handshake decided (the subprotocol,
+// permessage-deflate, the TLS session) and what was read past the 101
+// response (or past the proxy's answer, unread). From then on the
+// connection is its small state and nothing else: no goroutine.
 //
 // What a client does differently on the loop (sClient): every frame it
 // sends is masked with a fresh key (write.go, newMask), which costs a copy
@@ -43,8 +43,9 @@ import (
 // awaitServerClose).
 
 // DialOptions are the choices [Server.Dial] makes for one connection. The
-// zero value (or nil) dials with the server's handler and limits and no
-// subprotocol or extension.
+// zero value (or nil) dials with the server's handler and limits, no
+// subprotocol or extension, and through the proxy the environment names,
+// if any (see Proxy).
 type DialOptions struct {
 	// Handler receives the connection's events; nil means the server's.
 	// If it implements handler.StreamHandler, messages arrive in chunks.
@@ -69,7 +70,8 @@ type DialOptions struct {
 	// TLSConfig configures wss://. nil means the system's roots and the
 	// URL's host as ServerName; ALPN offers http/1.1 unless NextProtos is
 	// set. InsecureSkipVerify skips the certificate checks (for tests and
-	// self-signed servers only).
+	// self-signed servers only). An https:// proxy is verified with the
+	// same settings, with its own host as ServerName.
 	TLSConfig *tls.Config
 	// Context becomes the connection's Context before OnOpen runs.
 	Context any
@@ -80,29 +82,87 @@ type DialOptions struct {
 	// Options.HandshakeTimeout (10 s by default). The context passed to
 	// Dial bounds it too.
 	HandshakeTimeout time.Duration
-	// Resolver looks up the host's addresses; nil means
-	// net.DefaultResolver.
+	// Resolver looks up the addresses of the host, or of the proxy's
+	// host; nil means net.DefaultResolver. The TCP connection is opened
+	// by a net.Dialer with this resolver, as net/http opens one: the
+	// addresses are tried in the resolver's order with IPv4/IPv6
+	// fallback ("Happy Eyeballs", RFC 6555), each given a share of the
+	// time left, so one address that does not answer does not use up
+	// the whole dial.
 	Resolver *net.Resolver
 	// NetDialContext, when set, opens the TCP connection instead of the
-	// resolver and a net.Dialer (a proxy tunnel, a chosen source address).
+	// resolver and a net.Dialer (a chosen source address, a tunnel of
+	// one's own). It is given the proxy's address when a proxy is used.
 	// It must return a *net.TCPConn or a *net.UnixConn, which the event
-	// loops can adopt. Its failures are reported as the "connect" phase.
+	// loops can adopt. Its failures are reported as the connect phase (or
+	// the DNS phase, for a *net.DNSError).
 	NetDialContext func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Proxy returns the proxy to dial through for a request, as
+	// net/http's Transport.Proxy does, or nil for none. The request it
+	// gets has the URL with the scheme http for ws:// and https for
+	// wss://, so that http.ProxyURL and http.ProxyFromEnvironment work
+	// unchanged, and the handshake's Header.
+	//
+	// nil means the environment's proxy, as for net/http's
+	// DefaultTransport and gorilla's DefaultDialer: HTTPS_PROXY for
+	// wss://, HTTP_PROXY for ws://, except for the hosts NO_PROXY names,
+	// and never for localhost or a loopback address (see
+	// http.ProxyFromEnvironment; it reads the environment once per
+	// process). To dial directly whatever the environment says, set
+	// Proxy to a function that returns nil, nil.
+	//
+	// Proxy URL schemes: http (HTTP CONNECT, RFC 9110 §9.3.6; user info
+	// in the URL is sent as Proxy-Authorization: Basic), https (the same
+	// over TLS to the proxy, verified with TLSConfig's roots; ws:// only:
+	// wss:// through an https proxy would need TLS inside TLS, which the
+	// event loops do not run), socks5 and socks5h (RFC 1928, with the
+	// username and password of RFC 1929 from the user info; both let the
+	// proxy resolve the host). The proxy's failures are reported as the
+	// proxy phase; reaching it, as the DNS and connect phases.
+	Proxy func(*http.Request) (*url.URL, error)
+
+	// Test hooks: control runs before each connect attempt, with the
+	// address; nonce, when set, is the Sec-WebSocket-Key's nonce instead
+	// of a random one, so that a test can answer before the request.
+	control func(address string)
+	nonce   *[16]byte
 }
 
-// Dial phases, as [DialError.Phase] names them.
+// DialPhase names the part of a dial that failed, in a [DialError].
+type DialPhase uint8
+
+// The phases of a dial, in the order they run.
 const (
-	PhaseDNS       = "dns"       // resolving the host's addresses
-	PhaseConnect   = "connect"   // the TCP connect
-	PhaseTLS       = "tls"       // the TLS handshake (wss://)
-	PhaseHandshake = "handshake" // the HTTP upgrade request and its 101 response
+	PhaseDNS       DialPhase = iota + 1 // resolving the addresses of the host (or of the proxy)
+	PhaseConnect                        // the TCP connect (to the host, or to the proxy)
+	PhaseProxy                          // choosing the proxy, and the exchange that opens a tunnel through it
+	PhaseTLS                            // the TLS handshake (wss://)
+	PhaseHandshake                      // the HTTP upgrade request and its 101 response
 )
 
-var phaseNames = map[string]string{
-	PhaseDNS:       "DNS lookup",
-	PhaseConnect:   "connect",
-	PhaseTLS:       "TLS handshake",
-	PhaseHandshake: "WebSocket handshake",
+var phaseNames = [...]struct{ short, long string }{
+	PhaseDNS:       {"dns", "DNS lookup"},
+	PhaseConnect:   {"connect", "connect"},
+	PhaseProxy:     {"proxy", "proxy"},
+	PhaseTLS:       {"tls", "TLS handshake"},
+	PhaseHandshake: {"handshake", "WebSocket handshake"},
+}
+
+// String returns the phase's short name: "dns", "connect", "proxy", "tls"
+// or "handshake", fit for a log field or a metric label.
+func (p DialPhase) String() string {
+	if int(p) < len(phaseNames) && p != 0 {
+		return phaseNames[p].short
+	}
+	return "DialPhase(" + strconv.Itoa(int(p)) + ")"
+}
+
+// describe names the phase in an error message.
+func (p DialPhase) describe() string {
+	if int(p) < len(phaseNames) && p != 0 {
+		return phaseNames[p].long
+	}
+	return p.String()
 }
 
 // DialError is returned by [Server.Dial] when the connection could not be
@@ -113,12 +173,12 @@ var phaseNames = map[string]string{
 // 101 gives a *[UpgradeStatusError] instead.
 type DialError struct {
 	URL   string
-	Phase string // PhaseDNS, PhaseConnect, PhaseTLS or PhaseHandshake
+	Phase DialPhase
 	Err   error
 }
 
 func (e *DialError) Error() string {
-	name := phaseNames[e.Phase]
+	name := e.Phase.describe()
 	var te *dialTimeout
 	switch {
 	case errors.As(e.Err, &te):
@@ -191,6 +251,25 @@ func (e *UpgradeStatusError) Error() string {
 // ErrDialScheme is returned by Dial for a URL whose scheme is not ws or wss.
 var ErrDialScheme = errors.New("wsloop: dial: the URL's scheme must be ws or wss")
 
+// ErrConnLimit is the error of a connection refused because the server
+// holds Options.MaxConns connections already. Upgrade returns it itself,
+// after answering 503 with Retry-After (it is a *codec.HandshakeError that
+// says so); Dial returns an error for which errors.Is(err, ErrConnLimit)
+// holds, before it opens anything.
+var ErrConnLimit error = errConnLimit
+
+// connLimitError is Dial's error at Options.MaxConns.
+type connLimitError struct {
+	url string
+	max int
+}
+
+func (e *connLimitError) Error() string {
+	return fmt.Sprintf("wsloop: dial %s: the server is at its connection limit (Options.MaxConns %d)", e.url, e.max)
+}
+
+func (e *connLimitError) Is(target error) bool { return target == ErrConnLimit }
+
 // Dial opens a WebSocket connection to a ws:// or wss:// URL and serves it
 // on the server's event loops, with opts.Handler (or the server's handler),
 // as if it had been accepted: the same callbacks, write path, timers,
@@ -203,8 +282,8 @@ var ErrDialScheme = errors.New("wsloop: dial: the URL's scheme must be ws or wss
 //		Subprotocols: []string{"v2.feed"},
 //	})
 //
-// The DNS lookup, connect, TLS handshake and upgrade run on the calling
-// goroutine, bounded by ctx and opts.HandshakeTimeout; then the connection
+// The DNS lookup, connect, proxy exchange, TLS handshake and upgrade run
+// on the calling goroutine, bounded by ctx and opts.HandshakeTimeout; then the connection
 // moves to an event loop and holds no goroutine. When Dial returns the
 // connection is open and its handler's OnOpen has run (OnClose may even
 // have run, if the server closed at once; writes then return
@@ -213,9 +292,10 @@ var ErrDialScheme = errors.New("wsloop: dial: the URL's scheme must be ws or wss
 //
 // resp is the server's answer (status, headers, and for a non-101 answer
 // up to 1 KiB of its body); it is nil when no answer came. err is a
-// *[DialError] naming the phase that failed (DNS, connect, TLS, handshake;
-// timeouts and cancellation say so), a *[UpgradeStatusError] for a status other
-// than 101 (redirects are not followed), or ErrNotServing.
+// *[DialError] naming the phase that failed (DNS, connect, proxy, TLS,
+// handshake; timeouts and cancellation say so), a *[UpgradeStatusError] for a status other
+// than 101 (redirects are not followed), ErrNotServing, or an error that
+// is [ErrConnLimit].
 //
 // Any started server can dial; a program that only dials starts one
 // without Options.Addr. Each connection counts against Options.MaxConns.
@@ -250,7 +330,9 @@ func (s *Server) Dial(ctx context.Context, rawURL string, opts *DialOptions) (ha
 	}
 	if s.stats.conns.Add(1) > int64(s.maxConns) {
 		s.stats.conns.Add(-1)
-		return nil, nil, fmt.Errorf("wsloop: dial %s: the server is at its connection limit (Options.MaxConns %d)", rawURL, s.maxConns)
+		redacted := *u
+		redacted.User = nil
+		return nil, nil, &connLimitError{url: redacted.String(), max: s.maxConns}
 	}
 	conn, resp, err := s.dial(ctx, u, secure, opts)
 	if err != nil {
@@ -267,22 +349,23 @@ type dialState struct {
 	url    string // for errors, without user info
 	opts   *DialOptions
 	ctx    context.Context
-	phase  string
-	conn   net.Conn // the socket, once connected
-	stream io.ReadWriter
+	phase  DialPhase
+	conn   net.Conn  // the socket, once connected
+	stream net.Conn  // what the handshake reads and writes: conn, TLS over it, or either behind a proxy's extra bytes
+	tlsc   *tls.Conn // the TLS of a wss:// connection, for the response
 }
 
 // failed wraps err as the current phase's error. When the dial's context
 // ended, that is the reason, whatever error the I/O it interrupted gave.
+//
+// Nothing here waits: the blocking I/O of a dial is interrupted only by
+// the dial's context ending (a socket deadline moved to the past by
+// context.AfterFunc, net.Dialer's context canceled from it, crypto/tls's
+// HandshakeContext), never by a deadline of its own that could fire
+// before the context's timer and leave the cause unset. So an I/O error
+// that a timeout caused comes after the context has ended, and
+// context.Cause names it.
 func (d *dialState) failed(err error) error {
-	if errors.Is(err, os.ErrDeadlineExceeded) {
-		// The socket's deadline is the context's: its timer fires at
-		// the same moment, and names the reason.
-		select {
-		case <-d.ctx.Done():
-		case <-time.After(time.Second):
-		}
-	}
 	if cause := context.Cause(d.ctx); cause != nil {
 		err = cause
 	}
@@ -300,7 +383,11 @@ func (s *Server) dial(parent context.Context, u *url.URL, secure bool, opts *Dia
 	redacted.User = nil
 	d := &dialState{s: s, u: u, url: redacted.String(), opts: opts, ctx: ctx}
 
-	if err := d.connect(); err != nil {
+	proxy, err := d.proxy()
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := d.connect(proxy); err != nil {
 		return nil, nil, err
 	}
 	ok := false
@@ -309,29 +396,35 @@ func (s *Server) dial(parent context.Context, u *url.URL, secure bool, opts *Dia
 			d.conn.Close()
 		}
 	}()
-	// Blocking I/O from here on is bounded by the context: its deadline
-	// as the socket's, and its end (cancel, or the parent's) by moving
-	// the deadline to the past, which wakes whatever waits.
-	if dl, has := ctx.Deadline(); has {
-		_ = d.conn.SetDeadline(dl)
-	}
+	// Blocking I/O from here on ends when the context does (its deadline,
+	// a cancel, the parent's end): the socket's deadline moves to the
+	// past, which wakes whatever waits. The socket gets no deadline of
+	// its own (see failed).
 	stop := context.AfterFunc(ctx, func() { _ = d.conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 
 	a := &adoption{client: true, ctx: opts.Context, h: opts.Handler, max: opts.MaxMessageSize}
 	d.stream = d.conn
-	if secure {
-		ts, err := d.tlsHandshake()
-		if err != nil {
+	var ts *tlsState
+	if proxy != nil {
+		if ts, err = d.tunnel(proxy); err != nil {
 			return nil, nil, err
 		}
-		a.tls = ts
-		d.stream = ts.conn
 	}
+	if secure {
+		if ts, err = d.tlsHandshake(); err != nil {
+			return nil, nil, err
+		}
+		d.tlsc = ts.conn
+	}
+	a.tls = ts
 
 	d.phase = PhaseHandshake
 	var nonce [16]byte
 	_, _ = rand.Read(nonce[:]) // crypto/rand: RFC 6455 §4.1 item 7, "randomly selected"
+	if opts.nonce != nil {
+		nonce = *opts.nonce
+	}
 	key := codec.NewKey(nonce)
 	req := &codec.ClientRequest{Host: u.Host, Target: u.RequestURI(), Key: key, Protocols: opts.Subprotocols, Header: opts.Header}
 	if u.User != nil && opts.Header.Get("Authorization") == "" {
@@ -351,7 +444,7 @@ func (s *Server) dial(parent context.Context, u *url.URL, secure bool, opts *Dia
 	if _, err := d.stream.Write(codec.AppendRequest(make([]byte, 0, 512), req)); err != nil {
 		return nil, nil, d.failed(err)
 	}
-	buf, n, err := d.readResponse()
+	buf, n, err := readHeader(d.stream, s.opts.MaxHeaderBytes, "the server")
 	if err != nil {
 		return nil, nil, d.failed(err)
 	}
@@ -392,8 +485,14 @@ func (s *Server) dial(parent context.Context, u *url.URL, secure bool, opts *Dia
 			return nil, resp, d.failed(codec.ErrExtensionNotOffered)
 		}
 	}
+	// What was read past the 101 (frames the server sent behind it), and
+	// what a proxy sent past its own answer that no read reached yet,
+	// in the order it came: the loop decodes it at once.
 	if len(buf) > n {
 		a.pre = append([]byte(nil), buf[n:]...)
+	}
+	if rest := carried(d.stream); len(rest) > 0 {
+		a.pre = append(a.pre, rest...)
 	}
 	path, query := u.EscapedPath(), u.RawQuery
 	if path == "" {
@@ -412,8 +511,20 @@ func (s *Server) dial(parent context.Context, u *url.URL, secure bool, opts *Dia
 	return a.wc, resp, nil
 }
 
-// connect resolves the host and opens the TCP connection.
-func (d *dialState) connect() error {
+// dialSlack is how much later than the dial's deadline the context given
+// to net.Dialer ends. net.Dialer gives each address a share of its
+// context's deadline, as a socket deadline; if that deadline fired before
+// the dial's own timer, the error would be a bare "i/o timeout" whose
+// cause (the handshake timeout, the caller's deadline) is not set yet.
+// With the slack the dial's context ends first, and cancels net.Dialer's
+// at once.
+const dialSlack = time.Second
+
+// connect resolves the host (or the proxy's) and opens the TCP connection,
+// with net.Dialer: the addresses in the resolver's order, IPv4/IPv6
+// fallback ("Happy Eyeballs", RFC 6555), the time left split between them.
+func (d *dialState) connect(proxy *url.URL) error {
+	d.phase = PhaseConnect
 	port := d.u.Port()
 	if port == "" {
 		port = "80"
@@ -421,64 +532,57 @@ func (d *dialState) connect() error {
 			port = "443"
 		}
 	}
-	host := d.u.Hostname()
-	if nd := d.opts.NetDialContext; nd != nil {
-		d.phase = PhaseConnect
-		c, err := nd(d.ctx, "tcp", net.JoinHostPort(host, port))
-		if err != nil {
-			return d.failed(err)
-		}
-		switch c.(type) {
-		case *net.TCPConn, *net.UnixConn:
-		default:
-			c.Close()
-			return d.failed(fmt.Errorf("NetDialContext returned a %T; the event loops adopt only *net.TCPConn and *net.UnixConn", c))
-		}
-		d.conn = c
-		return nil
-	}
-	pn, err := strconv.ParseUint(port, 10, 16)
-	if err != nil {
-		d.phase = PhaseConnect
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
 		return d.failed(fmt.Errorf("invalid port %q", port))
 	}
-	var addrs []netip.Addr
-	if ip, err := netip.ParseAddr(host); err == nil {
-		addrs = []netip.Addr{ip}
-	} else {
-		d.phase = PhaseDNS
-		res := d.opts.Resolver
-		if res == nil {
-			res = net.DefaultResolver
-		}
-		addrs, err = res.LookupNetIP(d.ctx, "ip", host)
-		if err != nil {
-			return d.failed(err)
-		}
-		if len(addrs) == 0 {
-			return d.failed(fmt.Errorf("no addresses for %q", host))
-		}
+	addr := net.JoinHostPort(d.u.Hostname(), port)
+	if proxy != nil {
+		addr = proxyAddr(proxy)
 	}
-	d.phase = PhaseConnect
-	nd := net.Dialer{KeepAlive: d.s.opts.TCPKeepAlive}
-	if nd.KeepAlive == 0 {
-		nd.KeepAlive = -1 // as for accepted connections: off unless Options.TCPKeepAlive
-	}
-	var first error
-	for _, ip := range addrs {
-		c, err := nd.DialContext(d.ctx, "tcp", netip.AddrPortFrom(ip.Unmap(), uint16(pn)).String())
+	var c net.Conn
+	var err error
+	if nd := d.opts.NetDialContext; nd != nil {
+		c, err = nd(d.ctx, "tcp", addr)
 		if err == nil {
-			d.conn = c
-			return nil
+			switch c.(type) {
+			case *net.TCPConn, *net.UnixConn:
+			default:
+				c.Close()
+				c, err = nil, fmt.Errorf("NetDialContext returned a %T; the event loops adopt only *net.TCPConn and *net.UnixConn", c)
+			}
 		}
-		if first == nil {
-			first = err
+	} else {
+		nd := net.Dialer{KeepAlive: d.s.opts.TCPKeepAlive, Resolver: d.opts.Resolver}
+		if nd.KeepAlive == 0 {
+			nd.KeepAlive = -1 // as for accepted connections: off unless Options.TCPKeepAlive
 		}
-		if d.ctx.Err() != nil {
-			break
+		if hook := d.opts.control; hook != nil {
+			nd.Control = func(_, address string, _ syscall.RawConn) error { hook(address); return nil }
 		}
+		var ctx context.Context
+		var cancel context.CancelFunc
+		if dl, has := d.ctx.Deadline(); has {
+			ctx, cancel = context.WithDeadline(context.WithoutCancel(d.ctx), dl.Add(dialSlack))
+		} else {
+			ctx, cancel = context.WithCancel(context.WithoutCancel(d.ctx))
+		}
+		stop := context.AfterFunc(d.ctx, cancel)
+		c, err = nd.DialContext(ctx, "tcp", addr)
+		stop()
+		cancel()
 	}
-	return d.failed(first)
+	if err != nil {
+		var dnsErr *net.DNSError
+		if errors.As(err, &dnsErr) {
+			d.phase = PhaseDNS
+		}
+		if proxy != nil {
+			err = fmt.Errorf("the proxy %s: %w", addr, err)
+		}
+		return d.failed(err)
+	}
+	d.conn = c
+	return nil
 }
 
 // tlsHandshake runs the TLS handshake over a transport in direct mode on
@@ -492,35 +596,52 @@ func (d *dialState) tlsHandshake() (*tlsState, error) {
 	if cfg.ServerName == "" {
 		cfg.ServerName = d.u.Hostname()
 	}
+	ts, err := d.handshakeTLS(d.stream, cfg)
+	if err != nil {
+		return nil, d.failed(err)
+	}
+	if rest := carried(d.stream); len(rest) > 0 {
+		// Bytes a proxy sent past its answer that the handshake did not
+		// consume: the server speaks only after the ClientHello, so they
+		// cannot be its records, and dropping them would hide it.
+		return nil, d.failed(fmt.Errorf("the proxy sent %d bytes after its answer that are not part of the TLS handshake", len(rest)))
+	}
+	d.stream = ts.conn
+	return ts, nil
+}
+
+// handshakeTLS runs a client TLS handshake over c, offering only
+// http/1.1 by ALPN unless cfg says otherwise.
+func (d *dialState) handshakeTLS(c net.Conn, cfg *tls.Config) (*tlsState, error) {
 	if len(cfg.NextProtos) == 0 {
 		// The upgrade is HTTP/1.1: never let ALPN pick h2.
 		cfg.NextProtos = []string{"http/1.1"}
 	}
-	tr := newDirectTLSTransport(d.conn)
+	tr := newDirectTLSTransport(c)
 	tc := tls.Client(tr, cfg)
 	if err := tc.HandshakeContext(d.ctx); err != nil {
-		return nil, d.failed(err)
+		return nil, err
 	}
 	if p := tc.ConnectionState().NegotiatedProtocol; p != "" && p != "http/1.1" {
-		return nil, d.failed(fmt.Errorf("the server chose ALPN protocol %q; WebSocket needs http/1.1", p))
+		return nil, fmt.Errorf("the server chose ALPN protocol %q; WebSocket needs http/1.1", p)
 	}
 	d.s.stats.tlsHandshakes.Add(1)
 	return &tlsState{conn: tc, tr: tr}, nil
 }
 
-// readResponse reads until the end of the response header, under
-// Options.MaxHeaderBytes. It returns what it read and the header's length;
-// bytes after the header (frames the server sent right behind its 101, or
-// the start of an error's body) are buf[n:].
-func (d *dialState) readResponse() (buf []byte, n int, err error) {
-	max := d.s.opts.MaxHeaderBytes
+// readHeader reads r until the end of an HTTP response header, under max
+// bytes. It returns what it read and the header's length; bytes after the
+// header (frames the server sent right behind its 101, the start of an
+// error's body, the first bytes through a proxy's tunnel) are buf[n:].
+// who names the peer in errors.
+func readHeader(r io.Reader, max int, who string) (buf []byte, n int, err error) {
 	hs := codec.HeaderScanner{Max: max}
 	buf = make([]byte, 0, 1024)
 	for {
 		if len(buf) == cap(buf) {
 			buf = append(buf, make([]byte, len(buf))...)[:len(buf)]
 		}
-		m, rerr := d.stream.Read(buf[len(buf):cap(buf)])
+		m, rerr := r.Read(buf[len(buf):cap(buf)])
 		buf = buf[:len(buf)+m]
 		if n, err = hs.Scan(buf); err != nil {
 			return nil, 0, codec.ErrResponseTooLarge
@@ -531,9 +652,9 @@ func (d *dialState) readResponse() (buf []byte, n int, err error) {
 		if rerr != nil {
 			if rerr == io.EOF {
 				if len(buf) == 0 {
-					return nil, 0, errors.New("the server closed the connection without answering")
+					return nil, 0, fmt.Errorf("%s closed the connection without answering", who)
 				}
-				return nil, 0, fmt.Errorf("the server closed the connection in the middle of its answer (%d bytes)", len(buf))
+				return nil, 0, fmt.Errorf("%s closed the connection in the middle of its answer (%d bytes)", who, len(buf))
 			}
 			return nil, 0, rerr
 		}
@@ -590,8 +711,8 @@ func (d *dialState) httpResponse(r *codec.Response, req *codec.ClientRequest) *h
 		ContentLength: r.ContentLength,
 		Request:       &http.Request{Method: http.MethodGet, URL: d.u, Header: req.Header, Host: d.u.Host},
 	}
-	if tc, ok := d.stream.(*tls.Conn); ok {
-		st := tc.ConnectionState()
+	if d.tlsc != nil {
+		st := d.tlsc.ConnectionState()
 		resp.TLS = &st
 	}
 	return resp

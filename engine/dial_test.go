@@ -12,6 +12,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -562,7 +563,7 @@ func TestDialTimeouts(t *testing.T) {
 	silent := rawServer(t, func(c net.Conn, br *bufio.Reader) { io.Copy(io.Discard, br) })
 	d := dialer(t, newRecorder(), engine.Options{})
 	short := &engine.DialOptions{HandshakeTimeout: 100 * time.Millisecond}
-	check := func(name string, err error, phase string) {
+	check := func(name string, err error, phase engine.DialPhase) {
 		t.Helper()
 		var de *engine.DialError
 		if !errors.As(err, &de) || de.Phase != phase || !de.Timeout() || !errors.Is(err, context.DeadlineExceeded) {
@@ -583,6 +584,10 @@ func TestDialTimeouts(t *testing.T) {
 	check("DNS", err, engine.PhaseDNS)
 	_, _, err = d.Dial(context.Background(), "ws://"+silent+"/", &engine.DialOptions{HandshakeTimeout: 100 * time.Millisecond, NetDialContext: block})
 	check("connect", err, engine.PhaseConnect)
+	// A proxy that never answers CONNECT.
+	silentProxy := func(*http.Request) (*url.URL, error) { return &url.URL{Scheme: "http", Host: silent}, nil }
+	_, _, err = d.Dial(context.Background(), "ws://far.example/", &engine.DialOptions{HandshakeTimeout: 100 * time.Millisecond, Proxy: silentProxy})
+	check("proxy", err, engine.PhaseProxy)
 
 	// The caller's context: a deadline reads as a timeout, a cancel as a
 	// cancel.
@@ -640,5 +645,61 @@ func TestStartAndShutdownDialed(t *testing.T) {
 	}
 	if _, _, err := d.Dial(context.Background(), "ws://"+srv.Addr().String(), nil); !errors.Is(err, engine.ErrNotServing) {
 		t.Fatalf("dial after shutdown: %v", err)
+	}
+}
+
+// At Options.MaxConns Dial refuses before it opens anything, with the error
+// Upgrade returns at its limit.
+func TestDialConnLimit(t *testing.T) {
+	srv, _ := startServer(t, newRecorder(), engine.Options{})
+	d := dialer(t, newRecorder(), engine.Options{MaxConns: 1})
+	if _, _, err := d.Dial(context.Background(), "ws://"+srv.Addr().String(), nil); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err := d.Dial(context.Background(), "ws://user:secret@"+srv.Addr().String(), nil)
+	if !errors.Is(err, engine.ErrConnLimit) || !strings.Contains(err.Error(), "MaxConns 1") || strings.Contains(err.Error(), "secret") {
+		t.Fatalf("dial at the limit: %v", err)
+	}
+	if st := d.Stats(); st.Conns != 1 || st.Dialed != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+
+	// Upgrade at its limit: the same error.
+	up := startLoops(t, newRecorder(), engine.Options{MaxConns: 1})
+	errs := make(chan error, 2)
+	addr := httpFront(t, func(w http.ResponseWriter, r *http.Request) {
+		_, err := up.Upgrade(w, r, nil)
+		errs <- err
+	})
+	d2 := dialer(t, newRecorder(), engine.Options{})
+	for i := 0; i < 2; i++ {
+		d2.Dial(context.Background(), "ws://"+addr+"/", nil)
+	}
+	// The first handler may return after the second: its 101 is out
+	// before its Upgrade returns.
+	var ok, limit int
+	for i := 0; i < 2; i++ {
+		switch err := <-errs; {
+		case err == nil:
+			ok++
+		case errors.Is(err, engine.ErrConnLimit):
+			limit++
+		default:
+			t.Fatalf("upgrade: %v", err)
+		}
+	}
+	if ok != 1 || limit != 1 {
+		t.Fatalf("%d upgrades, %d refused at the limit; want 1 and 1", ok, limit)
+	}
+}
+
+func TestDialPhaseString(t *testing.T) {
+	for p, want := range map[engine.DialPhase]string{
+		engine.PhaseDNS: "dns", engine.PhaseConnect: "connect", engine.PhaseProxy: "proxy",
+		engine.PhaseTLS: "tls", engine.PhaseHandshake: "handshake", 0: "DialPhase(0)", 99: "DialPhase(99)",
+	} {
+		if got := p.String(); got != want {
+			t.Errorf("%d.String() = %q, want %q", p, got, want)
+		}
 	}
 }

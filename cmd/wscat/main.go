@@ -13,6 +13,16 @@
 // reason, or the error, on standard error and exits 1. An interrupt
 // (Ctrl-C) closes with 1000 as the end of input does.
 //
+// A server's answer to the last line may come after standard input has
+// ended: with -wait D, wscat keeps reading for D before it closes (or
+// until the server closes first).
+//
+// wscat dials through the proxy the environment names, as curl and Go's
+// net/http do: HTTPS_PROXY for wss://, HTTP_PROXY for ws://, NO_PROXY for
+// the hosts to reach directly (localhost and loopback addresses always
+// are). The proxy may be http:// (CONNECT, with user:password@ sent as
+// Proxy-Authorization), https:// (for ws:// URLs) or socks5://.
+//
 // Flags:
 //
 //	-H 'Name: value'   add a request header (repeatable): Authorization, Cookie, Origin
@@ -21,6 +31,10 @@
 //	-insecure          skip the server certificate checks of wss:// (self-signed servers)
 //	-binary            send each line as a binary message
 //	-timeout d         bound the handshake (default 10s)
+//	-wait d            after the end of standard input, keep reading for d before closing
+//	-v                 say on standard error where wscat connected (and through
+//	                   which proxy), the negotiated subprotocol and extensions,
+//	                   and when it waits
 package main
 
 import (
@@ -33,6 +47,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"strings"
@@ -119,6 +134,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	insecure := fs.Bool("insecure", false, "skip the server certificate checks of wss://")
 	binary := fs.Bool("binary", false, "send each line as a binary message")
 	timeout := fs.Duration("timeout", 10*time.Second, "bound the handshake")
+	wait := fs.Duration("wait", 0, "after the end of standard input, keep reading for `d` before closing")
+	verbose := fs.Bool("v", false, "print the proxy, the negotiated subprotocol and extensions on standard error")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "usage: wscat [flags] ws://host:port/path")
 		fs.PrintDefaults()
@@ -130,7 +147,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		fs.Usage()
 		return 2
 	}
-	url := fs.Arg(0)
+	target := fs.Arg(0)
 
 	p := &printer{out: stdout, done: make(chan error, 1)}
 	srv := engine.New(p, engine.Options{
@@ -155,10 +172,22 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if *insecure {
 		opts.TLSConfig = &tls.Config{InsecureSkipVerify: true}
 	}
-	conn, _, err := srv.Dial(ctx, url, opts)
+	// The environment's proxy, as Dial would use by default; asked here
+	// so that -v can say which one it was. Dial calls it on this
+	// goroutine.
+	var proxy *url.URL
+	opts.Proxy = func(r *http.Request) (*url.URL, error) {
+		u, err := http.ProxyFromEnvironment(r)
+		proxy = u
+		return u, err
+	}
+	conn, resp, err := srv.Dial(ctx, target, opts)
 	if err != nil {
 		fmt.Fprintln(stderr, "wscat:", err)
 		return 1
+	}
+	if *verbose {
+		describe(stderr, target, proxy, conn, resp)
 	}
 
 	op := handler.Text
@@ -171,6 +200,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	interrupted := ctx.Done()
 	failed := false
 	var closeErr error
+	var waited <-chan time.Time
 	for done := false; !done; {
 		select {
 		case err := <-sent:
@@ -178,8 +208,20 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			if err != nil {
 				fmt.Fprintln(stderr, "wscat:", err)
 				failed = true
+			} else if *wait > 0 {
+				// The answer to the last line may still be on its way.
+				if *verbose {
+					fmt.Fprintf(stderr, "wscat: end of input, reading for %v\n", *wait)
+				}
+				t := time.NewTimer(*wait)
+				defer t.Stop()
+				waited = t.C
+				continue
 			}
 			_ = conn.Close(codec.CloseNormal, "") // ErrClosed if it ended: OnClose says how
+		case <-waited:
+			waited = nil
+			_ = conn.Close(codec.CloseNormal, "")
 		case <-interrupted:
 			interrupted = nil
 			_ = conn.Close(codec.CloseNormal, "")
@@ -191,6 +233,29 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return 1
 	}
 	return 0
+}
+
+// describe says where wscat connected, through which proxy, and what the
+// handshake negotiated.
+func describe(w io.Writer, target string, proxy *url.URL, conn handler.Conn, resp *http.Response) {
+	if u, err := url.Parse(target); err == nil {
+		target = u.Redacted()
+	}
+	if proxy != nil {
+		fmt.Fprintf(w, "wscat: connected to %s through the proxy %s\n", target, proxy.Redacted())
+	} else {
+		fmt.Fprintf(w, "wscat: connected to %s (%s)\n", target, conn.RemoteAddr())
+	}
+	sub := conn.Subprotocol()
+	if sub == "" {
+		sub = "(none)"
+	}
+	fmt.Fprintf(w, "wscat: subprotocol: %s\n", sub)
+	ext := strings.Join(resp.Header.Values("Sec-Websocket-Extensions"), ", ")
+	if ext == "" {
+		ext = "(none)"
+	}
+	fmt.Fprintf(w, "wscat: extensions: %s\n", ext)
 }
 
 // send writes each line of in as a message until in ends (nil) or fails,

@@ -222,3 +222,216 @@ func cert(t *testing.T) tls.Certificate {
 	c, _ := enginetest.Certificate(t)
 	return c
 }
+
+// -v says where wscat connected and what the handshake negotiated.
+func TestVerbose(t *testing.T) {
+	addr := start(t, engine.Options{Deflate: engine.Deflate{Enabled: true}})
+	code, out, errs := wscat(t, "one\n", "-v", "-subprotocol", "chat", "-deflate", "ws://"+addr+"/")
+	if code != 0 || out != "one\n" {
+		t.Fatalf("exit %d\nstdout %q\nstderr %q", code, out, errs)
+	}
+	for _, want := range []string{"connected to ws://" + addr + "/ (" + addr + ")", "subprotocol: chat", "extensions: permessage-deflate"} {
+		if !strings.Contains(errs, want) {
+			t.Errorf("stderr %q does not say %q", errs, want)
+		}
+	}
+	_, _, errs = wscat(t, "", "-v", "ws://"+addr+"/")
+	if !strings.Contains(errs, "subprotocol: (none)") || !strings.Contains(errs, "extensions: (none)") {
+		t.Errorf("without offers: stderr %q", errs)
+	}
+}
+
+// laterServer answers "later" only when the test releases it, then closes
+// with 1000.
+type laterServer struct {
+	handler.Base
+	release chan struct{}
+}
+
+func (s *laterServer) OnMessage(c handler.Conn, op handler.Op, data []byte) {
+	if string(data) != "later" {
+		c.WriteMessage(op, data)
+		return
+	}
+	go func() {
+		<-s.release
+		if c.WriteMessage(handler.Text, []byte("the reply")) == nil {
+			c.Close(1000, "")
+		}
+	}()
+}
+
+// signalWriter collects what is written and closes seen once it holds want.
+type signalWriter struct {
+	mu   sync.Mutex
+	buf  bytes.Buffer
+	want string
+	seen chan struct{}
+	once sync.Once
+}
+
+func (w *signalWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf.Write(p)
+	if strings.Contains(w.buf.String(), w.want) {
+		w.once.Do(func() { close(w.seen) })
+	}
+	return len(p), nil
+}
+
+func (w *signalWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.buf.String()
+}
+
+// -wait D keeps reading after the end of input: an answer that comes
+// after it is printed. Without it, wscat closes at once and never sees it.
+func TestWait(t *testing.T) {
+	h := &laterServer{release: make(chan struct{})}
+	addr := enginetest.Start(t, h, engine.Options{Logger: quiet}).Addr().String()
+	released := false
+	t.Cleanup(func() {
+		if !released {
+			close(h.release)
+		}
+	})
+
+	// Without -wait: the close goes out at the end of input.
+	code, out, errs := wscat(t, "later\n", "ws://"+addr+"/")
+	if code != 0 || out != "" {
+		t.Fatalf("without -wait: exit %d\nstdout %q\nstderr %q", code, out, errs)
+	}
+
+	// With it: the reply is released only once wscat says it waits.
+	stderr := &signalWriter{want: "end of input, reading for 1m0s", seen: make(chan struct{})}
+	var stdout bytes.Buffer
+	done := make(chan int, 1)
+	go func() {
+		done <- run(context.Background(), []string{"-v", "-wait", "1m", "ws://" + addr + "/"}, strings.NewReader("later\n"), &stdout, stderr)
+	}()
+	select {
+	case <-stderr.seen:
+	case code := <-done:
+		t.Fatalf("wscat ended (%d) without waiting: %q", code, stderr)
+	case <-time.After(20 * time.Second):
+		t.Fatalf("wscat never said it waits: %q", stderr)
+	}
+	close(h.release)
+	released = true
+	if code := <-done; code != 0 || stdout.String() != "the reply\n" {
+		t.Fatalf("-wait: exit %d\nstdout %q\nstderr %q", code, stdout.String(), stderr)
+	}
+
+	// A short wait ends by itself, with a normal close.
+	code, out, errs = wscat(t, "echo me\n", "-wait", "10ms", "ws://"+addr+"/")
+	if code != 0 || out != "echo me\n" {
+		t.Fatalf("-wait 10ms: exit %d\nstdout %q\nstderr %q", code, out, errs)
+	}
+}
+
+// connectProxy is an HTTP CONNECT proxy that records the requests it gets
+// and relays to hosts, whose names it maps to addresses.
+type connectProxy struct {
+	ln    net.Listener
+	hosts map[string]string
+	mu    sync.Mutex
+	reqs  []string // "METHOD target Proxy-Authorization"
+}
+
+func startConnectProxy(t *testing.T, hosts map[string]string) *connectProxy {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &connectProxy{ln: ln, hosts: hosts}
+	var wg sync.WaitGroup
+	var conns sync.Map
+	t.Cleanup(func() {
+		ln.Close()
+		conns.Range(func(k, _ any) bool { k.(net.Conn).Close(); return true })
+		wg.Wait()
+	})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns.Store(c, nil)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				br := bufio.NewReader(c)
+				req, err := http.ReadRequest(br)
+				if err != nil {
+					return
+				}
+				p.mu.Lock()
+				p.reqs = append(p.reqs, req.Method+" "+req.Host+" "+req.Header.Get("Proxy-Authorization"))
+				p.mu.Unlock()
+				host, port, _ := net.SplitHostPort(req.Host)
+				if a, ok := p.hosts[host]; ok {
+					host = a
+				}
+				up, err := net.Dial("tcp", net.JoinHostPort(host, port))
+				if err != nil {
+					io.WriteString(c, "HTTP/1.1 502 Bad Gateway\r\n\r\n")
+					return
+				}
+				conns.Store(up, nil)
+				defer up.Close()
+				io.WriteString(c, "HTTP/1.1 200 Connection established\r\n\r\n")
+				go func() { io.Copy(c, up); c.Close() }()
+				io.Copy(up, br)
+			}()
+		}
+	}()
+	return p
+}
+
+// wscat dials through the proxy the environment names. The environment
+// is read once per process, so the test runs wscat in a child process
+// (this test binary again, running TestEnvProxyChild), with a host name
+// that is not loopback (loopback is never proxied) and that the proxy maps
+// to the test's server.
+func TestEnvProxy(t *testing.T) {
+	if os.Getenv("WSCAT_TEST_URL") != "" {
+		t.Skip("the child runs TestEnvProxyChild")
+	}
+	addr := start(t, engine.Options{})
+	_, port, _ := net.SplitHostPort(addr)
+	p := startConnectProxy(t, map[string]string{"echo.example": "127.0.0.1"})
+	cmd := exec.Command(os.Args[0], "-test.run=^TestEnvProxyChild$", "-test.v")
+	cmd.Env = append(os.Environ(), "WSCAT_TEST_URL=ws://echo.example:"+port+"/",
+		"HTTP_PROXY=http://who:pw@"+p.ln.Addr().String(), "http_proxy=", "NO_PROXY=", "no_proxy=", "REQUEST_METHOD=")
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "--- PASS: TestEnvProxyChild") {
+		t.Fatalf("child: %v\n%s", err, out)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	auth := "Basic " + base64.StdEncoding.EncodeToString([]byte("who:pw"))
+	if len(p.reqs) != 1 || p.reqs[0] != "CONNECT echo.example:"+port+" "+auth {
+		t.Fatalf("the proxy was asked %q", p.reqs)
+	}
+}
+
+// TestEnvProxyChild is TestEnvProxy's child: wscat with HTTP_PROXY set.
+func TestEnvProxyChild(t *testing.T) {
+	u := os.Getenv("WSCAT_TEST_URL")
+	if u == "" {
+		t.Skip("run by TestEnvProxy")
+	}
+	code, out, errs := wscat(t, "through the environment's proxy\n", "-v", u)
+	if code != 0 || out != "through the environment's proxy\n" {
+		t.Fatalf("exit %d\nstdout %q\nstderr %q", code, out, errs)
+	}
+	if !strings.Contains(errs, "connected to "+u+" through the proxy http://who:xxxxx@127.0.0.1:") {
+		t.Fatalf("stderr %q", errs)
+	}
+}
