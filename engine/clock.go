@@ -50,7 +50,8 @@ func (systemClock) Every(d time.Duration, f func()) func() {
 // measure it). The engine reads the wall clock, besides through Options.Clock,
 // only where it bounds a blocking call off the loops: here (writing the 101
 // of a net/http upgrade, a bridged TLS connection's last reads), and in the
-// context deadlines of Dial's handshake timeout (dial.go) and of the drain's
-// grace when Start's context ends (server.go). Never a timeout of a
-// connection on a loop, which a test moves with its clock.
+// context deadlines of Dial's handshake timeout (dial.go, which ends the
+// dial's socket I/O when its context does) and of the drain's grace when
+// Start's context ends (server.go). Never a timeout of a connection on a
+// loop, which a test moves with its clock.
 func socketDeadline(d time.Duration) time.Time { return time.Now().Add(d) }
