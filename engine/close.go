@@ -287,6 +287,7 @@ func (wc *wsConn) onClosed(err error) {
 		}
 	}
 	s.closeDeflate(wc) // permessage-deflate: return the context-takeover reservation (deflate.go)
+	wc.fireDrain()     // a producer waiting for the backlog is not left waiting (readpause.go)
 	if wc.has(sHandlerRan) {
 		s.stats.open.Add(-1)
 		cause := wc.closeErr()

@@ -71,17 +71,20 @@ type wsConn struct {
 
 // Bits of wsConn.st above the phase.
 const (
-	phaseMask    uint32 = 7
-	sInLoop      uint32 = 1 << 3  // the loop runs callbacks of this connection and flushes after them
-	sFlushQueued uint32 = 1 << 4  // a flush task is queued on the loop
-	sArmed       uint32 = 1 << 5  // loop only: in a wheel slot for tick deadline (else on the parked list)
-	sProbeSent   uint32 = 1 << 6  // loop only: idle probe ping sent since the last read
-	sPongWait    uint32 = 1 << 7  // loop only: a PingInterval ping is unanswered
-	sHandlerRan  uint32 = 1 << 8  // loop only: the handler's OnOpen ran, so OnClose must run
-	sCloseTimed  uint32 = 1 << 9  // loop only: our close frame went out at tick pingOrCloseAt
-	sTouched     uint32 = 1 << 10 // loop only: on the broadcast batch's flush list (broadcast.go)
-	sAbort       uint32 = 1 << 11 // the pending close frame is the slow-consumer policy's: close the TCP connection once it is written
-	sClient      uint32 = 1 << 12 // set before OnOpen, never cleared: a connection this side dialed (dial.go): frames are masked, the server's are not, and the server closes TCP first
+	phaseMask     uint32 = 7
+	sInLoop       uint32 = 1 << 3  // the loop runs callbacks of this connection and flushes after them
+	sFlushQueued  uint32 = 1 << 4  // a flush task is queued on the loop
+	sArmed        uint32 = 1 << 5  // loop only: in a wheel slot for tick deadline (else on the parked list)
+	sProbeSent    uint32 = 1 << 6  // loop only: idle probe ping sent since the last read
+	sPongWait     uint32 = 1 << 7  // loop only: a PingInterval ping is unanswered
+	sHandlerRan   uint32 = 1 << 8  // loop only: the handler's OnOpen ran, so OnClose must run
+	sCloseTimed   uint32 = 1 << 9  // loop only: our close frame went out at tick pingOrCloseAt
+	sTouched      uint32 = 1 << 10 // loop only: on the broadcast batch's flush list (broadcast.go)
+	sAbort        uint32 = 1 << 11 // the pending close frame is the slow-consumer policy's: close the TCP connection once it is written
+	sClient       uint32 = 1 << 12 // set before OnOpen, never cleared: a connection this side dialed (dial.go): frames are masked, the server's are not, and the server closes TCP first
+	sPauseWanted  uint32 = 1 << 13 // the application asked to pause reads (PauseReading), set and cleared from any goroutine (readpause.go)
+	sPaused       uint32 = 1 << 14 // loop only: reads are paused at the poller
+	sDrainWatched uint32 = 1 << 15 // loop only: on the loop's backlog watch list (readpause.go)
 )
 
 func (wc *wsConn) phase() uint8 { return uint8(wc.st.Load() & phaseMask) }
@@ -136,6 +139,8 @@ type connExtra struct {
 	info      *connInfo           // nil when the request was "/" with no query or subprotocol
 	hold      *heldOut            // a fragmented message's state and the data held behind it (write.go); nil until a NextWriter sends a fragment
 	deferred  int                 // bytes of writes deferred behind broadcasts, not yet applied (write.go)
+	drainMark int                 // NotifyBacklog's mark (readpause.go)
+	drainFn   func()              // NotifyBacklog's function, nil when none waits
 }
 
 // extra returns the connection's connExtra, allocating it on first use.

@@ -30,3 +30,35 @@ func TLSBuffersHeld(c handler.Conn) (record, hand int) {
 	r := <-ch
 	return r[0], r[1]
 }
+
+// onLoop runs f on c's loop and waits for it.
+func onLoop(c handler.Conn, f func(wc *wsConn)) {
+	wc := c.(*wsConn)
+	done := make(chan struct{})
+	_ = wc.lp.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+		f(wc)
+		close(done)
+		return nil
+	}))
+	<-done
+}
+
+// GnetPollerFound reports whether the poller of c's loop was found in
+// gnet's connection (gnetpoll_unix.go), so that reads pause at the poller.
+func GnetPollerFound(c handler.Conn) (found bool) {
+	onLoop(c, func(wc *wsConn) { found = gnetPollerFD(wc.c) >= 0 })
+	return found
+}
+
+// InboundBuffered returns what gnet holds unread for c, read on its loop.
+func InboundBuffered(c handler.Conn) (n int) {
+	onLoop(c, func(wc *wsConn) { n = wc.c.InboundBuffered() })
+	return n
+}
+
+// PortableBuild is true where reads cannot pause at gnet's poller.
+const PortableBuild = portableBuild
+
+// PauseFallbackCap is what a paused connection may hold when reads cannot
+// pause at the poller.
+const PauseFallbackCap = pauseFallbackCap

@@ -41,6 +41,13 @@ type loop struct {
 	bq    broadcastQueue // broadcasts waiting for the loop (broadcast.go)
 	fence atomic.Int64   // entries of bq not yet written: writes wait behind them (broadcast.go)
 
+	// Flow control (readpause.go), loop only but for drainQueued.
+	pollFD         int           // the poller's descriptor + 1; 0: not looked up, <= 0: none
+	drainWatch     []*wsConn     // connections whose backlog notification waits
+	stopDrainPoll  func()        // stops the checks of drainWatch; nil when none run
+	drainQueued    atomic.Bool   // a drainCheckTask is queued
+	drainCheckTask gnet.Runnable // checkDrains, made once
+
 	bcastTask gnet.Runnable // runBroadcasts, made once
 	tickTask  gnet.Runnable // advance, made once
 	ticked    chan struct{} // advance signals it ran, when the clock is not the system's
@@ -50,6 +57,7 @@ type loop struct {
 func newLoop(s *Server, el gnet.EventLoop) *loop {
 	lp := &loop{srv: s, el: el, ticked: make(chan struct{}, 1)}
 	lp.bcastTask = gnet.RunnableFunc(lp.runBroadcasts)
+	lp.drainCheckTask = gnet.RunnableFunc(lp.checkDrains)
 	lp.tickTask = gnet.RunnableFunc(lp.advance)
 	lp.now = s.ticksSince(s.clock.Now())
 	return lp

@@ -14,6 +14,9 @@ import (
 // traffic handles the bytes gnet has buffered for the connection: the
 // handshake first, then frames.
 func (wc *wsConn) traffic() gnet.Action {
+	if wc.st.Load()&(sPauseWanted|sPaused) != 0 && wc.pausedTraffic() {
+		return gnet.None // paused: the bytes wait (readpause.go)
+	}
 	wc.lastRead = wc.lp.now
 	if wc.has(sProbeSent) {
 		wc.set(sProbeSent, false)
@@ -124,6 +127,9 @@ func (wc *wsConn) frames() gnet.Action {
 	off := 0
 	wc.beginCallbacks()
 	for {
+		if wc.st.Load()&sPauseWanted != 0 {
+			break // paused by a callback: the rest waits (readpause.go)
+		}
 		n, ev, err := wc.dec.Decode(buf[off:], max)
 		if err != nil {
 			var ok bool // a type assertion, not errors.As: &perr would escape on every call
@@ -152,6 +158,9 @@ func (wc *wsConn) frames() gnet.Action {
 	}
 	wc.consumed(buf, carried, off)
 	wc.endCallbacks()
+	if wc.st.Load()&sPauseWanted != 0 && !wc.has(sPaused) {
+		wc.applyReadState()
+	}
 	if perr != nil {
 		s.log.Debug("wsloop: protocol error", "remote", wc.c.RemoteAddr(), "code", perr.Code, "reason", perr.Reason)
 		wc.fail(perr.Code, perr.Reason, &handler.CloseError{Code: perr.Code, Reason: perr.Reason})

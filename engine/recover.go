@@ -79,6 +79,14 @@ func (s *Server) callPong(wc *wsConn, data []byte) {
 	wc.handler().OnPong(wc, data)
 }
 
+// callDrain runs a NotifyBacklog function on the loop. A panic in it is
+// logged and counted; the connection goes on, since the function is the
+// producer's, not the connection's.
+func (s *Server) callDrain(wc *wsConn, f func()) {
+	defer s.catch(wc, "NotifyBacklog function", false)
+	f()
+}
+
 func (s *Server) callClose(wc *wsConn, err error) {
 	defer s.catch(wc, "OnClose", false)
 	wc.handler().OnClose(wc, err)

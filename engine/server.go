@@ -79,7 +79,7 @@ type Server struct {
 	tlsConf    *tls.Config   // Options.TLSConfig with ALPN set, nil for ws://
 	handshakes handshakePool // TLS handshake goroutines (tls.go)
 
-	inbound inboundBudget // memory held for undelivered inbound messages (inbound.go)
+	inbound inboundBudget // memory held for undelivered inbound messages (budget.go)
 	defl    serverDeflate // permessage-deflate budget and counters (deflate.go)
 	stats   serverStats   // counters (stats.go)
 

@@ -93,7 +93,8 @@ func (wc *wsConn) armTimer() {
 		}
 	}
 	o := &s.opts
-	if o.IdleTimeout > 0 {
+	paused := wc.has(sPaused) // the waits for input are suspended (readpause.go)
+	if o.IdleTimeout > 0 && !paused {
 		idle := s.ticks(o.IdleTimeout)
 		if !wc.has(sProbeSent) {
 			consider(wc.lastRead + idle/2)
@@ -101,10 +102,10 @@ func (wc *wsConn) armTimer() {
 			consider(wc.lastRead + idle)
 		}
 	}
-	if wc.acceptOrMsgAt != 0 && o.MessageTimeout > 0 {
+	if wc.acceptOrMsgAt != 0 && o.MessageTimeout > 0 && !paused {
 		consider(wc.acceptOrMsgAt + s.ticks(o.MessageTimeout))
 	}
-	if o.PingInterval > 0 {
+	if o.PingInterval > 0 && !paused {
 		if wc.has(sPongWait) {
 			consider(wc.pingOrCloseAt + s.ticks(o.PongTimeout))
 		} else {
@@ -178,7 +179,8 @@ func (wc *wsConn) onTimer() {
 		return
 	}
 
-	if o.IdleTimeout > 0 {
+	paused := wc.has(sPaused) // the waits for input are suspended (readpause.go)
+	if o.IdleTimeout > 0 && !paused {
 		idle := s.ticks(o.IdleTimeout)
 		since := now - wc.lastRead
 		if since >= idle {
@@ -191,12 +193,12 @@ func (wc *wsConn) onTimer() {
 			_ = wc.Ping(nil)
 		}
 	}
-	if wc.acceptOrMsgAt != 0 && o.MessageTimeout > 0 && now-wc.acceptOrMsgAt >= s.ticks(o.MessageTimeout) {
+	if wc.acceptOrMsgAt != 0 && o.MessageTimeout > 0 && !paused && now-wc.acceptOrMsgAt >= s.ticks(o.MessageTimeout) {
 		lp.stats.timeouts.Add(1)
 		wc.fail(codec.ClosePolicyViolation, "message not completed in time", handler.ErrMessageTimeout)
 		return
 	}
-	if o.PingInterval > 0 {
+	if o.PingInterval > 0 && !paused {
 		if wc.has(sPongWait) && now-wc.pingOrCloseAt >= s.ticks(o.PongTimeout) {
 			lp.stats.timeouts.Add(1)
 			wc.fail(codec.ClosePolicyViolation, "pong timeout", handler.ErrPongTimeout)

@@ -659,6 +659,9 @@ func (wc *wsConn) write(b []byte) bool {
 		wc.lp.stats.bytesOut.Add(int64(len(b)))
 		wc.afterWrite()
 	}
+	if wc.st.Load()&sPaused != 0 {
+		wc.afterPausedWrite()
+	}
 	return true
 }
 

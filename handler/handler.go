@@ -137,6 +137,33 @@ type Conn interface {
 	// connection is closing already.
 	Close(code uint16, reason string) error
 
+	// Backlog returns the bytes written to the connection that the kernel
+	// has not taken yet: queued by wsloop (pending, held behind an open
+	// message, waiting behind broadcasts) plus the event loop's outbound
+	// buffer as of the loop's last look. 0 once the connection closed.
+	Backlog() int
+	// NotifyBacklog arranges for f to run once, on the connection's event
+	// loop, as soon as the backlog is at most mark bytes: at once if it is
+	// already, or when the peer has read enough. It also runs when the
+	// connection closes, so a producer waiting on it is never stranded
+	// (its next write then returns [ErrClosed]). A later call replaces one
+	// that has not run. f must not block: signal a goroutine, as with
+	// close(ch). With it a producer waits for a slow reader instead of
+	// filling the outbound cap.
+	NotifyBacklog(mark int, f func())
+	// PauseReading stops reading from the connection: no OnMessage (not
+	// even for a message already received whole), no control frame
+	// answered; what the peer sends waits in the kernel, whose receive
+	// window then stops the peer. No goroutine waits anywhere. While
+	// paused, the timeouts that wait for input (idle, message, pong) are
+	// suspended; they restart at ResumeReading. Writes go on as usual.
+	// Called from a callback of this connection, it takes effect before
+	// the next message is delivered. Safe from any goroutine; pausing a
+	// paused connection does nothing.
+	PauseReading()
+	// ResumeReading reads again, starting with what waited.
+	ResumeReading()
+
 	// Context returns the value set by SetContext or by the upgrade hook.
 	Context() any
 	// SetContext attaches an application value to the connection.
@@ -303,6 +330,10 @@ var (
 	// ErrShutdown is reported when the server stopped before the close
 	// handshake completed.
 	ErrShutdown = errors.New("wsloop: server shut down")
+	// ErrPausedOverflow ends a paused connection (1008) on a platform
+	// where reads cannot be paused at the poller, once what it sent
+	// meanwhile passes the bound that keeps its memory finite.
+	ErrPausedOverflow = errors.New("wsloop: paused connection sent more than its read bound")
 	// ErrTooLarge is returned by writes of control frames over 125 bytes.
 	ErrTooLarge = errors.New("wsloop: control frame payload over 125 bytes")
 )

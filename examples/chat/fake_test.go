@@ -87,6 +87,10 @@ func (c *fakeConn) WritePrepared(f *codec.PreparedFrame) error {
 func (c *fakeConn) NextWriter(handler.Op) (io.WriteCloser, error) { panic("unused") }
 func (c *fakeConn) Ping([]byte) error                             { return nil }
 func (c *fakeConn) Pong([]byte) error                             { return nil }
+func (c *fakeConn) Backlog() int                                  { return 0 }
+func (c *fakeConn) NotifyBacklog(_ int, f func())                 { f() }
+func (c *fakeConn) PauseReading()                                 {}
+func (c *fakeConn) ResumeReading()                                {}
 
 func (c *fakeConn) Close(code uint16, reason string) error {
 	c.mu.Lock()
