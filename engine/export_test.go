@@ -30,3 +30,13 @@ func TLSBuffersHeld(c handler.Conn) (record, hand int) {
 	r := <-ch
 	return r[0], r[1]
 }
+
+// SetProxyAddrsInGnet makes the addresses of a PROXY protocol header go to
+// gnet's connection (on) or to the connection's own info (off, as where
+// gnet's fields are not found), and returns a function that restores the
+// setting. Not for parallel tests.
+func SetProxyAddrsInGnet(on bool) (restore func()) {
+	old := proxyAddrsInGnet
+	proxyAddrsInGnet = on
+	return func() { proxyAddrsInGnet = old }
+}

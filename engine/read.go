@@ -18,6 +18,9 @@ func (wc *wsConn) traffic() gnet.Action {
 	if wc.has(sProbeSent) {
 		wc.set(sProbeSent, false)
 	}
+	if wc.phase() == phaseProxy {
+		return wc.proxyTraffic() // a PROXY protocol header first (proxy.go)
+	}
 	if ts := wc.tls(); ts != nil {
 		switch wc.phase() {
 		case phaseTLS:

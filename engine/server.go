@@ -80,6 +80,7 @@ type Server struct {
 	inbound inboundBudget // memory held for undelivered inbound messages (budget.go)
 	defl    serverDeflate // permessage-deflate budget and counters (deflate.go)
 	stats   serverStats   // counters (stats.go)
+	clients *clientTable  // per-client limits (clients.go); nil when none is set
 
 	testHookOpened func() // called by opened, set only by tests (export_test.go)
 }
@@ -111,6 +112,7 @@ func New(h handler.Handler, opts Options) *Server {
 	}
 	s.inbound.limit = s.opts.MaxInboundMemory
 	s.tlsConf = tlsConfig(s.opts.TLSConfig)
+	s.clients = newClientTable(&s.opts)
 	s.stats.init()
 	return s
 }
