@@ -72,11 +72,11 @@ type clientEntry struct {
 
 // clientShard is one locked part of the table.
 type clientShard struct {
-	mu   sync.Mutex
-	m    map[clientKey]*clientEntry
-	peak int         // the most entries m held since it was made
-	idle clientEntry // head of the list of entries without connections, oldest first (circular; key unused)
-	free *clientEntry
+	mu    sync.Mutex
+	m     map[clientKey]*clientEntry
+	peak  int         // the most entries m held since it was made
+	idle  clientEntry // head of the list of entries without connections, oldest first (circular; key unused)
+	free  *clientEntry
 	nfree int
 	_     [64]byte // keep the next shard's lock off this cache line
 }

@@ -182,7 +182,7 @@ func TestProxyProtocolRefused(t *testing.T) {
 		{"missing", []byte(upgradeRequest(addr, "/")), nil},
 		{"malformed", []byte("PROXY TCP4 203.0.113.7 198.51.100.1 01 443\r\n"), nil},
 		{"malformed", []byte("PROXY TCP4 203.0.113.x"), nil}, // refused before its end
-		{"oversized", oversized[:20], nil},                      // refused from its length field
+		{"oversized", oversized[:20], nil},                   // refused from its length field
 		{"truncated", header(2, "203.0.113.7:1", "198.51.100.1:2", nil)[:20], func(c *wsClient) {
 			_ = c.conn.(*net.TCPConn).CloseWrite()
 		}},
