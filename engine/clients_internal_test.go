@@ -2,6 +2,7 @@ package engine
 
 import (
 	"net"
+	"runtime"
 	"testing"
 	"time"
 )
@@ -187,5 +188,64 @@ func TestClientTableShrinks(t *testing.T) {
 		if v := tb.admit(k, 0); v != clientOverConns {
 			t.Fatalf("a client kept across the move lost its count: %v", v)
 		}
+	}
+}
+
+// BenchmarkClientTable measures what the per-client limits add to each
+// connection: one admit at accept and one release at close, for clients
+// spread over many addresses (both limits on).
+//
+//	go test -run=^$ -bench=ClientTable -benchmem ./engine
+func BenchmarkClientTable(b *testing.B) {
+	o := Options{MaxConnsPerClient: 100, MaxHandshakesPerClient: 1 << 20}
+	o = o.withDefaults()
+	tb := newClientTable(&o)
+	keys := make([]clientKey, 4096)
+	for i := range keys {
+		keys[i], _ = tb.keyOf(&net.TCPAddr{IP: net.IPv4(10, 0, byte(i>>8), byte(i)), Port: 1})
+	}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		i := 0
+		for pb.Next() {
+			k := keys[i%len(keys)]
+			now := int64(i) * 1000
+			if tb.admit(k, now) == clientAdmitted {
+				tb.release(k, now)
+			}
+			i++
+		}
+	})
+}
+
+// TestClientTableMemory reports the heap a tracked client costs (run with
+// -v); it asserts only that dropping them gives the memory back.
+func TestClientTableMemory(t *testing.T) {
+	const n = 100_000
+	o := Options{MaxConnsPerClient: 10}
+	o = o.withDefaults()
+	tb := newClientTable(&o)
+	keys := make([]clientKey, n)
+	for i := range keys {
+		keys[i], _ = tb.keyOf(&net.TCPAddr{IP: net.IPv4(10, byte(i>>16), byte(i>>8), byte(i)), Port: 1})
+	}
+	var before, during, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	for _, k := range keys {
+		tb.admit(k, 0)
+	}
+	runtime.GC()
+	runtime.ReadMemStats(&during)
+	for _, k := range keys {
+		tb.release(k, 0)
+	}
+	tb.sweep(0) // moves the emptied maps into small ones
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	per := float64(during.HeapAlloc-before.HeapAlloc) / n
+	t.Logf("%d clients tracked: %.0f B of heap each; after they left: %d B kept", n, per, int64(after.HeapAlloc)-int64(before.HeapAlloc))
+	if tb.tracked.Load() != 0 || after.HeapAlloc > before.HeapAlloc+uint64(n*per/4) {
+		t.Errorf("after every client left: %d tracked, heap %d B above the start", tb.tracked.Load(), int64(after.HeapAlloc)-int64(before.HeapAlloc))
 	}
 }
