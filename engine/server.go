@@ -20,7 +20,9 @@
 // timeout; budget.go bounds the memory held for inbound messages;
 // broadcast.go, deflate.go, stats.go and recover.go are what their names say;
 // dial.go is the client: connections this side opens with [Server.Dial],
-// served by the same loops and machinery.
+// served by the same loops and machinery. Behind a load balancer, proxy.go
+// reads the PROXY protocol header on the loops, proxylistener.go does it for
+// a net/http server, and clients.go holds the per-client limits.
 package engine
 
 import (

@@ -81,10 +81,10 @@ type Stats struct {
 	// ClientConnLimited and ClientRateLimited count the connections
 	// refused by Options.MaxConnsPerClient and MaxHandshakesPerClient,
 	// ClientTableFull those refused because MaxTrackedClients clients
-	// all had open connections. The refusals answered with HTTP are also
-	// in Rejected ("429 client connections", "429 client handshake
-	// rate", "503 client table full"). TrackedClients is the number of
-	// clients the limits track now.
+	// all had open connections. They are also in Rejected ("429 client
+	// connections", "429 client handshake rate", "503 client table
+	// full"), those closed without an answer on a TLS port included.
+	// TrackedClients is the number of clients the limits track now.
 	ClientConnLimited, ClientRateLimited, ClientTableFull int64
 	TrackedClients                                        int64
 }

@@ -31,7 +31,9 @@ func (a *addrRecorder) OnOpen(c handler.Conn) {
 	a.opened <- [2]string{c.RemoteAddr().String(), c.LocalAddr().String()}
 }
 
-func (a *addrRecorder) OnMessage(c handler.Conn, op handler.Op, data []byte) { _ = c.WriteMessage(op, data) }
+func (a *addrRecorder) OnMessage(c handler.Conn, op handler.Op, data []byte) {
+	_ = c.WriteMessage(op, data)
+}
 
 // haproxyPath finds HAProxy, which Debian installs in /usr/sbin (not on
 // every user's PATH).
