@@ -31,9 +31,11 @@ type echoHandler struct {
 	handler.Base
 
 	opens, closes atomic.Int64
-	// notProxied counts, on the PROXY road, connections whose RemoteAddr
-	// is not the client their header named.
-	notProxied atomic.Int64
+	// On the PROXY road, proxied counts the connections whose RemoteAddr
+	// is a client a header named, and notProxied those that report the
+	// balancer's address instead: the balancer's connections all carry a
+	// header, so there must be none.
+	proxied, notProxied atomic.Int64
 
 	mu     sync.Mutex
 	errs   []error       // the err of every OnClose, in order
@@ -49,14 +51,25 @@ func newEchoHandler() *echoHandler {
 func (h *echoHandler) OnOpen(c handler.Conn) {
 	h.opens.Add(1)
 	if road == roadProxy {
-		if ta, ok := c.RemoteAddr().(*net.TCPAddr); !ok || !proxyClients.Contains(ta.AddrPort().Addr().Unmap()) {
+		var ip netip.Addr
+		if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+			ip = ta.AddrPort().Addr().Unmap()
+		}
+		switch {
+		case proxyClients.Contains(ip):
+			h.proxied.Add(1)
+		case !ip.IsValid() || ip == balancer:
 			h.notProxied.Add(1)
 		}
 	}
 }
 
-// proxyClients holds the clients proxyHeader names.
-var proxyClients = netip.MustParsePrefix("198.18.0.0/15")
+// proxyClients holds the clients proxyHeader names; balancer is where the
+// headers come from.
+var (
+	proxyClients = netip.MustParsePrefix("198.18.0.0/15")
+	balancer     = netip.AddrFrom4([4]byte{127, 0, 0, 1})
+)
 
 // OnMessage echoes the message with its type.
 func (h *echoHandler) OnMessage(c handler.Conn, op handler.Op, data []byte) {
@@ -130,13 +143,16 @@ func serveEcho(t testing.TB, h handler.Handler, opts engine.Options) string {
 	case roadTLS:
 		opts.TLSConfig = &tls.Config{Certificates: []tls.Certificate{testCertificate(t)}}
 	case roadProxy:
-		opts.ProxyProtocol = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
-	case roadLimits:
-		// Limits the suite's clients stay under, so that every
-		// connection is counted, checked and released as it would be in
-		// production: the scale tests hold 1,000 connections per source
-		// address (a few more while another test's close), opened as fast
-		// as the dialers go.
+		// The balancer is 127.0.0.1: connections from it carry a PROXY
+		// header (dialNet), and the per-client limits count the clients
+		// the headers name. The scale tests' clients (127.0.0.2 and up)
+		// connect directly, as a monitoring probe inside the network
+		// would: the limits count them at accept. The limits are ones the
+		// suite stays under, so that every connection is counted, checked
+		// and released as in production: the scale tests hold 1,000
+		// connections per source address (a few more while another
+		// test's close), opened as fast as the dialers go.
+		opts.ProxyProtocol = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
 		opts.MaxConnsPerClient = 2 * connsPerSourceIP
 		opts.MaxHandshakesPerClient = 2 * connsPerSourceIP
 	}
@@ -150,20 +166,19 @@ const (
 	roadNative = "native listener"
 	roadHTTP   = "net/http Upgrade"
 	roadTLS    = "wss (TLS on the native listener)"
-	roadProxy  = "native listener behind a PROXY protocol balancer"
-	roadLimits = "native listener with per-client limits"
+	roadProxy  = "native listener behind a PROXY protocol balancer, with per-client limits"
 )
 
 // road is the road of the current pass.
 var road = roadNative
 
-// roadsEnv picks roads by name (native, http, tls, proxy, limits),
+// roadsEnv picks roads by name (native, http, tls, proxy),
 // comma-separated; all of them by default.
 const roadsEnv = "WSLOOP_CONFORMANCE_ROADS"
 
 func TestMain(m *testing.M) {
-	roads := map[string]string{"native": roadNative, "http": roadHTTP, "tls": roadTLS, "proxy": roadProxy, "limits": roadLimits}
-	picked := []string{"native", "http", "tls", "proxy", "limits"}
+	roads := map[string]string{"native": roadNative, "http": roadHTTP, "tls": roadTLS, "proxy": roadProxy}
+	picked := []string{"native", "http", "tls", "proxy"}
 	if v := os.Getenv(roadsEnv); v != "" {
 		picked = strings.Split(v, ",")
 	}
@@ -188,8 +203,9 @@ func TestMain(m *testing.M) {
 
 // dialNet opens the client's connection to addr: TCP, or TLS on the wss
 // road (any certificate: the suite tests the server, not the PKI). On the
-// PROXY road it first writes the header a balancer would, for a client of
-// its own (see proxyHeader).
+// PROXY road, a connection from the balancer's address (127.0.0.1, the
+// default) first writes the header a balancer would, for a client of its
+// own (see proxyHeader).
 func dialNet(d *net.Dialer, addr string) (net.Conn, error) {
 	if road == roadTLS {
 		return tls.DialWithDialer(d, "tcp", addr, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
@@ -197,6 +213,9 @@ func dialNet(d *net.Dialer, addr string) (net.Conn, error) {
 	c, err := d.Dial("tcp", addr)
 	if err != nil || road != roadProxy || addrFromEnv() {
 		return c, err
+	}
+	if la, ok := c.LocalAddr().(*net.TCPAddr); !ok || !la.IP.Equal(net.IPv4(127, 0, 0, 1)) {
+		return c, nil // a direct client
 	}
 	if _, err := c.Write(proxyHeader()); err != nil {
 		c.Close()
