@@ -145,6 +145,9 @@ func TestTenThousandConnections(t *testing.T) {
 		if got := h.opens.Load(); got != int64(n) {
 			t.Errorf("OnOpen ran %d times for %d connections", got, n)
 		}
+		if n := h.notProxied.Load(); n != 0 {
+			t.Errorf("%d connections did not report the client their PROXY header named", n)
+		}
 		if during-before > goroutineSlack {
 			t.Errorf("goroutines grew from %d to %d with %d open connections; the engine must not use a goroutine per connection",
 				before, during, n)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"strings"
 	"sync"
@@ -13,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/wsloop/wsloop/codec"
 	"github.com/wsloop/wsloop/engine"
 	"github.com/wsloop/wsloop/engine/enginetest"
 	"github.com/wsloop/wsloop/handler"
@@ -29,6 +31,11 @@ type echoHandler struct {
 	handler.Base
 
 	opens, closes atomic.Int64
+	// On the PROXY road, proxied counts the connections whose RemoteAddr
+	// is a client a header named, and notProxied those that report the
+	// balancer's address instead: the balancer's connections all carry a
+	// header, so there must be none.
+	proxied, notProxied atomic.Int64
 
 	mu     sync.Mutex
 	errs   []error       // the err of every OnClose, in order
@@ -39,8 +46,30 @@ func newEchoHandler() *echoHandler {
 	return &echoHandler{notify: make(chan struct{}, 1)}
 }
 
-// OnOpen counts upgraded connections.
-func (h *echoHandler) OnOpen(handler.Conn) { h.opens.Add(1) }
+// OnOpen counts upgraded connections and, on the PROXY road, checks that
+// the connection's address is the one its header gave.
+func (h *echoHandler) OnOpen(c handler.Conn) {
+	h.opens.Add(1)
+	if road == roadProxy {
+		var ip netip.Addr
+		if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+			ip = ta.AddrPort().Addr().Unmap()
+		}
+		switch {
+		case proxyClients.Contains(ip):
+			h.proxied.Add(1)
+		case !ip.IsValid() || ip == balancer:
+			h.notProxied.Add(1)
+		}
+	}
+}
+
+// proxyClients holds the clients proxyHeader names; balancer is where the
+// headers come from.
+var (
+	proxyClients = netip.MustParsePrefix("198.18.0.0/15")
+	balancer     = netip.AddrFrom4([4]byte{127, 0, 0, 1})
+)
 
 // OnMessage echoes the message with its type.
 func (h *echoHandler) OnMessage(c handler.Conn, op handler.Op, data []byte) {
@@ -113,6 +142,19 @@ func serveEcho(t testing.TB, h handler.Handler, opts engine.Options) string {
 		return startHTTPEcho(t, h, opts)
 	case roadTLS:
 		opts.TLSConfig = &tls.Config{Certificates: []tls.Certificate{testCertificate(t)}}
+	case roadProxy:
+		// The balancer is 127.0.0.1: connections from it carry a PROXY
+		// header (dialNet), and the per-client limits count the clients
+		// the headers name. The scale tests' clients (127.0.0.2 and up)
+		// connect directly, as a monitoring probe inside the network
+		// would: the limits count them at accept. The limits are ones the
+		// suite stays under, so that every connection is counted, checked
+		// and released as in production: the scale tests hold 1,000
+		// connections per source address (a few more while another
+		// test's close), opened as fast as the dialers go.
+		opts.ProxyProtocol = []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
+		opts.MaxConnsPerClient = 2 * connsPerSourceIP
+		opts.MaxHandshakesPerClient = 2 * connsPerSourceIP
 	}
 	return enginetest.Start(t, h, opts).Addr().String()
 }
@@ -124,18 +166,19 @@ const (
 	roadNative = "native listener"
 	roadHTTP   = "net/http Upgrade"
 	roadTLS    = "wss (TLS on the native listener)"
+	roadProxy  = "native listener behind a PROXY protocol balancer, with per-client limits"
 )
 
 // road is the road of the current pass.
 var road = roadNative
 
-// roadsEnv picks roads by name (native, http, tls), comma-separated; all
-// three by default.
+// roadsEnv picks roads by name (native, http, tls, proxy),
+// comma-separated; all of them by default.
 const roadsEnv = "WSLOOP_CONFORMANCE_ROADS"
 
 func TestMain(m *testing.M) {
-	roads := map[string]string{"native": roadNative, "http": roadHTTP, "tls": roadTLS}
-	picked := []string{"native", "http", "tls"}
+	roads := map[string]string{"native": roadNative, "http": roadHTTP, "tls": roadTLS, "proxy": roadProxy}
+	picked := []string{"native", "http", "tls", "proxy"}
 	if v := os.Getenv(roadsEnv); v != "" {
 		picked = strings.Split(v, ",")
 	}
@@ -159,12 +202,45 @@ func TestMain(m *testing.M) {
 }
 
 // dialNet opens the client's connection to addr: TCP, or TLS on the wss
-// road (any certificate: the suite tests the server, not the PKI).
+// road (any certificate: the suite tests the server, not the PKI). On the
+// PROXY road, a connection from the balancer's address (127.0.0.1, the
+// default) first writes the header a balancer would, for a client of its
+// own (see proxyHeader).
 func dialNet(d *net.Dialer, addr string) (net.Conn, error) {
 	if road == roadTLS {
 		return tls.DialWithDialer(d, "tcp", addr, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
 	}
-	return d.Dial("tcp", addr)
+	c, err := d.Dial("tcp", addr)
+	if err != nil || road != roadProxy || addrFromEnv() {
+		return c, err
+	}
+	if la, ok := c.LocalAddr().(*net.TCPAddr); !ok || !la.IP.Equal(net.IPv4(127, 0, 0, 1)) {
+		return c, nil // a direct client
+	}
+	if _, err := c.Write(proxyHeader()); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// proxied counts the connections dialed on the PROXY road.
+var proxied atomic.Uint32
+
+// proxyHeader returns the next connection's PROXY protocol header: version
+// 1 and 2 in turn (2 with an authority TLV), each naming another client in
+// 198.18.0.0/15, so that the header, not the socket, is where the server's
+// idea of the client comes from. The server sees the header and what
+// follows it in one read or in two, as a real balancer's arrive.
+func proxyHeader() []byte {
+	n := proxied.Add(1)
+	h := codec.ProxyHeader{Version: uint8(1 + n%2), Command: codec.ProxyRelay,
+		Source:      netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 18 + byte(n>>16&1), byte(n >> 8), byte(n)}), uint16(1024+n%60000)),
+		Destination: netip.MustParseAddrPort("192.0.2.1:443")}
+	if h.Version == 2 {
+		h.TLVs = codec.AppendProxyTLV(nil, codec.ProxyTLVAuthority, []byte("conformance.example"))
+	}
+	return codec.AppendProxyHeader(nil, &h)
 }
 
 // tcpConn returns the TCP connection under c (under TLS on the wss road).

@@ -129,7 +129,29 @@ func (s *Server) acceptLoop(ln net.Listener) error {
 			}
 			refuse(c, limitResponse)
 		default:
-			if err := s.adopt(c, nil); err != nil {
+			var mark any // nil, or acceptTracked{} when the per-client limits count it
+			if s.clients != nil && !s.proxyTrusted(c.RemoteAddr()) {
+				// Checked here, before the socket costs a loop anything;
+				// a trusted balancer's clients are checked once its PROXY
+				// header names them (proxyproto.go).
+				v, counted := s.admitClient(c.RemoteAddr())
+				if v != clientAdmitted {
+					s.stats.conns.Add(-1)
+					if s.tlsConf != nil {
+						_ = c.Close() // no HTTP on the TLS port before its handshake
+					} else {
+						refuse(c, clientResponses[v])
+					}
+					continue
+				}
+				if counted {
+					mark = acceptTracked{}
+				}
+			}
+			if err := s.enroll(c, mark); err != nil {
+				if mark != nil {
+					s.releaseClient(c.RemoteAddr())
+				}
 				s.stats.conns.Add(-1)
 				s.stats.acceptErrors.Add(1)
 				if ok, n := s.stats.acceptLog.allow(s.clock, time.Second); ok {
@@ -249,8 +271,9 @@ type adoption struct {
 	defl *connDeflate    // negotiated permessage-deflate, nil if none
 	pre  []byte          // bytes the peer sent after its handshake, already read off the socket (by net/http, or by Dial)
 
-	client bool      // dialed by this side: masks its frames, reads unmasked ones (dial.go)
-	tls    *tlsState // wss from Dial: crypto/tls in its transport's direct mode, attached to the loop here
+	client  bool      // dialed by this side: masks its frames, reads unmasked ones (dial.go)
+	tracked bool      // counted by the per-client limits (Upgrade): uncounted when it closes
+	tls     *tlsState // wss from Dial: crypto/tls in its transport's direct mode, attached to the loop here
 
 	wc *wsConn // set on the loop: the connection, for Upgrade and Dial to return
 }
@@ -261,10 +284,20 @@ type adoption struct {
 // counted the connection in stats.conns; on error it is not registered and
 // the caller must take it back.
 func (s *Server) adopt(c net.Conn, a *adoption) error {
-	var ctx any
-	if a != nil {
-		ctx = a
+	if a == nil {
+		return s.enroll(c, nil)
 	}
+	return s.enroll(c, a)
+}
+
+// acceptTracked marks a socket accepted by wsloop whose connection the
+// per-client limits counted: the loop must uncount it when it closes. It
+// has no size, so passing it costs no allocation.
+type acceptTracked struct{}
+
+// enroll is adopt with the value opened finds in the connection's context:
+// nil, acceptTracked{} or an *adoption.
+func (s *Server) enroll(c net.Conn, ctx any) error {
 	s.mu.Lock()
 	cli := s.cli
 	s.mu.Unlock()
@@ -290,6 +323,9 @@ func (s *Server) opened(c gnet.Conn) {
 	wc.lastRead = lp.now
 	lp.wheel.add(wc)
 	a, _ := c.Context().(*adoption)
+	if _, tracked := c.Context().(acceptTracked); tracked || a != nil && a.tracked {
+		wc.set(sTracked, true)
+	}
 	c.SetContext(wc)
 	// EnrollContext also stored the adoption as gnet's SafeContext, which
 	// would keep it (and the bytes it carries) for the connection's life;
@@ -301,9 +337,12 @@ func (s *Server) opened(c gnet.Conn) {
 		wc.adopted(a)
 		return
 	}
-	wc.acceptOrMsgAt = lp.now // the handshake timeout runs from accept, TLS included
+	wc.acceptOrMsgAt = lp.now // the handshake timeout runs from accept, PROXY header and TLS included
 	lp.wheel.schedule(wc, lp.now+s.ticks(s.opts.HandshakeTimeout))
-	if s.tlsConf != nil {
+	switch {
+	case len(s.opts.ProxyProtocol) > 0 && s.proxyTrusted(c.RemoteAddr()):
+		wc.setPhase(phaseProxy) // its PROXY protocol header first, then TLS (proxyproto.go)
+	case s.tlsConf != nil:
 		wc.tlsStart()
 	}
 	if s.testHookOpened != nil {

@@ -158,7 +158,7 @@ func (wc *wsConn) dropAssembly() {
 // drain starts the close handshake for shutdown. Loop only.
 func (wc *wsConn) drain() {
 	switch wc.phase() {
-	case phaseHandshake, phaseTLS:
+	case phaseHandshake, phaseTLS, phaseProxy:
 		wc.setCloseErr(handler.ErrShutdown)
 		wc.closeNow()
 	case phaseOpen:
@@ -269,6 +269,17 @@ var errPeerGone = errors.New("wsloop: connection closed by peer without a close 
 // handler's OnClose exactly once for connections whose OnOpen ran.
 func (wc *wsConn) onClosed(err error) {
 	s := wc.lp.srv
+	if wc.phase() == phaseProxy && wc.c.InboundBuffered() > 0 && !s.draining.Load() {
+		// The balancer closed in the middle of a header. (Without a byte
+		// of one it was a TCP health check.)
+		s.proxyRefused(proxyTruncated, wc.c.RemoteAddr(), err)
+	}
+	if wc.has(sTracked) {
+		s.releaseClient(wc.peerAddr()) // the address it was admitted under (clients.go)
+	}
+	if wc.lp.proxyHdrs != nil {
+		delete(wc.lp.proxyHdrs, wc)
+	}
 	wc.mu.Lock()
 	wc.setPhase(phaseClosed)
 	if wc.out != nil {

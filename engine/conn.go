@@ -18,6 +18,7 @@ const (
 	phaseFailing         // we failed the connection: input is discarded until EOF or timeout
 	phaseClosed          // gnet's OnClose ran: nothing may touch the socket
 	phaseTLS             // wss: the TLS handshake runs; phaseHandshake follows (tls.go)
+	phaseProxy           // the PROXY protocol header from a trusted balancer is read; phaseTLS or phaseHandshake follows (proxyproto.go)
 )
 
 // wsConn is the per-connection state. It is allocated at accept and is kept
@@ -85,6 +86,7 @@ const (
 	sPauseWanted  uint32 = 1 << 13 // the application asked to pause reads (PauseReading), set and cleared from any goroutine (readpause.go)
 	sPaused       uint32 = 1 << 14 // loop only: reads are paused at the poller
 	sDrainWatched uint32 = 1 << 15 // loop only: on the loop's backlog watch list (readpause.go)
+	sTracked      uint32 = 1 << 16 // loop only: counted in the per-client table under its peer's address, released when it closes (clients.go)
 )
 
 func (wc *wsConn) phase() uint8 { return uint8(wc.st.Load() & phaseMask) }
@@ -186,7 +188,9 @@ type connInfo struct {
 	subprotocol, path, rawQuery string
 	// remote and local, when set, are the addresses of a connection that
 	// reaches its loop through a bridge (a hijacked TLS connection), whose
-	// own socket is local.
+	// own socket is local, or those of the client a PROXY protocol header
+	// announced when they could not be given to gnet's connection
+	// (proxyproto.go).
 	remote, local net.Addr
 }
 
@@ -268,6 +272,23 @@ func (wc *wsConn) LocalAddr() net.Addr {
 	if wc.phase() == phaseClosed {
 		return nil
 	}
+	if x := wc.x.Load(); x != nil && x.info != nil && x.info.local != nil {
+		return x.info.local
+	}
+	return wc.c.LocalAddr()
+}
+
+// peerAddr is RemoteAddr for the loop, which needs no lock: the
+// connection's info is only written on the loop. Loop only.
+func (wc *wsConn) peerAddr() net.Addr {
+	if x := wc.x.Load(); x != nil && x.info != nil && x.info.remote != nil {
+		return x.info.remote
+	}
+	return wc.c.RemoteAddr()
+}
+
+// localAddr is LocalAddr for the loop. Loop only.
+func (wc *wsConn) localAddr() net.Addr {
 	if x := wc.x.Load(); x != nil && x.info != nil && x.info.local != nil {
 		return x.info.local
 	}

@@ -26,7 +26,7 @@ import (
 // A dialed connection lives on the server's event loops like an accepted
 // one and shares all of its machinery: the Handler callbacks, the write
 // path, the timers and limits, Stats. Only the opening is different. The
-// DNS lookup, the TCP connect, the tunnel through a proxy (proxy.go), the
+// DNS lookup, the TCP connect, the tunnel through a proxy (proxyproto.go), the
 // TLS handshake and the upgrade exchange run on the goroutine that calls
 // Dial, blocking, bounded by its context and the handshake timeout; then
 // the socket is handed to a loop through the one adoption path

@@ -62,3 +62,13 @@ const PortableBuild = portableBuild
 // PauseFallbackCap is what a paused connection may hold when reads cannot
 // pause at the poller.
 const PauseFallbackCap = pauseFallbackCap
+
+// SetProxyAddrsInGnet makes the addresses of a PROXY protocol header go to
+// gnet's connection (on) or to the connection's own info (off, as where
+// gnet's fields are not found), and returns a function that restores the
+// setting. Not for parallel tests.
+func SetProxyAddrsInGnet(on bool) (restore func()) {
+	old := proxyAddrsInGnet
+	proxyAddrsInGnet = on
+	return func() { proxyAddrsInGnet = old }
+}

@@ -140,3 +140,19 @@ func compactAddr(a net.Addr) net.Addr {
 	}
 	return &net.TCPAddr{IP: append(net.IP(make([]byte, 0, len(ip))), ip...), Port: ta.Port}
 }
+
+// setGnetAddrs makes gnet's connection c report remote and local, the
+// client's addresses from a PROXY protocol header (proxyproto.go), in place of
+// the balancer's: the local one shared per loop like any other. It reports
+// whether it could, which it can wherever trimGnetConn can. Loop only.
+func (lp *loop) setGnetAddrs(c gnet.Conn, remote, local *net.TCPAddr) bool {
+	f := &gnetConnFields
+	f.once.Do(func() { findGnetConnFields(c) })
+	if !f.ok || reflect.TypeOf(c) != f.typ {
+		return false
+	}
+	p := reflect.ValueOf(c).UnsafePointer()
+	*(*net.Addr)(unsafe.Add(p, f.peer)) = remote
+	*(*net.Addr)(unsafe.Add(p, f.local)) = lp.sharedLocal(local)
+	return true
+}

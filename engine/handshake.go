@@ -42,6 +42,10 @@ func (wc *wsConn) handshake() gnet.Action {
 	hs := codec.HeaderScanner{Max: s.opts.MaxHeaderBytes}
 	if x != nil && x.hsSaved {
 		hs = x.hs
+	} else if wc.untrustedProxy(buf) {
+		// A PROXY protocol header from a peer not trusted to send one
+		// (proxyproto.go): say so, rather than "malformed request line".
+		return wc.respond(untrustedProxyResponse)
 	}
 	n, err := hs.Scan(buf)
 	if err != nil {
@@ -181,9 +185,18 @@ func (wc *wsConn) open(info *connInfo, ctx any) {
 	wc.setPhase(phaseOpen)
 	wc.setContextLocked(ctx)
 	if info != nil {
-		wc.extra().info = info
+		x := wc.extra()
+		if old := x.info; old != nil {
+			// Addresses set before the handshake (a PROXY protocol
+			// header's, proxyproto.go) stay.
+			info.remote, info.local = old.remote, old.local
+		}
+		x.info = info
 	}
 	wc.mu.Unlock()
+	if lp.proxyHdrs != nil {
+		delete(lp.proxyHdrs, wc) // OnUpgrade has seen it
+	}
 	wc.set(sHandlerRan, true)
 	s.stats.open.Add(1)
 	s.stats.upgraded.Add(1)
@@ -297,7 +310,10 @@ func (s *Server) request(r *codec.Request, wc *wsConn) *handler.Request {
 		Host:       string(r.Host),
 		Origin:     string(r.Origin),
 		Header:     http.Header{},
-		RemoteAddr: wc.c.RemoteAddr(),
+		RemoteAddr: wc.peerAddr(),
+	}
+	if wc.lp.proxyHdrs != nil {
+		req.Proxy = wc.lp.proxyHdrs[wc]
 	}
 	r.VisitHeaders(func(k, v []byte) {
 		key := http.CanonicalHeaderKey(string(k))
@@ -316,7 +332,7 @@ func (s *Server) request(r *codec.Request, wc *wsConn) *handler.Request {
 func (wc *wsConn) reject(he *codec.HandshakeError) gnet.Action {
 	s := wc.lp.srv
 	s.stats.reject(he.Status, rejectLabel(he))
-	s.log.Debug("wsloop: upgrade rejected", "remote", wc.c.RemoteAddr(), "status", he.Status, "reason", he.Reason)
+	s.log.Debug("wsloop: upgrade rejected", "remote", wc.peerAddr(), "status", he.Status, "reason", he.Reason)
 	out := codec.AppendReject(wc.lp.scratch[:0], he)
 	wc.lp.scratch = out[:0]
 	return wc.respond(out)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/panjf2000/gnet/v2"
 
+	"github.com/wsloop/wsloop/codec"
 	"github.com/wsloop/wsloop/handler"
 )
 
@@ -36,6 +37,8 @@ type loop struct {
 	tlsPlain []byte // plaintext decrypted for one wss connection at a time (tls.go)
 
 	locals []*net.TCPAddr // local addresses shared by this loop's connections (gnetconn.go)
+
+	proxyHdrs map[*wsConn]*codec.ProxyHeader // PROXY protocol headers waiting for OnUpgrade (proxyproto.go); nil until one does
 
 	bmu   sync.Mutex     // guards bq.q, bq.spare and bq.running
 	bq    broadcastQueue // broadcasts waiting for the loop (broadcast.go)

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"runtime"
 	"time"
 
@@ -31,6 +32,8 @@ const (
 	DefaultFDReserve         = 64
 	DefaultMaxTLSHandshakes  = 256
 	DefaultReadBufferCap     = 64 << 10
+	DefaultClientIPv6Prefix  = 64
+	DefaultMaxTrackedClients = 1 << 20
 
 	// DefaultDeflateThreshold is Deflate.Threshold's default.
 	DefaultDeflateThreshold = 128
@@ -228,6 +231,63 @@ type Options struct {
 	// Deflate configures permessage-deflate compression (RFC 7692). Off
 	// by default; see [Deflate].
 	Deflate Deflate
+
+	// Behind a load balancer: the PROXY protocol and per-client limits
+	// (docs/load-balancers.md). All off by default.
+
+	// ProxyProtocol lists the networks of the load balancers that begin
+	// each connection with a PROXY protocol header (HAProxy's send-proxy
+	// or send-proxy-v2, AWS NLB's proxy protocol v2, Envoy's
+	// proxy_protocol). A connection from one of them must begin with a
+	// version 1 or 2 header, read before the TLS handshake (wss) and the
+	// upgrade request and bounded by HandshakeTimeout; RemoteAddr and
+	// LocalAddr then report the client's addresses and the one it
+	// connected to, handler.Request.Proxy carries the header (its TLVs
+	// included), and the per-client limits count the client. A LOCAL or
+	// UNKNOWN header (a balancer's health check) keeps the real
+	// addresses. A connection from such a network with a missing,
+	// malformed, truncated or oversized header (a v2 header is capped at
+	// MaxHeaderBytes) is closed, counted in Stats.ProxyRefused and logged
+	// once a second at most. Connections from anywhere else are served
+	// directly, and a header from one of them is refused with 400 (or a
+	// close on the TLS port): only a trusted peer may say who the client
+	// is. On a Unix socket every peer is trusted. For a net/http server,
+	// see [Server.ProxyListener]. Default nil: no header is read.
+	ProxyProtocol []netip.Prefix
+
+	// MaxConnsPerClient caps the open connections of one client address
+	// (see ClientIPv6Prefix), handshakes included. Past it a new
+	// connection gets 429 Too Many Requests with Retry-After (a TLS port
+	// behind a PROXY balancer: a close), is counted in
+	// Stats.ClientConnLimited and logged once a second at most. It is
+	// checked before the socket reaches a loop, so a refused flood costs
+	// no more than its accept; for a connection from a trusted balancer,
+	// once its PROXY header named the client. Default (zero) and
+	// negative: no limit.
+	MaxConnsPerClient int
+	// MaxHandshakesPerClient caps the handshakes (new connections) one
+	// client address may start per second: a burst of this many, then one
+	// every 1/MaxHandshakesPerClient seconds. Past it: 429 with
+	// Retry-After: 1, Stats.ClientRateLimited, a log line at most once a
+	// second. Default (zero) and negative: no limit.
+	MaxHandshakesPerClient int
+	// ClientIPv6Prefix is the length of the IPv6 prefix that counts as
+	// one client for the per-client limits; IPv4 addresses count one by
+	// one. Default 64 (DefaultClientIPv6Prefix, what one subscriber
+	// usually gets); 128 counts every IPv6 address apart. Negative values
+	// and values over 128 are invalid.
+	ClientIPv6Prefix int
+	// MaxTrackedClients caps the client addresses the per-client limits
+	// track at once, so that a flood from ever new addresses cannot grow
+	// their table (about 100 bytes a client). A client is tracked while
+	// it has connections or handshakes in the last second. At the cap a
+	// new client pushes out one without connections; when every tracked
+	// client has connections, a new one is refused with 503 and counted
+	// in Stats.ClientTableFull. Default 1,048,576
+	// (DefaultMaxTrackedClients); size it above the number of distinct
+	// addresses you expect to hold connections at once. Negative values
+	// are invalid.
+	MaxTrackedClients int
 }
 
 // FallbackResponse is a plain HTTP response returned by [Options.Fallback].
@@ -259,10 +319,15 @@ func (o *Options) validate() error {
 		{"MaxTLSHandshakes", int64(o.MaxTLSHandshakes)},
 		{"ReadBufferCap", int64(o.ReadBufferCap)},
 		{"Deflate.ContextTakeoverBudget", o.Deflate.ContextTakeoverBudget},
+		{"ClientIPv6Prefix", int64(o.ClientIPv6Prefix)},
+		{"MaxTrackedClients", int64(o.MaxTrackedClients)},
 	} {
 		if f.v < 0 {
 			return bad(f.name, f.v, "must not be negative (zero means the default)")
 		}
+	}
+	if o.ClientIPv6Prefix > 128 {
+		return bad("ClientIPv6Prefix", o.ClientIPv6Prefix, "must be at most 128")
 	}
 	if l := o.Deflate.Level; l != 0 && (l < flate.HuffmanOnly || l > flate.BestCompression) {
 		return bad("Deflate.Level", l, "must be a flate level: -2 (HuffmanOnly), -1 (DefaultCompression), 1 to 9, or 0 for the default")
@@ -324,6 +389,12 @@ func (o *Options) withDefaults() Options {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
+	}
+	if c.ClientIPv6Prefix == 0 {
+		c.ClientIPv6Prefix = DefaultClientIPv6Prefix
+	}
+	if c.MaxTrackedClients == 0 {
+		c.MaxTrackedClients = DefaultMaxTrackedClients
 	}
 	// Deflate's zero fields are read through its accessors (deflate.go),
 	// which apply the same defaults.

@@ -21,6 +21,9 @@ func (wc *wsConn) traffic() gnet.Action {
 	if wc.has(sProbeSent) {
 		wc.set(sProbeSent, false)
 	}
+	if wc.phase() == phaseProxy {
+		return wc.proxyTraffic() // a PROXY protocol header first (proxyproto.go)
+	}
 	if ts := wc.tls(); ts != nil {
 		switch wc.phase() {
 		case phaseTLS:

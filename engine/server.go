@@ -20,7 +20,9 @@
 // timeout; budget.go bounds the memory held for inbound messages;
 // broadcast.go, deflate.go, stats.go and recover.go are what their names say;
 // dial.go is the client: connections this side opens with [Server.Dial],
-// served by the same loops and machinery.
+// served by the same loops and machinery. Behind a load balancer, proxyproto.go
+// reads the PROXY protocol header on the loops, proxylistener.go does it for
+// a net/http server, and clients.go holds the per-client limits.
 package engine
 
 import (
@@ -82,6 +84,7 @@ type Server struct {
 	inbound inboundBudget // memory held for undelivered inbound messages (budget.go)
 	defl    serverDeflate // permessage-deflate budget and counters (deflate.go)
 	stats   serverStats   // counters (stats.go)
+	clients *clientTable  // per-client limits (clients.go); nil when none is set
 
 	testHookOpened func() // called by opened, set only by tests (export_test.go)
 }
@@ -118,6 +121,7 @@ func New(h handler.Handler, opts Options) *Server {
 	}
 	s.inbound.limit = s.opts.MaxInboundMemory
 	s.tlsConf = tlsConfig(s.opts.TLSConfig)
+	s.clients = newClientTable(&s.opts)
 	s.stats.init()
 	return s
 }

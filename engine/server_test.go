@@ -253,10 +253,10 @@ func TestShutdownDrains(t *testing.T) {
 	select {
 	case err := <-served:
 		if err != nil {
-			t.Errorf("ListenAndServe: %v", err)
+			t.Errorf("Wait: %v", err)
 		}
 	case <-time.After(readTimeout):
-		t.Fatal("ListenAndServe did not return")
+		t.Fatal("the server did not stop")
 	}
 	for _, ev := range waitN(t, h.closed, n, readTimeout) {
 		var ce *handler.CloseError
@@ -310,7 +310,7 @@ func TestShutdownDeadline(t *testing.T) {
 	select {
 	case <-served:
 	case <-time.After(readTimeout):
-		t.Fatal("ListenAndServe did not return")
+		t.Fatal("the server did not stop")
 	}
 	// The silent client's connection was closed by the stop.
 	if err := silent.waitEOF(readTimeout); err != nil && !errors.Is(err, syscall.ECONNRESET) {

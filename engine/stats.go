@@ -28,8 +28,9 @@ type Stats struct {
 	// fixed set: "bad request", "method", "http version", "not websocket",
 	// "websocket version", "header too large", "origin", "handshake
 	// timeout", "connection limit", "shutting down", "inbound memory",
-	// "application" (an Upgrader's rejection, whatever its reason), "panic"
-	// and "other".
+	// "application" (an Upgrader's rejection, whatever its reason), "panic",
+	// "client connections", "client handshake rate", "client table full"
+	// (the per-client limits) and "other".
 	Rejected map[string]int64
 	// MessagesIn/Out and BytesIn/Out count data messages and their payload
 	// bytes (out: frame bytes written).
@@ -66,6 +67,28 @@ type Stats struct {
 	TLSFailures   map[string]int64
 	// Deflate holds the permessage-deflate counters.
 	Deflate DeflateStats
+
+	// Behind a load balancer: the PROXY protocol and the per-client
+	// limits (docs/load-balancers.md).
+	//
+	// ProxyHeaders counts the PROXY protocol headers accepted
+	// (Options.ProxyProtocol, and ProxyListener's connections), and
+	// ProxyRefused the connections closed for theirs, by a fixed set of
+	// labels: "missing" (a trusted peer sent something else), "malformed",
+	// "oversized", "truncated" (the peer closed in the middle of it),
+	// "timeout" (not complete within HandshakeTimeout) and "untrusted" (a
+	// header from a peer outside Options.ProxyProtocol).
+	ProxyHeaders int64
+	ProxyRefused map[string]int64
+	// ClientConnLimited and ClientRateLimited count the connections
+	// refused by Options.MaxConnsPerClient and MaxHandshakesPerClient,
+	// ClientTableFull those refused because MaxTrackedClients clients
+	// all had open connections. They are also in Rejected ("429 client
+	// connections", "429 client handshake rate", "503 client table
+	// full"), those closed without an answer on a TLS port included.
+	// TrackedClients is the number of clients the limits track now.
+	ClientConnLimited, ClientRateLimited, ClientTableFull int64
+	TrackedClients                                        int64
 }
 
 // Reject labels (see Stats.Rejected).
@@ -84,6 +107,9 @@ const (
 	rejectApp          = "application"
 	rejectPanic        = "panic"
 	rejectOther        = "other"
+	rejectClientConns  = "client connections"
+	rejectClientRate   = "client handshake rate"
+	rejectClientTable  = "client table full"
 )
 
 // rejectLabel returns the label of a handshake rejection.
@@ -143,6 +169,11 @@ type serverStats struct {
 	tlsFailures map[string]int64 // keys: tlsFailureLabel's, bounded
 
 	limitLog, acceptLog, panicLog rateLimited
+
+	// The PROXY protocol and the per-client limits (proxyproto.go, clients.go).
+	proxy                                proxyCounters
+	clientConns, clientRate, clientTable atomic.Int64
+	proxyLog, clientLog                  rateLimited
 }
 
 func (st *serverStats) init() {
@@ -217,6 +248,19 @@ func (s *Server) Stats() Stats {
 		st.TLSFailures[k] = v
 	}
 	s.stats.rmu.Unlock()
+	st.ProxyHeaders = s.stats.proxy.accepted.Load()
+	st.ProxyRefused = map[string]int64{}
+	for i, l := range proxyLabelNames {
+		if n := s.stats.proxy.refused[i].Load(); n > 0 {
+			st.ProxyRefused[l] = n
+		}
+	}
+	st.ClientConnLimited = s.stats.clientConns.Load()
+	st.ClientRateLimited = s.stats.clientRate.Load()
+	st.ClientTableFull = s.stats.clientTable.Load()
+	if s.clients != nil {
+		st.TrackedClients = s.clients.tracked.Load()
+	}
 	for i := range s.stats.closes {
 		n := s.stats.closes[i].Load()
 		if n == 0 {

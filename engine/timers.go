@@ -54,6 +54,9 @@ func (s *Server) ticksSince(t time.Time) uint32 { return uint32(t.Sub(s.start)/s
 // caused.
 func (s *Server) onTick() {
 	s.descriptorFreed()
+	if s.clients != nil {
+		s.clients.sweep(s.sinceStart()) // per-client state of clients gone quiet (clients.go)
+	}
 	_, system := s.clock.(systemClock)
 	queued := make([]*loop, 0, 8)
 	for _, lp := range s.loopList() {
@@ -139,6 +142,16 @@ func (wc *wsConn) onTimer() {
 			lp.stats.timeouts.Add(1)
 			s.tlsFailed("timeout")
 			wc.closeNow()
+			return
+		}
+		lp.wheel.schedule(wc, wc.acceptOrMsgAt+s.ticks(o.HandshakeTimeout))
+		return
+	case phaseProxy:
+		if now-wc.acceptOrMsgAt >= s.ticks(o.HandshakeTimeout) {
+			lp.stats.timeouts.Add(1)
+			s.proxyRefused(proxyTimeout, wc.c.RemoteAddr(), nil)
+			wc.setPhase(phaseFailing) // counted: not "truncated" as well when it closes
+			wc.closeNow()             // the balancer's fault, not the client's: no HTTP answer
 			return
 		}
 		lp.wheel.schedule(wc, wc.acceptOrMsgAt+s.ticks(o.HandshakeTimeout))

@@ -92,7 +92,7 @@ type tlsTransport struct {
 
 func newTLSTransport(wc *wsConn) *tlsTransport {
 	return &tlsTransport{wc: wc, handshaking: true, fed: make(chan struct{}, 1),
-		local: wc.c.LocalAddr(), remote: wc.c.RemoteAddr()}
+		local: wc.localAddr(), remote: wc.peerAddr()}
 }
 
 // newDirectTLSTransport returns the transport of a client connection
@@ -287,6 +287,9 @@ func (wc *wsConn) tlsHandshakeTraffic(ts *tlsState) gnet.Action {
 	buf, _ := wc.c.Peek(-1)
 	if len(buf) == 0 {
 		return gnet.None
+	}
+	if ts.conn == nil && wc.untrustedProxy(buf) {
+		return gnet.Close // a PROXY protocol header from a peer not trusted to send one (proxyproto.go)
 	}
 	held := ts.tr.feed(buf)
 	_, _ = wc.c.Discard(len(buf))

@@ -126,17 +126,37 @@ func (s *Server) Upgrade(w http.ResponseWriter, r *http.Request, opts *UpgradeOp
 		}
 		return nil, fmt.Errorf("wsloop: upgrade: hijack: %w", err)
 	}
+	// The per-client limits count the connection's peer: the socket's, or
+	// the client a ProxyListener's header named. It is known for certain
+	// only now; a refusal is written here as the 101 would have been.
+	var tracked bool
+	if s.clients != nil {
+		v, counted := s.admitClient(conn.RemoteAddr())
+		if v != clientAdmitted {
+			he := [...]*codec.HandshakeError{clientOverConns: errClientConns, clientOverRate: errClientRate, clientTableFull: errClientTable}[v]
+			_ = conn.SetWriteDeadline(socketDeadline(s.opts.HandshakeTimeout))
+			_, _ = conn.Write(clientResponses[v])
+			conn.Close()
+			s.stats.conns.Add(-1)
+			s.releaseDeflate(defl)
+			return nil, he
+		}
+		tracked = counted
+	}
 	out := codec.AppendAccept(nil, req.Key, sub, ext, opts.Header)
 	_ = conn.SetWriteDeadline(socketDeadline(s.opts.HandshakeTimeout))
 	_, err = conn.Write(out)
 	_ = conn.SetDeadline(time.Time{})
 	if err != nil {
+		if tracked {
+			s.releaseClient(conn.RemoteAddr())
+		}
 		conn.Close()
 		s.stats.conns.Add(-1)
 		s.releaseDeflate(defl)
 		return nil, fmt.Errorf("wsloop: upgrade: writing the 101: %w", err)
 	}
-	a := &adoption{ctx: opts.Context, h: opts.Handler, max: opts.MaxMessageSize, defl: defl}
+	a := &adoption{ctx: opts.Context, h: opts.Handler, max: opts.MaxMessageSize, defl: defl, tracked: tracked}
 	if n := brw.Reader.Buffered(); n > 0 {
 		p, _ := brw.Reader.Peek(n)
 		a.pre = append([]byte(nil), p...)
@@ -144,13 +164,35 @@ func (s *Server) Upgrade(w http.ResponseWriter, r *http.Request, opts *UpgradeOp
 	if string(req.Path) != "/" || len(req.RawQuery) > 0 || sub != "" {
 		a.info = &connInfo{subprotocol: sub, path: string(req.Path), rawQuery: string(req.RawQuery)}
 	}
-	switch conn.(type) {
+	peer := conn.RemoteAddr()
+	switch c := conn.(type) {
 	case *net.TCPConn, *net.UnixConn:
 		err = s.adopt(conn, a)
+	case *proxyConn:
+		// A ProxyListener's: the loop reads the socket under it, after
+		// what was read past the header and what net/http buffered, in
+		// the order they came (net/http's reader read from the wrapper's
+		// leftovers first).
+		switch c.Conn.(type) {
+		case *net.TCPConn, *net.UnixConn:
+			a.pre = append(a.pre, c.takeRest()...)
+			if c.remote != nil {
+				if a.info == nil {
+					a.info = &connInfo{path: "/"}
+				}
+				a.info.remote, a.info.local = c.remote, c.local
+			}
+			err = s.adopt(c.Conn, a)
+		default:
+			err = s.bridge(conn, a)
+		}
 	default:
 		err = s.bridge(conn, a)
 	}
 	if err != nil {
+		if tracked {
+			s.releaseClient(peer)
+		}
 		s.stats.conns.Add(-1)
 		s.releaseDeflate(defl)
 		return nil, fmt.Errorf("wsloop: upgrade: handing the connection to an event loop: %w", err)

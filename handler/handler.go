@@ -206,8 +206,16 @@ type Request struct {
 	// Extensions lists the extension offers as the client sent them, e.g.
 	// "permessage-deflate; client_max_window_bits".
 	Extensions []string
-	// RemoteAddr is the peer's address.
+	// RemoteAddr is the peer's address: the client's, as a PROXY protocol
+	// header announced it, when the server reads one.
 	RemoteAddr net.Addr
+	// Proxy is the PROXY protocol header the connection began with, when
+	// the server reads them (engine.Options.ProxyProtocol) and the peer is
+	// a trusted load balancer; nil otherwise. Its TLVs (version 2) carry
+	// what the balancer knows: Proxy.Authority() is the TLS server name the
+	// client asked the balancer for, for example. Like the Request, it is
+	// valid only during the call.
+	Proxy *codec.ProxyHeader
 }
 
 // UpgradeResponse is what an [Upgrader] decides for an accepted request.

@@ -7,7 +7,10 @@
 // and Python's websockets (testdata/node/server.mjs,
 // testdata/python/server.py), plain, with permessage-deflate and over TLS;
 // those tests skip, saying why, when node and the ws package (npm ci in
-// testdata/node) or python3 with websockets are missing.
+// testdata/node) or python3 with websockets are missing. And it puts
+// HAProxy (Debian's haproxy package) in TCP mode in front of the engine,
+// sending the PROXY protocol, versions 1 and 2; that test skips when
+// haproxy is not installed.
 //
 // It is a separate module so that the client libraries never become
 // dependencies of wsloop itself. Run it from this directory with

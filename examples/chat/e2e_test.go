@@ -99,6 +99,30 @@ func TestE2EChat(t *testing.T) {
 	}
 }
 
+// TestE2EConnectionsPerAddressAreLimited runs the chat as main does, with
+// a cap on the tabs of one address: past it the upgrade gets 429, and once
+// one of them left, the address may join again.
+func TestE2EConnectionsPerAddressAreLimited(t *testing.T) {
+	app := startApp(t, Config{Engine: engine.Options{MaxConnsPerClient: 2}})
+	addr := app.Addr()
+	ann := mustDial(t, addr, "tabs", "ann")
+	ann.expect(t, "history", typeIs("history"))
+	bob := mustDial(t, addr, "tabs", "bob")
+	ann.expect(t, "bob's join", joined("bob"))
+	_, err := dialChat(t, addr, "tabs", "cy")
+	var se ws.StatusError
+	if !errors.As(err, &se) || int(se) != http.StatusTooManyRequests {
+		t.Fatalf("a third tab from the same address: %v, want 429", err)
+	}
+	_ = bob.write(ws.NewCloseFrame(ws.NewCloseFrameBody(ws.StatusNormalClosure, "bye")))
+	ann.expect(t, "bob's leave", left("bob"))
+	cy := mustDial(t, addr, "tabs", "cy")
+	cy.expect(t, "history", typeIs("history"))
+	if st := app.Server.Stats(); st.ClientConnLimited != 1 {
+		t.Errorf("Stats.ClientConnLimited = %d, want 1", st.ClientConnLimited)
+	}
+}
+
 // TestE2ESlowConsumerDoesNotSlowTheRoom has a member that never reads. The
 // engine drops it once its outbound buffer passes the cap, and the member
 // who reads gets every message in time.

@@ -5,6 +5,7 @@
 //	go run . -addr :8080                      # one process
 //	go run . -addr :8081 -nats nats://127.0.0.1:4222 # several processes sharing rooms
 //	go run . -tls-cert cert.pem -tls-key key.pem      # https:// and wss://
+//	go run . -max-conns-per-ip 8 -proxy-protocol 10.0.0.0/8 # tighter, behind a balancer
 package main
 
 import (
@@ -12,8 +13,10 @@ import (
 	"crypto/tls"
 	"flag"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/wsloop/wsloop/engine"
@@ -30,6 +33,9 @@ func main() {
 	loops := flag.Int("loops", 0, "event loops (default: GOMAXPROCS)")
 	tlsCert := flag.String("tls-cert", "", "certificate file (PEM): serve https:// and wss:// (with -tls-key)")
 	tlsKey := flag.String("tls-key", "", "private key file (PEM) of -tls-cert")
+	maxPerIP := flag.Int("max-conns-per-ip", 32, "most connections (tabs) one client address may hold; 0: no limit")
+	ratePerIP := flag.Int("handshakes-per-ip", 20, "most connections one client address may open per second; 0: no limit")
+	proxyNets := flag.String("proxy-protocol", "", "comma-separated CIDRs of load balancers that send a PROXY protocol header; the limits then count their clients")
 	flag.Parse()
 
 	level := slog.LevelInfo
@@ -41,7 +47,19 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	eopts := engine.Options{EventLoops: *loops, Deflate: engine.Deflate{Enabled: *deflate}}
+	// A chat room is open to anyone: one address may hold a few tabs,
+	// and reconnect at a human pace, but not take the server's
+	// connections for itself (MaxConns) nor reconnect in a tight loop.
+	eopts := engine.Options{EventLoops: *loops, Deflate: engine.Deflate{Enabled: *deflate},
+		MaxConnsPerClient: *maxPerIP, MaxHandshakesPerClient: *ratePerIP}
+	for _, s := range strings.FieldsFunc(*proxyNets, func(r rune) bool { return r == ',' || r == ' ' }) {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			log.Error("chat: -proxy-protocol", "err", err)
+			os.Exit(2)
+		}
+		eopts.ProxyProtocol = append(eopts.ProxyProtocol, p)
+	}
 	if *tlsCert != "" || *tlsKey != "" {
 		cert, err := tls.LoadX509KeyPair(*tlsCert, *tlsKey)
 		if err != nil {

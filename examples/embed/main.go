@@ -5,6 +5,7 @@
 // from then on no goroutine of net/http's or ours serves it.
 //
 //	go run . -addr :8080
+//	go run . -addr :8080 -proxy-protocol 10.0.0.0/8 -max-conns-per-ip 64 # behind a balancer
 //	open http://localhost:8080/                        # a page that echoes through /echo
 //	websocat ws://localhost:8080/upper
 //	websocat -H 'Authorization: Bearer TOKEN' ws://localhost:8080/private
@@ -26,6 +27,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
 	"strings"
@@ -47,10 +49,25 @@ func main() {
 	token := flag.String("token", "", "token the in-process token service accepts for user \"demo\" (default: a random one, logged)")
 	cert := flag.String("tls-cert", "", "certificate file: serve HTTPS and wss:// (with -tls-key)")
 	key := flag.String("tls-key", "", "private key file of -tls-cert")
+	proxyNets := flag.String("proxy-protocol", "", "comma-separated CIDRs of load balancers that send a PROXY protocol header (v1 or v2); their clients' addresses are used")
+	maxPerIP := flag.Int("max-conns-per-ip", 0, "most WebSocket connections one client address may hold (0: no limit)")
+	ratePerIP := flag.Int("handshakes-per-ip", 0, "most WebSocket handshakes one client address may start per second (0: no limit)")
 	flag.Parse()
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
 
 	cfg := Config{Addr: *addr, AuthURL: *authURL, Logger: log}
+	cfg.Engine.MaxConnsPerClient = *maxPerIP
+	cfg.Engine.MaxHandshakesPerClient = *ratePerIP
+	if *proxyNets != "" {
+		for _, s := range strings.Split(*proxyNets, ",") {
+			p, err := netip.ParsePrefix(strings.TrimSpace(s))
+			if err != nil {
+				log.Error("-proxy-protocol", "err", err)
+				os.Exit(2)
+			}
+			cfg.Engine.ProxyProtocol = append(cfg.Engine.ProxyProtocol, p)
+		}
+	}
 	if *authURL == "" {
 		if *token == "" {
 			var b [16]byte
@@ -180,6 +197,13 @@ func NewApp(cfg Config) (*App, error) {
 	if err != nil {
 		a.closeAuth()
 		return nil, err
+	}
+	if len(opts.ProxyProtocol) > 0 {
+		// Behind a balancer that speaks the PROXY protocol: its header
+		// comes first, before TLS. r.RemoteAddr (in the request log too)
+		// and the WebSocket connections' RemoteAddr are then the
+		// clients', and the per-client limits count them.
+		ln = a.WS.ProxyListener(ln)
 	}
 	if cfg.TLS != nil {
 		ln = tls.NewListener(ln, cfg.TLS)

@@ -12,13 +12,16 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/gobwas/ws"
 	"github.com/gobwas/ws/wsutil"
 
+	"github.com/wsloop/wsloop/codec"
 	"github.com/wsloop/wsloop/engine"
 )
 
@@ -371,5 +374,86 @@ func TestDrain(t *testing.T) {
 	if c, err := net.DialTimeout("tcp", app.Addr().String(), 5*time.Second); err == nil {
 		c.Close()
 		t.Fatal("the HTTP server still accepts connections after Run returned")
+	}
+}
+
+// lockedBuffer collects log output written from several goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestBehindBalancer runs the app as -proxy-protocol and -max-conns-per-ip
+// set it up: a balancer on 127.0.0.5 sends PROXY headers; the request log,
+// the limit and /metrics see its clients, not the balancer; a direct
+// client (127.0.0.1) is served as itself.
+func TestBehindBalancer(t *testing.T) {
+	logs := &lockedBuffer{}
+	app, _, _ := startApp(t, Config{
+		Logger: slog.New(slog.NewTextHandler(logs, nil)),
+		Engine: engine.Options{ProxyProtocol: []netip.Prefix{netip.MustParsePrefix("127.0.0.5/32")}, MaxConnsPerClient: 1},
+	})
+	addr := app.Addr().String()
+	viaBalancer := func(client string) (*http.Response, *bufio.Reader, net.Conn) {
+		t.Helper()
+		d := net.Dialer{Timeout: 10 * time.Second, LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 5)}}
+		c, err := d.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+		ap := netip.MustParseAddrPort(client)
+		hdr := codec.AppendProxyHeader(nil, &codec.ProxyHeader{Version: 2, Command: codec.ProxyRelay, Source: ap, Destination: netip.MustParseAddrPort("198.51.100.1:443")})
+		req := "GET /echo HTTP/1.1\r\nHost: example.com\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+			"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+		if _, err := c.Write(append(hdr, req...)); err != nil {
+			t.Fatal(err)
+		}
+		br := bufio.NewReader(c)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp, br, c
+	}
+	resp, br, c := viaBalancer("203.0.113.5:40000")
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("first client: %s", resp.Status)
+	}
+	got, _ := roundTrip(t, &bufferedConn{Conn: c, r: br}, ws.OpText, []byte("hi"))
+	if string(got) != "hi" {
+		t.Fatalf("echo %q", got)
+	}
+	if resp, _, _ := viaBalancer("203.0.113.6:40000"); resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("another client through the same balancer: %s", resp.Status)
+	}
+	if resp, _, _ := viaBalancer("203.0.113.5:40001"); resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("the first client's second connection: %s %v, want 429 with Retry-After", resp.Status, resp.Header)
+	}
+	if !strings.Contains(logs.String(), "remote=203.0.113.5:40000") {
+		t.Errorf("the request log does not name the client:\n%s", logs.String())
+	}
+	m := get(t, app, "/metrics", 200) // a direct client
+	for _, want := range []string{
+		"wsloop_proxy_headers_total 3",
+		`wsloop_client_limited_total{limit="connections"} 1`,
+		"wsloop_tracked_clients 2",
+	} {
+		if !strings.Contains(m, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
 	}
 }

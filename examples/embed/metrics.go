@@ -29,10 +29,16 @@ var (
 	descSlow     = prometheus.NewDesc("wsloop_slow_consumers_total", "Connections dropped by the outbound cap.", nil, nil)
 	descTimeouts = prometheus.NewDesc("wsloop_timeouts_total", "Connections closed by a timeout.", nil, nil)
 	descInbound  = prometheus.NewDesc("wsloop_inbound_bytes", "Memory held for inbound messages not yet delivered.", nil, nil)
+
+	descProxyHeaders = prometheus.NewDesc("wsloop_proxy_headers_total", "PROXY protocol headers accepted.", nil, nil)
+	descProxyRefused = prometheus.NewDesc("wsloop_proxy_refused_total", "Connections closed for their PROXY protocol header, by reason.", []string{"reason"}, nil)
+	descClientLimit  = prometheus.NewDesc("wsloop_client_limited_total", "Connections refused by a per-client limit.", []string{"limit"}, nil)
+	descClients      = prometheus.NewDesc("wsloop_tracked_clients", "Client addresses the per-client limits track.", nil, nil)
 )
 
 func (statsCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descOpen, descUpgraded, descRejected, descMsgs, descBytes, descCloses, descSlow, descTimeouts, descInbound} {
+	for _, d := range []*prometheus.Desc{descOpen, descUpgraded, descRejected, descMsgs, descBytes, descCloses, descSlow, descTimeouts, descInbound,
+		descProxyHeaders, descProxyRefused, descClientLimit, descClients} {
 		ch <- d
 	}
 }
@@ -57,4 +63,12 @@ func (s statsCollector) Collect(ch chan<- prometheus.Metric) {
 	m(descSlow, prometheus.CounterValue, st.SlowConsumers)
 	m(descTimeouts, prometheus.CounterValue, st.Timeouts)
 	m(descInbound, prometheus.GaugeValue, st.InboundBytes)
+	m(descProxyHeaders, prometheus.CounterValue, st.ProxyHeaders)
+	for reason, n := range st.ProxyRefused {
+		m(descProxyRefused, prometheus.CounterValue, n, reason)
+	}
+	m(descClientLimit, prometheus.CounterValue, st.ClientConnLimited, "connections")
+	m(descClientLimit, prometheus.CounterValue, st.ClientRateLimited, "handshake rate")
+	m(descClientLimit, prometheus.CounterValue, st.ClientTableFull, "table full")
+	m(descClients, prometheus.GaugeValue, st.TrackedClients)
 }
