@@ -76,7 +76,9 @@ type UpgradeOptions struct {
 // origin (Options.CheckOrigin, or same-origin). A failed check is answered
 // with the same status and reason as there, and Upgrade returns an error
 // that says why. Malformed HTTP never gets here: net/http answers it before
-// any handler runs. An HTTP/2 request is answered 505 (WebSocket over
+// any handler runs. What net/http lets through but the listener refuses as
+// ambiguous (a second Sec-WebSocket-Key, -Version or Origin, a body behind
+// the upgrade) is refused here too, with 400 (docs/security.md). An HTTP/2 request is answered 505 (WebSocket over
 // HTTP/2, RFC 8441, is not supported), as is a ResponseWriter that cannot
 // be hijacked.
 //
