@@ -76,10 +76,12 @@ type Request struct {
 	RawQuery []byte
 	Major    int
 	Minor    int
-	Host     []byte
-	Origin   []byte
-	Key      []byte // Sec-WebSocket-Key
-	Version  []byte // Sec-WebSocket-Version
+	// Host is the host the request is for: the Host header, or the
+	// authority of an absolute-form target (RFC 9112 §3.2.2).
+	Host    []byte
+	Origin  []byte
+	Key     []byte // Sec-WebSocket-Key
+	Version []byte // Sec-WebSocket-Version
 
 	header     []byte
 	upgrade    bool // Upgrade: websocket seen
@@ -117,26 +119,26 @@ func reject(status int, reason string) *HandshakeError {
 // Handshake rejections returned by [ParseRequest], one per failed check.
 // Each reason names the rule, so that whoever wrote the client can fix it.
 var (
-	ErrBadRequestLine  = reject(http.StatusBadRequest, "malformed request line: it must be METHOD SP request-target SP HTTP/1.1 with single spaces (RFC 9112 §3)")
-	ErrBadTarget       = reject(http.StatusBadRequest, "malformed request-target: send a path (/chat?x=1) or an absolute http, https, ws or wss URI, without a fragment or user info (RFC 9112 §3.2)")
-	ErrBadHeaderLine   = reject(http.StatusBadRequest, "malformed header line: a field name is a token followed directly by a colon (RFC 9110 §5.1)")
-	ErrHeaderSpace     = reject(http.StatusBadRequest, "whitespace between a header field name and its colon (RFC 9112 §5.1)")
-	ErrObsFold         = reject(http.StatusBadRequest, "header line folded (obs-fold) or starting with whitespace (RFC 9112 §5.2)")
-	ErrHeaderValue     = reject(http.StatusBadRequest, "control character (NUL, CR, ...) in a header field value (RFC 9110 §5.5)")
-	ErrMethod          = &HandshakeError{Status: http.StatusMethodNotAllowed, Reason: "a WebSocket upgrade must use GET", Header: http.Header{"Allow": {"GET"}}}
-	ErrHTTPVersion     = reject(http.StatusHTTPVersionNotSupported, "a WebSocket upgrade needs HTTP/1.1 or later")
-	ErrNoHost          = reject(http.StatusBadRequest, "missing Host header")
-	ErrBadHost         = reject(http.StatusBadRequest, "malformed Host header: it must be host or host:port (RFC 9112 §3.2)")
-	ErrDuplicateHost   = reject(http.StatusBadRequest, "more than one Host header (RFC 9112 §3.2)")
-	ErrDuplicateOrigin = reject(http.StatusBadRequest, "more than one Origin header (RFC 6454 §7.3)")
-	ErrDuplicateKey    = reject(http.StatusBadRequest, "more than one Sec-WebSocket-Key header (RFC 6455 §11.3.1)")
-	ErrDuplicateVer    = reject(http.StatusBadRequest, "more than one Sec-WebSocket-Version header (RFC 6455 §11.3.5)")
-	ErrRequestBody     = reject(http.StatusBadRequest, "a request to this server has no body: no Transfer-Encoding, and no Content-Length but 0 (RFC 9112 §6)")
-	ErrNotWebSocket    = &HandshakeError{Status: http.StatusUpgradeRequired, Reason: "this endpoint speaks WebSocket: send Upgrade: websocket", Header: http.Header{"Upgrade": {"websocket"}, "Connection": {"Upgrade"}}, NotWebSocket: true}
-	ErrConnection      = reject(http.StatusBadRequest, "the Connection header must contain the upgrade token")
-	ErrVersion         = &HandshakeError{Status: http.StatusUpgradeRequired, Reason: "unsupported Sec-WebSocket-Version: this server speaks version 13", Header: http.Header{"Sec-WebSocket-Version": {"13"}}}
-	ErrKey             = reject(http.StatusBadRequest, "Sec-WebSocket-Key must be the base64 encoding of 16 bytes")
-	ErrRequestTooLarge = reject(http.StatusRequestHeaderFieldsTooLarge, "request header too large")
+	ErrBadRequestLine   = reject(http.StatusBadRequest, "malformed request line: it must be METHOD SP request-target SP HTTP/1.1 with single spaces (RFC 9112 §3)")
+	ErrBadTarget        = reject(http.StatusBadRequest, "malformed request-target: send a path (/chat?x=1) or an absolute http, https, ws or wss URI, without a fragment or user info (RFC 9112 §3.2)")
+	ErrBadHeaderLine    = reject(http.StatusBadRequest, "malformed header line: a field name is a token followed directly by a colon (RFC 9110 §5.1)")
+	ErrHeaderSpace      = reject(http.StatusBadRequest, "whitespace between a header field name and its colon (RFC 9112 §5.1)")
+	ErrObsFold          = reject(http.StatusBadRequest, "header line folded (obs-fold) or starting with whitespace (RFC 9112 §5.2)")
+	ErrHeaderValue      = reject(http.StatusBadRequest, "control character (NUL, CR, ...) in a header field value (RFC 9110 §5.5)")
+	ErrMethod           = &HandshakeError{Status: http.StatusMethodNotAllowed, Reason: "a WebSocket upgrade must use GET", Header: http.Header{"Allow": {"GET"}}}
+	ErrHTTPVersion      = reject(http.StatusHTTPVersionNotSupported, "a WebSocket upgrade needs HTTP/1.1 or later")
+	ErrNoHost           = reject(http.StatusBadRequest, "missing Host header")
+	ErrBadHost          = reject(http.StatusBadRequest, "malformed Host header: it must be host or host:port (RFC 9112 §3.2)")
+	ErrDuplicateHost    = reject(http.StatusBadRequest, "more than one Host header (RFC 9112 §3.2)")
+	ErrDuplicateOrigin  = reject(http.StatusBadRequest, "more than one Origin header (RFC 6454 §7.3)")
+	ErrDuplicateKey     = reject(http.StatusBadRequest, "more than one Sec-WebSocket-Key header (RFC 6455 §11.3.1)")
+	ErrDuplicateVersion = reject(http.StatusBadRequest, "more than one Sec-WebSocket-Version header (RFC 6455 §11.3.5)")
+	ErrRequestBody      = reject(http.StatusBadRequest, "a request to this server has no body: no Transfer-Encoding, and no Content-Length but 0 (RFC 9112 §6)")
+	ErrNotWebSocket     = &HandshakeError{Status: http.StatusUpgradeRequired, Reason: "this endpoint speaks WebSocket: send Upgrade: websocket", Header: http.Header{"Upgrade": {"websocket"}, "Connection": {"Upgrade"}}, NotWebSocket: true}
+	ErrConnection       = reject(http.StatusBadRequest, "the Connection header must contain the upgrade token")
+	ErrVersion          = &HandshakeError{Status: http.StatusUpgradeRequired, Reason: "unsupported Sec-WebSocket-Version: this server speaks version 13", Header: http.Header{"Sec-WebSocket-Version": {"13"}}}
+	ErrKey              = reject(http.StatusBadRequest, "Sec-WebSocket-Key must be the base64 encoding of 16 bytes")
+	ErrRequestTooLarge  = reject(http.StatusRequestHeaderFieldsTooLarge, "request header too large")
 )
 
 // fieldErrors maps a header line's syntax error to its rejection.
@@ -335,7 +337,7 @@ func ParseRequest(header []byte, r *Request) error {
 	case nKey > 1:
 		return ErrDuplicateKey
 	case nVersion > 1:
-		return ErrDuplicateVer
+		return ErrDuplicateVersion
 	case body:
 		// A body's bytes would be read as WebSocket frames, or as the
 		// next request by whoever reads the connection after a page.

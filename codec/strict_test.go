@@ -35,7 +35,7 @@ func TestParseRequestStrict(t *testing.T) {
 		{"two Host lines", strictReq("", "Host: evil.example\r\n"), ErrDuplicateHost},
 		{"two Host lines, same value", strictReq("", "Host: server.example.com\r\n"), ErrDuplicateHost},
 		{"Sec-WebSocket-Key twice", strictReq("", "Sec-WebSocket-Key: AAAAAAAAAAAAAAAAAAAAAA==\r\n"), ErrDuplicateKey},
-		{"Sec-WebSocket-Version twice", strictReq("", "Sec-WebSocket-Version: 13\r\n"), ErrDuplicateVer},
+		{"Sec-WebSocket-Version twice", strictReq("", "Sec-WebSocket-Version: 13\r\n"), ErrDuplicateVersion},
 		{"NUL in a value", strictReq("", "X-A: a\x00b\r\n"), ErrHeaderValue},
 		{"Content-Length 4", strictReq("", "Content-Length: 4\r\n") + "\x81\x80abcd", ErrRequestBody},
 		{"Transfer-Encoding chunked", strictReq("", "Transfer-Encoding: chunked\r\n"), ErrRequestBody},
@@ -105,7 +105,7 @@ func TestParseRequestStrict(t *testing.T) {
 	}
 	// Each rejection states its rule and renders as a response.
 	for _, e := range []*HandshakeError{ErrBadTarget, ErrHeaderSpace, ErrObsFold, ErrHeaderValue, ErrBadHost,
-		ErrDuplicateHost, ErrDuplicateOrigin, ErrDuplicateKey, ErrDuplicateVer, ErrRequestBody} {
+		ErrDuplicateHost, ErrDuplicateOrigin, ErrDuplicateKey, ErrDuplicateVersion, ErrRequestBody} {
 		if e.Status != http.StatusBadRequest || !strings.Contains(e.Reason, "RFC ") {
 			t.Errorf("%v: want 400 and the RFC rule", e)
 		}

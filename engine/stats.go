@@ -102,7 +102,7 @@ func rejectLabel(he *codec.HandshakeError) string {
 	case codec.ErrBadRequestLine, codec.ErrBadTarget, codec.ErrBadHeaderLine, codec.ErrHeaderSpace, codec.ErrObsFold,
 		codec.ErrHeaderValue, codec.ErrBadHost:
 		return rejectMalformed
-	case codec.ErrDuplicateHost, codec.ErrDuplicateOrigin, codec.ErrDuplicateKey, codec.ErrDuplicateVer:
+	case codec.ErrDuplicateHost, codec.ErrDuplicateOrigin, codec.ErrDuplicateKey, codec.ErrDuplicateVersion:
 		return rejectDuplicate
 	case codec.ErrRequestBody:
 		return rejectBody
