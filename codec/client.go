@@ -52,7 +52,8 @@ var handshakeHeaders = []string{"Upgrade", "Connection", "Sec-Websocket-Key", "S
 
 // CheckRequestHeader reports whether h may be added to an opening
 // handshake: header names must be HTTP tokens and values must not contain
-// CR, LF or NUL (which would let a value inject header lines), and h must
+// CR, LF, NUL (which would let a value inject header lines) or another
+// control character but HTAB (which a strict server refuses), and h must
 // not set Upgrade, Connection, Sec-WebSocket-Key, Sec-WebSocket-Version or
 // Sec-WebSocket-Extensions, which the handshake writes itself (offer
 // subprotocols and extensions through [ClientRequest]). A
@@ -68,8 +69,10 @@ func CheckRequestHeader(h http.Header) error {
 			}
 		}
 		for _, v := range vs {
-			if strings.ContainsAny(v, "\r\n\x00") {
-				return errors.New("websocket: the value of request header " + k + " contains CR, LF or NUL")
+			for i := 0; i < len(v); i++ {
+				if charClass[v[i]]&cValue == 0 {
+					return errors.New("websocket: the value of request header " + k + " contains CR, LF, NUL or another control character (RFC 9110 §5.5)")
+				}
 			}
 		}
 	}
