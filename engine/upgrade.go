@@ -78,9 +78,9 @@ type UpgradeOptions struct {
 // that says why. Malformed HTTP never gets here: net/http answers it before
 // any handler runs. What net/http lets through but the listener refuses as
 // ambiguous (a second Sec-WebSocket-Key, -Version or Origin, a body behind
-// the upgrade) is refused here too, with 400 (docs/security.md). An HTTP/2 request is answered 505 (WebSocket over
-// HTTP/2, RFC 8441, is not supported), as is a ResponseWriter that cannot
-// be hijacked.
+// the upgrade) is refused here too, with 400 (docs/security.md). An HTTP/2
+// request is answered 505 (WebSocket over HTTP/2, RFC 8441, is not
+// supported), as is a ResponseWriter that cannot be hijacked.
 //
 // The handler must not write to w before calling Upgrade, nor use w or r's
 // body after: net/http would send such writes ahead of the 101.
