@@ -179,3 +179,41 @@ func BenchmarkHandshake(b *testing.B) {
 		dst = AppendAccept(dst[:0], r.Key, "", nil, nil)
 	}
 }
+
+// browserRequest is an upgrade request as Chromium sends it, with the
+// header lines a browser adds (cookies, user agent, languages, the
+// permessage-deflate offer): the size a parser meets in production.
+const browserRequest = "GET /ws?room=lobby&name=ann HTTP/1.1\r\n" +
+	"Host: chat.example.com\r\n" +
+	"Connection: Upgrade\r\n" +
+	"Pragma: no-cache\r\n" +
+	"Cache-Control: no-cache\r\n" +
+	"User-Agent: Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0.0.0 Safari/537.36\r\n" +
+	"Upgrade: websocket\r\n" +
+	"Origin: https://chat.example.com\r\n" +
+	"Sec-WebSocket-Version: 13\r\n" +
+	"Accept-Encoding: gzip, deflate, br, zstd\r\n" +
+	"Accept-Language: en-US,en;q=0.9,de;q=0.8\r\n" +
+	"Cookie: session=0123456789abcdef0123456789abcdef; theme=dark\r\n" +
+	"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n" +
+	"Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n" +
+	"\r\n"
+
+// BenchmarkParseRequest: ParseRequest alone (no scan, no SHA-1), on the
+// RFC 6455 §1.2 sample and on a browser's request: the cost of the
+// parser's checks.
+func BenchmarkParseRequest(b *testing.B) {
+	for _, c := range []struct{ name, req string }{{"RFC6455", sampleRequest}, {"Browser", browserRequest}} {
+		b.Run(c.name, func(b *testing.B) {
+			req := []byte(c.req)
+			var r Request
+			b.SetBytes(int64(len(req)))
+			b.ReportAllocs()
+			for i := 0; i < b.N; i++ {
+				if err := ParseRequest(req, &r); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

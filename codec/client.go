@@ -52,7 +52,8 @@ var handshakeHeaders = []string{"Upgrade", "Connection", "Sec-Websocket-Key", "S
 
 // CheckRequestHeader reports whether h may be added to an opening
 // handshake: header names must be HTTP tokens and values must not contain
-// CR, LF or NUL (which would let a value inject header lines), and h must
+// CR, LF, NUL (which would let a value inject header lines) or another
+// control character but HTAB (which a strict server refuses), and h must
 // not set Upgrade, Connection, Sec-WebSocket-Key, Sec-WebSocket-Version or
 // Sec-WebSocket-Extensions, which the handshake writes itself (offer
 // subprotocols and extensions through [ClientRequest]). A
@@ -68,8 +69,10 @@ func CheckRequestHeader(h http.Header) error {
 			}
 		}
 		for _, v := range vs {
-			if strings.ContainsAny(v, "\r\n\x00") {
-				return errors.New("websocket: the value of request header " + k + " contains CR, LF or NUL")
+			for i := 0; i < len(v); i++ {
+				if charClass[v[i]]&cValue == 0 {
+					return errors.New("websocket: the value of request header " + k + " contains CR, LF, NUL or another control character (RFC 9110 §5.5)")
+				}
 			}
 		}
 	}
@@ -86,22 +89,6 @@ func CheckSubprotocols(protocols []string) error {
 		}
 	}
 	return nil
-}
-
-// isToken reports whether s is an HTTP token (RFC 9110 §5.6.2): one or more
-// tchar, that is ASCII letters, digits and !#$%&'*+-.^_`|~. Header names
-// and subprotocols (RFC 6455 §4.1 item 10) must be tokens.
-func isToken(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c >= 0x80 || !httphead.OctetTypes[c].IsToken() {
-			return false
-		}
-	}
-	return true
 }
 
 // AppendRequest appends the opening handshake request r (RFC 6455 §4.1):
@@ -175,6 +162,9 @@ type Response struct {
 	nProtocols int
 	extensions [4][]byte
 	nExt       int
+	nAccept    int
+	// transferEncoding: a Transfer-Encoding line seen
+	transferEncoding bool
 }
 
 // InvalidResponseError says why a client must fail the connection on the
@@ -189,7 +179,10 @@ func (e *InvalidResponseError) Error() string {
 // Rejections of a handshake response, one per failed check.
 var (
 	ErrBadStatusLine       = &InvalidResponseError{"malformed status line"}
-	ErrBadResponseHeader   = &InvalidResponseError{"malformed header line"}
+	ErrBadResponseHeader   = &InvalidResponseError{"malformed header line (RFC 9112 §5)"}
+	ErrResponseLength      = &InvalidResponseError{"invalid or repeated Content-Length (RFC 9112 §6.3)"}
+	ErrResponseFraming     = &InvalidResponseError{"101 response with a body: Transfer-Encoding, or a Content-Length other than 0 (RFC 9110 §8.6, RFC 9112 §6.1)"}
+	ErrDuplicateAccept     = &InvalidResponseError{"more than one Sec-WebSocket-Accept header (RFC 6455 §11.3.3)"}
 	ErrResponseTooLarge    = &InvalidResponseError{"response header too large"}
 	ErrResponseVersion     = &InvalidResponseError{"response is not HTTP/1.1"}
 	ErrNoUpgrade           = &InvalidResponseError{"101 response without Upgrade: websocket"}
@@ -203,27 +196,29 @@ var (
 
 // ParseResponse parses a complete HTTP response header (as delimited by a
 // [HeaderScanner], which also caps its size) into r. It does not allocate.
-// It checks only that the header is well-formed HTTP/1.x; [Response.Check]
-// then checks a 101 against the request. Any status parses: a client
-// reports a 3xx or 4xx with its headers and body.
+// It checks only that the header is well-formed HTTP/1.x, with the same
+// strict line syntax as [ParseRequest] (a folded line, whitespace before a
+// colon or a control character in a value is an error, RFC 9112 §4 and
+// §5), and a valid, single Content-Length (RFC 9112 §6.3 item 5);
+// [Response.Check] then checks a 101 against the request. Any status
+// parses: a client reports a 3xx or 4xx with its headers and body.
 func ParseResponse(header []byte, r *Response) error {
 	*r = Response{header: header, ContentLength: -1}
 	line, rest := nextLine(header)
-	rl, ok := httphead.ParseResponseLine(line)
-	if !ok || rl.Status < 100 || rl.Status > 999 {
+	if !parseStatusLine(line, r) {
 		return ErrBadStatusLine
 	}
-	r.Major, r.Minor, r.Status, r.Reason = rl.Version.Major, rl.Version.Minor, rl.Status, rl.Reason
 	if r.Major != 1 {
 		return ErrResponseVersion
 	}
+	nLength := 0
 	for len(rest) > 0 {
 		line, rest = nextLine(rest)
 		if len(line) == 0 {
 			break
 		}
-		k, v, ok := httphead.ParseHeaderLine(line)
-		if !ok || len(k) == 0 {
+		k, v, ferr := parseFieldLine(line)
+		if ferr != fieldOK {
 			return ErrBadResponseHeader
 		}
 		switch {
@@ -233,10 +228,17 @@ func ParseResponse(header []byte, r *Response) error {
 			r.connection = r.connection || hasToken(v, tokUpgrade)
 		case bytes.EqualFold(k, hdrAccept):
 			r.Accept = v
+			r.nAccept++
 		case bytes.EqualFold(k, hdrLocation):
 			r.Location = v
 		case bytes.EqualFold(k, hdrContentLength):
 			r.ContentLength = parseLength(v)
+			nLength++
+			if r.ContentLength < 0 || nLength > 1 {
+				return ErrResponseLength
+			}
+		case bytes.EqualFold(k, hdrTransferEncoding):
+			r.transferEncoding = true
 		case bytes.EqualFold(k, hdrProtocol):
 			if r.nProtocols < len(r.protocols) {
 				r.protocols[r.nProtocols] = v
@@ -251,6 +253,44 @@ func ParseResponse(header []byte, r *Response) error {
 		}
 	}
 	return nil
+}
+
+// parseStatusLine parses a status-line (RFC 9112 §4: HTTP-version SP
+// status-code SP [ reason-phrase ]) into r. Like net/http it also takes a
+// line that ends right after the code; the reason may hold no control
+// character but HTAB.
+func parseStatusLine(line []byte, r *Response) bool {
+	if len(line) < 12 || line[8] != ' ' {
+		return false
+	}
+	major, minor, ok := parseVersion(line[:8])
+	if !ok {
+		return false
+	}
+	code := line[9:12]
+	for _, c := range code {
+		if charClass[c]&cDigit == 0 {
+			return false
+		}
+	}
+	status := int(code[0]-'0')*100 + int(code[1]-'0')*10 + int(code[2]-'0')
+	if status < 100 {
+		return false
+	}
+	reason := line[12:]
+	if len(reason) > 0 {
+		if reason[0] != ' ' {
+			return false
+		}
+		reason = reason[1:]
+		for _, c := range reason {
+			if charClass[c]&cValue == 0 {
+				return false
+			}
+		}
+	}
+	r.Major, r.Minor, r.Status, r.Reason = major, minor, status, reason
+	return true
 }
 
 // parseLength parses a Content-Length value, -1 when it is not one.
@@ -284,7 +324,7 @@ func (r *Response) VisitHeaders(fn func(key, value []byte)) {
 		if len(line) == 0 {
 			return
 		}
-		if k, v, ok := httphead.ParseHeaderLine(line); ok {
+		if k, v, e := parseFieldLine(line); e == fieldOK {
 			fn(k, v)
 		}
 	}
@@ -309,6 +349,14 @@ func (r *Response) Check(key string, protocols []string) (protocol []byte, err e
 	}
 	if !r.connection {
 		return nil, ErrNoConnectionUpgrade
+	}
+	// RFC 9110 §8.6 and RFC 9112 §6.1: a 1xx carries neither; what
+	// follows the header is WebSocket frames, never a body.
+	if r.transferEncoding || r.ContentLength > 0 {
+		return nil, ErrResponseFraming
+	}
+	if r.nAccept > 1 {
+		return nil, ErrDuplicateAccept
 	}
 	// Item 4: the Accept value is the base64 SHA-1 of key + GUID; "the
 	// client MUST _Fail the WebSocket Connection_" if it differs.

@@ -74,6 +74,9 @@ func TestCheckRequestHeader(t *testing.T) {
 		{"Sec-Websocket-Key": {"x"}},
 		{"sec-websocket-extensions": {"x"}},
 		{"X-Bad": {"a\r\nInjected: 1"}},
+		{"X-Nul": {"a\x00b"}},
+		{"X-Esc": {"\x1b[0m"}},
+		{"X-Del": {"a\x7f"}},
 		{"Bad Name": {"x"}},
 		{"": {"x"}},
 	} {
@@ -81,7 +84,7 @@ func TestCheckRequestHeader(t *testing.T) {
 			t.Errorf("CheckRequestHeader(%v) accepted", h)
 		}
 	}
-	if err := CheckRequestHeader(http.Header{"Cookie": {"a=b"}, "Sec-Websocket-Protocol": {"x"}, "Host": {"h"}}); err != nil {
+	if err := CheckRequestHeader(http.Header{"Cookie": {"a=b"}, "Sec-Websocket-Protocol": {"x"}, "Host": {"h"}, "X-Tab": {"a\tb"}, "X-Utf8": {"caf\xc3\xa9"}}); err != nil {
 		t.Fatalf("CheckRequestHeader refused an ordinary header: %v", err)
 	}
 }

@@ -76,10 +76,12 @@ type Request struct {
 	RawQuery []byte
 	Major    int
 	Minor    int
-	Host     []byte
-	Origin   []byte
-	Key      []byte // Sec-WebSocket-Key
-	Version  []byte // Sec-WebSocket-Version
+	// Host is the host the request is for: the Host header, or the
+	// authority of an absolute-form target (RFC 9112 §3.2.2).
+	Host    []byte
+	Origin  []byte
+	Key     []byte // Sec-WebSocket-Key
+	Version []byte // Sec-WebSocket-Version
 
 	header     []byte
 	upgrade    bool // Upgrade: websocket seen
@@ -88,6 +90,8 @@ type Request struct {
 	nProtocols int
 	extensions [4][]byte
 	nExt       int
+	// contentLength: a Content-Length line seen
+	contentLength bool
 }
 
 // HandshakeError rejects an upgrade request with an HTTP status and a
@@ -113,18 +117,37 @@ func reject(status int, reason string) *HandshakeError {
 }
 
 // Handshake rejections returned by [ParseRequest], one per failed check.
+// Each reason names the rule, so that whoever wrote the client can fix it.
 var (
-	ErrBadRequestLine  = reject(http.StatusBadRequest, "malformed request line")
-	ErrBadHeaderLine   = reject(http.StatusBadRequest, "malformed header line")
-	ErrMethod          = &HandshakeError{Status: http.StatusMethodNotAllowed, Reason: "a WebSocket upgrade must use GET", Header: http.Header{"Allow": {"GET"}}}
-	ErrHTTPVersion     = reject(http.StatusHTTPVersionNotSupported, "a WebSocket upgrade needs HTTP/1.1 or later")
-	ErrNoHost          = reject(http.StatusBadRequest, "missing Host header")
-	ErrNotWebSocket    = &HandshakeError{Status: http.StatusUpgradeRequired, Reason: "this endpoint speaks WebSocket: send Upgrade: websocket", Header: http.Header{"Upgrade": {"websocket"}, "Connection": {"Upgrade"}}, NotWebSocket: true}
-	ErrConnection      = reject(http.StatusBadRequest, "the Connection header must contain the upgrade token")
-	ErrVersion         = &HandshakeError{Status: http.StatusUpgradeRequired, Reason: "unsupported Sec-WebSocket-Version: this server speaks version 13", Header: http.Header{"Sec-WebSocket-Version": {"13"}}}
-	ErrKey             = reject(http.StatusBadRequest, "Sec-WebSocket-Key must be the base64 encoding of 16 bytes")
-	ErrRequestTooLarge = reject(http.StatusRequestHeaderFieldsTooLarge, "request header too large")
+	ErrBadRequestLine   = reject(http.StatusBadRequest, "malformed request line: it must be METHOD SP request-target SP HTTP/1.1 with single spaces (RFC 9112 §3)")
+	ErrBadTarget        = reject(http.StatusBadRequest, "malformed request-target: send a path (/chat?x=1) or an absolute http, https, ws or wss URI, without a fragment or user info (RFC 9112 §3.2)")
+	ErrBadHeaderLine    = reject(http.StatusBadRequest, "malformed header line: a field name is a token followed directly by a colon (RFC 9110 §5.1)")
+	ErrHeaderSpace      = reject(http.StatusBadRequest, "whitespace between a header field name and its colon (RFC 9112 §5.1)")
+	ErrObsFold          = reject(http.StatusBadRequest, "header line folded (obs-fold) or starting with whitespace (RFC 9112 §5.2)")
+	ErrHeaderValue      = reject(http.StatusBadRequest, "control character (NUL, CR, ...) in a header field value (RFC 9110 §5.5)")
+	ErrMethod           = &HandshakeError{Status: http.StatusMethodNotAllowed, Reason: "a WebSocket upgrade must use GET", Header: http.Header{"Allow": {"GET"}}}
+	ErrHTTPVersion      = reject(http.StatusHTTPVersionNotSupported, "a WebSocket upgrade needs HTTP/1.1 or later")
+	ErrNoHost           = reject(http.StatusBadRequest, "missing Host header")
+	ErrBadHost          = reject(http.StatusBadRequest, "malformed Host header: it must be host or host:port (RFC 9112 §3.2)")
+	ErrDuplicateHost    = reject(http.StatusBadRequest, "more than one Host header (RFC 9112 §3.2)")
+	ErrDuplicateOrigin  = reject(http.StatusBadRequest, "more than one Origin header (RFC 6454 §7.3)")
+	ErrDuplicateKey     = reject(http.StatusBadRequest, "more than one Sec-WebSocket-Key header (RFC 6455 §11.3.1)")
+	ErrDuplicateVersion = reject(http.StatusBadRequest, "more than one Sec-WebSocket-Version header (RFC 6455 §11.3.5)")
+	ErrRequestBody      = reject(http.StatusBadRequest, "a request to this server has no body: no Transfer-Encoding, and no Content-Length but 0 (RFC 9112 §6)")
+	ErrNotWebSocket     = &HandshakeError{Status: http.StatusUpgradeRequired, Reason: "this endpoint speaks WebSocket: send Upgrade: websocket", Header: http.Header{"Upgrade": {"websocket"}, "Connection": {"Upgrade"}}, NotWebSocket: true}
+	ErrConnection       = reject(http.StatusBadRequest, "the Connection header must contain the upgrade token")
+	ErrVersion          = &HandshakeError{Status: http.StatusUpgradeRequired, Reason: "unsupported Sec-WebSocket-Version: this server speaks version 13", Header: http.Header{"Sec-WebSocket-Version": {"13"}}}
+	ErrKey              = reject(http.StatusBadRequest, "Sec-WebSocket-Key must be the base64 encoding of 16 bytes")
+	ErrRequestTooLarge  = reject(http.StatusRequestHeaderFieldsTooLarge, "request header too large")
 )
+
+// fieldErrors maps a header line's syntax error to its rejection.
+var fieldErrors = [...]*HandshakeError{
+	fieldObsFold:    ErrObsFold,
+	fieldBadName:    ErrBadHeaderLine,
+	fieldSpaceColon: ErrHeaderSpace,
+	fieldBadValue:   ErrHeaderValue,
+}
 
 var (
 	hdrHost       = []byte("Host")
@@ -135,8 +158,10 @@ var (
 	hdrVersion    = []byte("Sec-WebSocket-Version")
 	hdrProtocol   = []byte("Sec-WebSocket-Protocol")
 	hdrExtensions = []byte("Sec-WebSocket-Extensions")
-	tokWebsocket  = []byte("websocket")
-	tokUpgrade    = []byte("upgrade")
+
+	hdrTransferEncoding = []byte("Transfer-Encoding")
+	tokWebsocket        = []byte("websocket")
+	tokUpgrade          = []byte("upgrade")
 )
 
 // nextLine returns the line at the start of p without its line ending, and
@@ -155,85 +180,174 @@ func nextLine(p []byte) (line, rest []byte) {
 
 // hasToken reports whether the comma-separated list v holds tok, compared
 // as an ASCII case-insensitive token (Upgrade and Connection values, RFC
-// 6455 §4.1 and §4.2.1).
+// 6455 §4.1 and §4.2.1). An element is what lies between commas, without
+// the whitespace around it (RFC 9110 §5.6.1), and must equal tok whole:
+// "upgrade x" is not the upgrade token, as it is not for net/http's users
+// (gorilla/websocket compares the same way).
 func hasToken(v, tok []byte) bool {
-	found := false
-	httphead.ScanTokens(v, func(t []byte) bool {
-		found = bytes.EqualFold(t, tok)
-		return !found
-	})
-	return found
+	for len(v) > 0 {
+		i := bytes.IndexByte(v, ',')
+		if i < 0 {
+			i = len(v)
+		}
+		if bytes.EqualFold(trimOWS(v[:i]), tok) {
+			return true
+		}
+		if i == len(v) {
+			break
+		}
+		v = v[i+1:]
+	}
+	return false
 }
 
 // ParseRequest parses and validates a complete upgrade request header (as
-// delimited by [HeaderScanner]) into r, following RFC 6455 §4.2.1. It does
-// not allocate. On failure it returns a *[HandshakeError] saying which check
-// failed; [ErrNotWebSocket] marks a valid HTTP request that is not an
-// upgrade. Even then r holds what was parsed, so a server can route a plain
-// GET to a page.
+// delimited by [HeaderScanner]) into r, following RFC 6455 §4.2.1 and the
+// HTTP/1.1 syntax of RFC 9112. It does not allocate. On failure it returns
+// a *[HandshakeError] saying which check failed; [ErrNotWebSocket] marks a
+// valid HTTP request that is not an upgrade. Even then r holds what was
+// parsed, so a server can route a plain GET to a page.
+//
+// It is at least as strict as net/http's server on everything that could
+// make a proxy in front and this parser read different requests out of the
+// same bytes (RFC 9112 §11.2): single spaces in the request line, no
+// obs-fold, no whitespace before a colon, no control characters in names
+// or values, exactly one valid Host, at most one Origin, Sec-WebSocket-Key
+// and Sec-WebSocket-Version, and no body (Transfer-Encoding, or a
+// Content-Length other than 0) behind a request whose following bytes are
+// read as WebSocket frames. A target in absolute form gives the host
+// (RFC 9112 §3.2.2): r.Host is then its authority, not the Host header.
+// Lines may end in a bare LF (RFC 9112 §2.2).
 func ParseRequest(header []byte, r *Request) error {
 	*r = Request{header: header}
 	line, rest := nextLine(header)
-	rl, ok := httphead.ParseRequestLine(line)
+	method, target, major, minor, ok := parseRequestLine(line)
 	if !ok {
 		return ErrBadRequestLine
 	}
-	r.Method, r.Target, r.Major, r.Minor = rl.Method, rl.URI, rl.Version.Major, rl.Version.Minor
-	r.Path, r.RawQuery = splitTarget(rl.URI)
+	r.Method, r.Target, r.Major, r.Minor = method, target, major, minor
 
+	var nHost, nOrigin, nKey, nVersion int
+	body := false
 	for len(rest) > 0 {
 		line, rest = nextLine(rest)
 		if len(line) == 0 {
 			break
 		}
-		k, v, ok := httphead.ParseHeaderLine(line)
-		if !ok || len(k) == 0 {
-			return ErrBadHeaderLine
+		k, v, ferr := parseFieldLine(line)
+		if ferr != fieldOK {
+			return fieldErrors[ferr]
 		}
-		switch {
-		case bytes.EqualFold(k, hdrHost):
-			r.Host = v
-		case bytes.EqualFold(k, hdrOrigin):
-			r.Origin = v
-		case bytes.EqualFold(k, hdrUpgrade):
-			// RFC 6455 §4.2.1: "An |Upgrade| header field containing the
-			// value "websocket", treated as an ASCII case-insensitive value."
-			r.upgrade = r.upgrade || hasToken(v, tokWebsocket)
-		case bytes.EqualFold(k, hdrConnection):
-			// "A |Connection| header field that includes the token
-			// "Upgrade", treated as an ASCII case-insensitive value."
-			r.connection = r.connection || hasToken(v, tokUpgrade)
-		case bytes.EqualFold(k, hdrKey):
-			r.Key = v
-		case bytes.EqualFold(k, hdrVersion):
-			r.Version = v
-		case bytes.EqualFold(k, hdrProtocol):
-			if r.nProtocols < len(r.protocols) {
+		// Dispatch on the length first: most lines are none of these.
+		switch len(k) {
+		case 4:
+			if bytes.EqualFold(k, hdrHost) {
+				r.Host = v
+				nHost++
+			}
+		case 6:
+			if bytes.EqualFold(k, hdrOrigin) {
+				r.Origin = v
+				nOrigin++
+			}
+		case 7:
+			if bytes.EqualFold(k, hdrUpgrade) {
+				// RFC 6455 §4.2.1: "An |Upgrade| header field
+				// containing the value "websocket", treated as an
+				// ASCII case-insensitive value."
+				r.upgrade = r.upgrade || hasToken(v, tokWebsocket)
+			}
+		case 10:
+			if bytes.EqualFold(k, hdrConnection) {
+				// "A |Connection| header field that includes the
+				// token "Upgrade", treated as an ASCII
+				// case-insensitive value."
+				r.connection = r.connection || hasToken(v, tokUpgrade)
+			}
+		case 14:
+			if bytes.EqualFold(k, hdrContentLength) {
+				// Content-Length: 0 is no body; any other value,
+				// valid or not, is one (or an invalid framing,
+				// RFC 9112 §6.3 item 5), and so is a second line.
+				body = body || parseLength(v) != 0
+				body = body || r.contentLength
+				r.contentLength = true
+			}
+		case 17:
+			switch {
+			case bytes.EqualFold(k, hdrKey):
+				r.Key = v
+				nKey++
+			case bytes.EqualFold(k, hdrTransferEncoding):
+				body = true // RFC 9112 §6.1: the message has a body
+			}
+		case 21:
+			if bytes.EqualFold(k, hdrVersion) {
+				r.Version = v
+				nVersion++
+			}
+		case 22:
+			if bytes.EqualFold(k, hdrProtocol) && r.nProtocols < len(r.protocols) {
 				r.protocols[r.nProtocols] = v
 				r.nProtocols++
 			}
-		case bytes.EqualFold(k, hdrExtensions):
-			if r.nExt < len(r.extensions) {
+		case 24:
+			if bytes.EqualFold(k, hdrExtensions) && r.nExt < len(r.extensions) {
 				r.extensions[r.nExt] = v
 				r.nExt++
 			}
 		}
 	}
 
-	if r.Major < 1 || r.Major == 1 && r.Minor < 1 {
+	path, query, authority, ok := parseTarget(target)
+	if !ok {
+		return ErrBadTarget
+	}
+	r.Path, r.RawQuery = path, query
+	// RFC 9112 §2.3 and §2.5: the major version is the protocol; a 1.x
+	// later than 1.1 is read as 1.1. HTTP/2 does not use this syntax, and
+	// WebSocket needs 1.1 (RFC 6455 §4.1).
+	if major != 1 || minor < 1 {
 		return ErrHTTPVersion
 	}
+	// RFC 9112 §3.2: "A server MUST respond with a 400 (Bad Request)
+	// status code to any HTTP/1.1 request message that lacks a Host header
+	// field and to any request message that contains more than one Host
+	// header field line or a Host header field with an invalid field
+	// value." An empty Host is valid HTTP, but not for a WebSocket
+	// upgrade (RFC 6455 §4.1 item 4), nor worth a page.
+	switch {
+	case nHost > 1:
+		return ErrDuplicateHost
+	case len(r.Host) == 0:
+		return ErrNoHost
+	case !validHostPort(r.Host):
+		return ErrBadHost
+	}
+	if authority != nil {
+		// RFC 9112 §3.2.2: "When an origin server receives a request
+		// with an absolute-form of request-target, the origin server
+		// MUST ignore the received Host header field (if any) and
+		// instead use the host information of the request-target."
+		r.Host = authority
+	}
+	switch {
+	case nOrigin > 1:
+		return ErrDuplicateOrigin
+	case nKey > 1:
+		return ErrDuplicateKey
+	case nVersion > 1:
+		return ErrDuplicateVersion
+	case body:
+		// A body's bytes would be read as WebSocket frames, or as the
+		// next request by whoever reads the connection after a page.
+		return ErrRequestBody
+	}
 	if !r.upgrade {
-		if len(r.Host) == 0 {
-			return ErrNoHost
-		}
 		return ErrNotWebSocket
 	}
 	if !bytes.Equal(r.Method, []byte("GET")) {
 		return ErrMethod
-	}
-	if len(r.Host) == 0 {
-		return ErrNoHost
 	}
 	if !r.connection {
 		return ErrConnection
@@ -253,33 +367,6 @@ func ParseRequest(header []byte, r *Request) error {
 	return nil
 }
 
-// splitTarget returns the path and query of a request-target in origin form
-// ("/a?b") or absolute form ("http://host/a?b", RFC 9112 §3.2.2).
-func splitTarget(t []byte) (path, query []byte) {
-	if len(t) > 0 && t[0] != '/' {
-		if i := bytes.Index(t, []byte("://")); i >= 0 {
-			t = t[i+3:]
-			if j := bytes.IndexAny(t, "/?"); j >= 0 {
-				t = t[j:]
-			} else {
-				t = nil
-			}
-		}
-	}
-	if i := bytes.IndexByte(t, '#'); i >= 0 {
-		t = t[:i]
-	}
-	if i := bytes.IndexByte(t, '?'); i >= 0 {
-		path, query = t[:i], t[i+1:]
-	} else {
-		path = t
-	}
-	if len(path) == 0 {
-		path = rootPath[:1:1]
-	}
-	return path, query
-}
-
 // rootPath is the Path of a target with an empty path ("http://host",
 // "?q"). A shared array, so that ParseRequest does not allocate (a
 // []byte("/") literal escapes to the heap on every call).
@@ -294,7 +381,7 @@ func (r *Request) VisitHeaders(fn func(key, value []byte)) {
 		if len(line) == 0 {
 			return
 		}
-		if k, v, ok := httphead.ParseHeaderLine(line); ok {
+		if k, v, e := parseFieldLine(line); e == fieldOK {
 			fn(k, v)
 		}
 	}
@@ -339,12 +426,20 @@ func AcceptKey(dst *[28]byte, key []byte) []byte {
 // AppendAccept appends the 101 Switching Protocols response to a request
 // with the given Sec-WebSocket-Key, the chosen subprotocol (if any), the
 // accepted extensions header value (if any) and extra header lines.
+//
+// Nothing given can forge a header line: a protocol that is not a token
+// (RFC 6455 §4.1 item 10 asks for one) is left out, so check it first
+// ([CheckSubprotocols]); extra is written by the rules of
+// [CheckAcceptHeader]: fields with invalid names and the fields the
+// handshake owns are dropped, and control characters in values become
+// spaces. extensions is the server's own negotiation result and is
+// written as it is.
 func AppendAccept(dst []byte, key []byte, protocol string, extensions []byte, extra http.Header) []byte {
 	var acc [28]byte
 	dst = append(dst, "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "...)
 	dst = append(dst, AcceptKey(&acc, key)...)
 	dst = append(dst, "\r\n"...)
-	if protocol != "" {
+	if protocol != "" && isToken(protocol) {
 		dst = append(dst, "Sec-WebSocket-Protocol: "...)
 		dst = append(dst, protocol...)
 		dst = append(dst, "\r\n"...)
@@ -354,14 +449,25 @@ func AppendAccept(dst []byte, key []byte, protocol string, extensions []byte, ex
 		dst = append(dst, extensions...)
 		dst = append(dst, "\r\n"...)
 	}
-	dst = appendHeader(dst, extra)
+	dst = appendHeader(dst, extra, acceptOwned)
 	return append(dst, "\r\n"...)
 }
 
 // AppendResponse appends a complete HTTP/1.1 response with a body and
 // "Connection: close": a rejection, or a plain page. A zero Content-Type
 // defaults to text/plain.
+//
+// header is written by the rules of [CheckResponseHeader]: fields with
+// invalid names, Content-Length and Transfer-Encoding are dropped (the
+// body is framed here), and control characters in values become spaces. A
+// status outside 200-599 is written as 500: a 1xx (a 101 above all) would
+// tell a proxy that the connection changed protocols or that the real
+// answer is still to come. A 204 or 304 is sent without Content-Length and
+// body (RFC 9110 §6.4.1).
 func AppendResponse(dst []byte, status int, header http.Header, body []byte) []byte {
+	if status < 200 || status > 599 {
+		status = http.StatusInternalServerError
+	}
 	dst = append(dst, "HTTP/1.1 "...)
 	dst = strconv.AppendInt(dst, int64(status), 10)
 	dst = append(dst, ' ')
@@ -370,30 +476,27 @@ func AppendResponse(dst []byte, status int, header http.Header, body []byte) []b
 	if header.Get("Content-Type") == "" {
 		dst = append(dst, "Content-Type: text/plain; charset=utf-8\r\n"...)
 	}
-	dst = append(dst, "Content-Length: "...)
-	dst = strconv.AppendInt(dst, int64(len(body)), 10)
-	dst = append(dst, "\r\nConnection: close\r\n"...)
-	dst = appendHeader(dst, header)
+	noBody := status == http.StatusNoContent || status == http.StatusNotModified
+	if !noBody {
+		dst = append(dst, "Content-Length: "...)
+		dst = strconv.AppendInt(dst, int64(len(body)), 10)
+		dst = append(dst, "\r\n"...)
+	}
+	dst = append(dst, "Connection: close\r\n"...)
+	dst = appendHeader(dst, header, responseOwned)
 	dst = append(dst, "\r\n"...)
+	if noBody {
+		return dst
+	}
 	return append(dst, body...)
 }
 
 // AppendReject appends the response for a rejected handshake: its status,
-// its header lines, and the reason as a one-line body.
+// its header lines, and the reason as a one-line body, all by the rules of
+// [AppendResponse] (control characters in the reason become spaces too,
+// so that it stays one line).
 func AppendReject(dst []byte, e *HandshakeError) []byte {
 	body := make([]byte, 0, len(e.Reason)+1)
-	body = append(append(body, e.Reason...), '\n')
+	body = append(appendClean(body, e.Reason), '\n')
 	return AppendResponse(dst, e.Status, e.Header, body)
-}
-
-func appendHeader(dst []byte, h http.Header) []byte {
-	for k, vs := range h {
-		for _, v := range vs {
-			dst = append(dst, k...)
-			dst = append(dst, ": "...)
-			dst = append(dst, v...)
-			dst = append(dst, "\r\n"...)
-		}
-	}
-	return dst
 }

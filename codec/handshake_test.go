@@ -238,7 +238,8 @@ func TestParseRequestChecks(t *testing.T) {
 	}{
 		{"sample", req(""), nil},
 		{"HTTP/1.2", req("GET /chat HTTP/1.2"), nil},
-		{"HTTP/2.0", req("GET /chat HTTP/2.0"), nil},
+		{"HTTP/1.9", req("GET /chat HTTP/1.9"), nil},
+		{"HTTP/2.0", req("GET /chat HTTP/2.0"), ErrHTTPVersion},
 		{"upgrade mixed case", req("", "Upgrade: WebSocket"), nil},
 		{"upgrade list", req("", "Upgrade: h2c, websocket"), nil},
 		{"connection list", req("", "Connection: keep-alive, Upgrade"), nil},
@@ -330,7 +331,6 @@ func TestParseRequestTarget(t *testing.T) {
 		{"/chat?room=1&x=%20", "/chat", "room=1&x=%20"},
 		{"/chat?", "/chat", ""},
 		{"/a/b/c?q=1?2", "/a/b/c", "q=1?2"},
-		{"/frag#x", "/frag", ""},
 		{"http://example.com/chat?x=1", "/chat", "x=1"},
 		{"ws://example.com:8080/chat", "/chat", ""},
 		{"http://example.com", "/", ""},

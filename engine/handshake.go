@@ -5,8 +5,10 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/panjf2000/gnet/v2"
 
@@ -74,6 +76,7 @@ func (wc *wsConn) handshake() gnet.Action {
 				return wc.reject(errPanicked)
 			}
 			if resp != nil {
+				s.checkResponse("Options.Fallback", resp.Status, resp.Header)
 				body := resp.Body
 				if string(r.Method) == http.MethodHead {
 					body = nil
@@ -159,6 +162,9 @@ func (s *Server) preferredSubprotocol(r *codec.Request) string {
 func (wc *wsConn) accept(buf []byte, carried, n int, r *codec.Request, res *handler.UpgradeResponse) gnet.Action {
 	lp := wc.lp
 	s := lp.srv
+	if !s.checkUpgradeResponse("the upgrade hook", res.Subprotocol, res.Header) {
+		return wc.reject(errBadSubprotocol)
+	}
 	ext := s.negotiateDeflate(wc, r) // permessage-deflate (deflate.go): nil when off or not offered
 	out := codec.AppendAccept(lp.scratch[:0], r.Key, res.Subprotocol, ext, res.Header)
 	lp.scratch = out[:0]
@@ -223,7 +229,12 @@ func (wc *wsConn) rejectErr(err error) gnet.Action {
 	case errors.Is(err, errPanicked):
 		return wc.reject(errPanicked)
 	case errors.As(err, &he):
-		return wc.reject(&codec.HandshakeError{Status: he.Status, Reason: he.Reason, Header: he.Header})
+		wc.lp.srv.checkResponse("handler.HTTPError", he.Status, he.Header)
+		status := he.Status
+		if status < 200 || status > 599 {
+			status = http.StatusInternalServerError // as codec.AppendResponse sends it, and counted so
+		}
+		return wc.reject(&codec.HandshakeError{Status: status, Reason: he.Reason, Header: he.Header})
 	}
 	return wc.reject(&codec.HandshakeError{Status: http.StatusForbidden, Reason: err.Error()})
 }
@@ -279,11 +290,65 @@ func (wc *wsConn) decided(res *handler.UpgradeResponse, err error) {
 	}
 }
 
+// Headers the application gives (a Fallback's page, a 101, a Reject)
+// reach the wire only through the codec's response writers, which apply
+// the rules of issue 25 whatever happens here: a field whose name is not a
+// token is dropped, control characters in a value become spaces, and the
+// fields the writer frames itself are not duplicated (codec.AppendAccept,
+// codec.AppendResponse). These checks only tell the operator, through a
+// rate-limited log line, that an application's header was changed, which
+// usually means request data was copied into it unchecked.
+
+// checkResponse logs what the codec will change in a plain response the
+// application supplied: its header, and a status that is not a final one
+// (written as 500).
+func (s *Server) checkResponse(where string, status int, h http.Header) {
+	var err error
+	if len(h) > 0 {
+		err = codec.CheckResponseHeader(h)
+	}
+	if err == nil && status >= 200 && status <= 599 {
+		return
+	}
+	if ok, n := s.stats.headerLog.allow(s.clock, time.Second); ok {
+		if err != nil {
+			s.log.Warn("wsloop: response header changed before sending", "from", where, "err", err, "changed_since_last_log", n)
+		} else {
+			s.log.Warn("wsloop: response status is not a final one, sent as 500", "from", where, "status", status, "changed_since_last_log", n)
+		}
+	}
+}
+
+// checkUpgradeResponse logs what the codec will change in a 101's extra
+// header, and reports whether the chosen subprotocol may be sent: it must
+// be a token (RFC 6455 §4.1 item 10), or the handshake is refused with 500
+// rather than answered with a subprotocol the connection would not report.
+func (s *Server) checkUpgradeResponse(where, subprotocol string, h http.Header) bool {
+	var err error
+	if len(h) > 0 {
+		err = codec.CheckAcceptHeader(h)
+	}
+	valid := subprotocol == "" || codec.CheckSubprotocols([]string{subprotocol}) == nil
+	if err == nil && valid {
+		return true
+	}
+	if ok, n := s.stats.headerLog.allow(s.clock, time.Second); ok {
+		if !valid {
+			s.log.Error("wsloop: upgrade refused with 500: the subprotocol chosen is not a token", "from", where,
+				"subprotocol", strconv.Quote(subprotocol), "changed_since_last_log", n)
+		} else {
+			s.log.Warn("wsloop: 101 header changed before sending", "from", where, "err", err, "changed_since_last_log", n)
+		}
+	}
+	return valid
+}
+
 var (
-	errOrigin    = &codec.HandshakeError{Status: http.StatusForbidden, Reason: "origin not allowed"}
-	errUndecided = &codec.HandshakeError{Status: http.StatusServiceUnavailable, Reason: "upgrade not decided in time", Header: http.Header{"Retry-After": {"5"}}}
-	errPanicked  = &codec.HandshakeError{Status: http.StatusInternalServerError, Reason: "internal server error"}
-	busyResponse = codec.AppendResponse(nil, http.StatusServiceUnavailable, http.Header{"Retry-After": {"5"}}, []byte(busyReason+"\n"))
+	errOrigin         = &codec.HandshakeError{Status: http.StatusForbidden, Reason: "origin not allowed"}
+	errBadSubprotocol = &codec.HandshakeError{Status: http.StatusInternalServerError, Reason: "internal server error"}
+	errUndecided      = &codec.HandshakeError{Status: http.StatusServiceUnavailable, Reason: "upgrade not decided in time", Header: http.Header{"Retry-After": {"5"}}}
+	errPanicked       = &codec.HandshakeError{Status: http.StatusInternalServerError, Reason: "internal server error"}
+	busyResponse      = codec.AppendResponse(nil, http.StatusServiceUnavailable, http.Header{"Retry-After": {"5"}}, []byte(busyReason+"\n"))
 )
 
 // sameOrigin implements the default origin policy: no Origin header (a

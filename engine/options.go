@@ -291,10 +291,25 @@ type Options struct {
 }
 
 // FallbackResponse is a plain HTTP response returned by [Options.Fallback].
+// It is sent with Content-Length and "Connection: close".
 type FallbackResponse struct {
+	// Status is the status code. One outside 200-599 is sent as 500 (a
+	// 1xx, above all a 101, would tell a proxy that the connection
+	// changed protocols or that the answer is still to come); a 204 or
+	// 304 is sent without a body.
 	Status int
+	// Header holds the response's header fields. Nothing in it can
+	// write a header line of its own: a control character in a value
+	// (CR, LF, NUL...) is replaced by a space, as net/http's Header.Write
+	// does, and a field whose name is not an RFC 9110 token is dropped,
+	// as are Content-Length and Transfer-Encoding (the server frames the
+	// body itself). Each such change is logged, rate-limited. Copying
+	// request data into a header is thus safe from response splitting,
+	// though not from whatever the value means (a redirect's Location
+	// still goes where it says).
 	Header http.Header
-	Body   []byte
+	// Body is the response body; a HEAD request gets none.
+	Body []byte
 }
 
 // validate checks the fields where a negative value (or a combination) is

@@ -25,12 +25,22 @@ type Stats struct {
 	Dialed int64
 	// Rejected counts refused upgrade requests by "STATUS label", for
 	// example "403 origin" or "503 connection limit". The labels are a
-	// fixed set: "bad request", "method", "http version", "not websocket",
-	// "websocket version", "header too large", "origin", "handshake
-	// timeout", "connection limit", "shutting down", "inbound memory",
-	// "application" (an Upgrader's rejection, whatever its reason), "panic",
-	// "client connections", "client handshake rate", "client table full"
-	// (the per-client limits) and "other".
+	// fixed set:
+	//   - "malformed request": HTTP/1.1 syntax (RFC 9112): the request
+	//     line, the request-target, a header line (obs-fold, whitespace
+	//     before a colon, a control character in a name or a value), an
+	//     invalid Host;
+	//   - "duplicate header": a second Host, Origin, Sec-WebSocket-Key or
+	//     Sec-WebSocket-Version;
+	//   - "request body": Transfer-Encoding, or a Content-Length but 0;
+	//   - "bad request": a missing Host, a Connection header without the
+	//     upgrade token, an invalid Sec-WebSocket-Key;
+	//   - "method", "http version", "not websocket", "websocket version",
+	//     "header too large", "origin", "handshake timeout", "connection
+	//     limit", "shutting down", "inbound memory", "application" (an
+	//     Upgrader's rejection, whatever its reason), "panic", "client
+	//     connections", "client handshake rate", "client table full" (the
+	//     per-client limits) and "other".
 	Rejected map[string]int64
 	// MessagesIn/Out and BytesIn/Out count data messages and their payload
 	// bytes (out: frame bytes written).
@@ -94,6 +104,9 @@ type Stats struct {
 // Reject labels (see Stats.Rejected).
 const (
 	rejectBadRequest   = "bad request"
+	rejectMalformed    = "malformed request"
+	rejectDuplicate    = "duplicate header"
+	rejectBody         = "request body"
 	rejectMethod       = "method"
 	rejectHTTPVersion  = "http version"
 	rejectNotWebSocket = "not websocket"
@@ -115,7 +128,14 @@ const (
 // rejectLabel returns the label of a handshake rejection.
 func rejectLabel(he *codec.HandshakeError) string {
 	switch he {
-	case codec.ErrBadRequestLine, codec.ErrBadHeaderLine, codec.ErrNoHost, codec.ErrConnection, codec.ErrKey:
+	case codec.ErrBadRequestLine, codec.ErrBadTarget, codec.ErrBadHeaderLine, codec.ErrHeaderSpace, codec.ErrObsFold,
+		codec.ErrHeaderValue, codec.ErrBadHost:
+		return rejectMalformed
+	case codec.ErrDuplicateHost, codec.ErrDuplicateOrigin, codec.ErrDuplicateKey, codec.ErrDuplicateVersion:
+		return rejectDuplicate
+	case codec.ErrRequestBody:
+		return rejectBody
+	case codec.ErrNoHost, codec.ErrConnection, codec.ErrKey:
 		return rejectBadRequest
 	case codec.ErrMethod:
 		return rejectMethod
@@ -174,6 +194,7 @@ type serverStats struct {
 	proxy                                proxyCounters
 	clientConns, clientRate, clientTable atomic.Int64
 	proxyLog, clientLog                  rateLimited
+	headerLog                            rateLimited // response header fields dropped or rewritten
 }
 
 func (st *serverStats) init() {

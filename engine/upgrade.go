@@ -45,11 +45,16 @@ type UpgradeOptions struct {
 	// If it implements handler.StreamHandler, messages arrive in chunks.
 	Handler handler.Handler
 	// Header holds extra header lines for the 101 response (a Set-Cookie,
-	// say).
+	// say), by the rules of [handler.UpgradeResponse].Header: control
+	// characters in values become spaces, fields whose names are not
+	// tokens are dropped, and so are the fields the handshake writes
+	// itself (Upgrade, Connection, Sec-WebSocket-*, Content-Length,
+	// Transfer-Encoding); each change is logged, rate-limited.
 	Header http.Header
 	// Subprotocol is the subprotocol to answer with; it should be one the
-	// client offered. "" picks the first offered one that appears in
-	// Options.Subprotocols, if any.
+	// client offered, and must be a token (RFC 6455 §4.1): another value
+	// makes Upgrade answer 500 and return an error. "" picks the first
+	// offered one that appears in Options.Subprotocols, if any.
 	Subprotocol string
 	// Context becomes the connection's Context before OnOpen runs.
 	Context any
@@ -71,9 +76,11 @@ type UpgradeOptions struct {
 // origin (Options.CheckOrigin, or same-origin). A failed check is answered
 // with the same status and reason as there, and Upgrade returns an error
 // that says why. Malformed HTTP never gets here: net/http answers it before
-// any handler runs. An HTTP/2 request is answered 505 (WebSocket over
-// HTTP/2, RFC 8441, is not supported), as is a ResponseWriter that cannot
-// be hijacked.
+// any handler runs. What net/http lets through but the listener refuses as
+// ambiguous (a second Sec-WebSocket-Key, -Version or Origin, a body behind
+// the upgrade) is refused here too, with 400 (docs/security.md). An HTTP/2
+// request is answered 505 (WebSocket over HTTP/2, RFC 8441, is not
+// supported), as is a ResponseWriter that cannot be hijacked.
 //
 // The handler must not write to w before calling Upgrade, nor use w or r's
 // body after: net/http would send such writes ahead of the 101.
@@ -109,6 +116,9 @@ func (s *Server) Upgrade(w http.ResponseWriter, r *http.Request, opts *UpgradeOp
 	sub := opts.Subprotocol
 	if sub == "" {
 		sub = s.preferredSubprotocol(&req)
+	}
+	if !s.checkUpgradeResponse("UpgradeOptions", sub, opts.Header) {
+		return nil, s.httpReject(w, errBadSubprotocol, rejectApp, errInvalidSubprotocol)
 	}
 	if s.stats.conns.Add(1) > int64(s.maxConns) {
 		s.stats.conns.Add(-1)
@@ -200,6 +210,10 @@ func (s *Server) Upgrade(w http.ResponseWriter, r *http.Request, opts *UpgradeOp
 	return a.wc, nil
 }
 
+// errInvalidSubprotocol is what Upgrade returns for an
+// UpgradeOptions.Subprotocol that is not a token.
+var errInvalidSubprotocol = errors.New("wsloop: upgrade: UpgradeOptions.Subprotocol is not a token (RFC 6455 §4.1)")
+
 var (
 	errDraining  = &codec.HandshakeError{Status: http.StatusServiceUnavailable, Reason: "server shutting down", Header: http.Header{"Retry-After": {"5"}}}
 	errConnLimit = &codec.HandshakeError{Status: http.StatusServiceUnavailable, Reason: "server at its connection limit, try again later", Header: http.Header{"Retry-After": {"5"}}}
@@ -241,6 +255,23 @@ func (s *Server) httpReject(w http.ResponseWriter, he *codec.HandshakeError, lab
 // appendRequestHead appends r's request line and header lines in their
 // wire form, so that the codec checks a net/http request with exactly the
 // rules it applies to the server's own connections.
+//
+// net/http has parsed the request already, by rules that differ from the
+// codec's in a few places; none lets a request through that the codec
+// would refuse on its own listener in a way that matters:
+//   - net/http refuses what the codec refuses as malformed (a control
+//     character in a name or value, whitespace before a colon, a bad or
+//     second Host, extra spaces in the request line) before any handler
+//     runs;
+//   - it joins an obs-fold line with a space (RFC 9112 §5.2 lets a server
+//     do that instead of refusing), so the codec sees the joined value;
+//   - its header is a map: the order of the lines is lost, their number
+//     and values are not, so duplicate Origin, Sec-WebSocket-Key and
+//     Sec-WebSocket-Version lines are still refused;
+//   - a body is still refused: Content-Length stays in r.Header, and
+//     Transfer-Encoding is written back from r.TransferEncoding;
+//   - an absolute-form target stays in RequestURI, and r.Host is its
+//     authority, so the Origin check uses the same host as net/http.
 func appendRequestHead(b []byte, r *http.Request) []byte {
 	target := r.RequestURI
 	if target == "" {
@@ -257,6 +288,15 @@ func appendRequestHead(b []byte, r *http.Request) []byte {
 	if r.Host != "" {
 		b = append(b, "Host: "...)
 		b = append(b, r.Host...)
+		b = append(b, "\r\n"...)
+	}
+	// net/http moves Transfer-Encoding out of the header (and drops a
+	// Content-Length that comes with chunked): put it back, so that the
+	// codec refuses a body behind the upgrade here as on its own
+	// listener. Its bytes would otherwise be read as WebSocket frames.
+	for _, te := range r.TransferEncoding {
+		b = append(b, "Transfer-Encoding: "...)
+		b = append(b, te...)
 		b = append(b, "\r\n"...)
 	}
 	for k, vs := range r.Header {

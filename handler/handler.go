@@ -194,7 +194,11 @@ type Request struct {
 	Path string
 	// RawQuery is the query of the request target, without the '?'.
 	RawQuery string
-	// Host is the value of the Host header.
+	// Host is the host the request is for: the Host header, or, for a
+	// request-target in absolute form ("GET http://host/path"), the
+	// target's host, which RFC 9112 §3.2.2 says a server uses instead.
+	// The default origin check compares Origin with it. The Host line as
+	// sent is in Header.
 	Host string
 	// Origin is the value of the Origin header, or "" when absent.
 	Origin string
@@ -222,9 +226,18 @@ type Request struct {
 type UpgradeResponse struct {
 	// Subprotocol is the subprotocol to answer with. The server preselects
 	// the first offered protocol that appears in its configured list; the
-	// hook may change it to any of r.Protocols or to "".
+	// hook may change it to any of r.Protocols or to "". A value that is
+	// not a token (RFC 6455 §4.1) makes the server answer 500 instead
+	// (and log why).
 	Subprotocol string
-	// Header holds extra header lines for the 101 response.
+	// Header holds extra header lines for the 101 response. Nothing in it
+	// can write a header line of its own: a control character in a value
+	// (CR, LF, NUL...) is replaced by a space, as net/http's Header.Write
+	// does, a field whose name is not an RFC 9110 token is dropped, and so
+	// are the fields the handshake writes itself: Upgrade, Connection,
+	// Sec-WebSocket-Accept, -Protocol (set Subprotocol instead) and
+	// -Extensions, and Content-Length and Transfer-Encoding, which a 101
+	// never carries. The server logs each change, rate-limited.
 	Header http.Header
 	// Context becomes the connection's Context before OnOpen runs.
 	Context any
@@ -260,9 +273,17 @@ type AsyncUpgrader interface {
 // HTTPError rejects an upgrade with an HTTP status and a reason that is sent
 // to the client as the response body.
 type HTTPError struct {
+	// Status is the response's status; one outside 200-599 is sent as
+	// 500.
 	Status int
+	// Reason is the body, one line: a control character in it becomes a
+	// space.
 	Reason string
-	// Header holds extra response headers, e.g. WWW-Authenticate.
+	// Header holds extra response headers, e.g. WWW-Authenticate, by the
+	// same rules as [UpgradeResponse].Header: control characters in
+	// values become spaces, and fields whose names are not tokens are
+	// dropped, as are Content-Length and Transfer-Encoding (the server
+	// frames the body). Each change is logged, rate-limited.
 	Header http.Header
 }
 
@@ -270,7 +291,9 @@ func (e *HTTPError) Error() string {
 	return fmt.Sprintf("wsloop: upgrade rejected: %d %s", e.Status, e.Reason)
 }
 
-// Reject returns an *[HTTPError] for an [Upgrader] to return.
+// Reject returns an *[HTTPError] for an [Upgrader] to return. The response
+// is written as the [HTTPError] fields say: no reason or status can forge
+// a header line.
 func Reject(status int, reason string) error { return &HTTPError{Status: status, Reason: reason} }
 
 // StreamHandler is an optional interface a [Handler] may implement to receive

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -271,5 +272,45 @@ func TestE2EJoinStormKeepsReaders(t *testing.T) {
 	}
 	if limit := int64(64*n + 8<<10); most > limit {
 		t.Fatalf("a member received %d bytes while %d joined; want at most %d", most, n, limit)
+	}
+}
+
+// TestE2EOriginTricks: the chat's origin check (the engine's default,
+// same origin) against the tricks of issue 25. Two Host lines are refused
+// before the check (400); an absolute-form target gives the host the
+// check compares with (RFC 9112 §3.2.2), so a foreign Origin is refused
+// whether the target names the chat or another host.
+func TestE2EOriginTricks(t *testing.T) {
+	app := startApp(t, Config{MaxText: 100})
+	addr := app.Addr().String()
+	const rest = "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+	for _, c := range []struct {
+		name, req string
+		status    int
+	}{
+		{"two Hosts, foreign Origin", "GET /ws?room=r&name=a HTTP/1.1\r\nHost: evil.example\r\nHost: " + addr + "\r\nOrigin: http://evil.example\r\n" + rest, 400},
+		{"absolute form, foreign Origin", "GET http://" + addr + "/ws?room=r&name=b HTTP/1.1\r\nHost: " + addr + "\r\nOrigin: http://evil.example\r\n" + rest, 403},
+		{"absolute form naming another host", "GET http://evil.example/ws?room=r&name=c HTTP/1.1\r\nHost: " + addr + "\r\nOrigin: http://" + addr + "\r\n" + rest, 403},
+		{"absolute form, same origin", "GET http://" + addr + "/ws?room=r&name=d HTTP/1.1\r\nHost: " + addr + "\r\nOrigin: http://" + addr + "\r\n" + rest, 101},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+			if _, err := io.WriteString(conn, c.req+"\r\n"); err != nil {
+				t.Fatal(err)
+			}
+			resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != c.status {
+				t.Fatalf("status %d, want %d", resp.StatusCode, c.status)
+			}
+		})
 	}
 }
