@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/wsloop/wsloop/codec"
 	"github.com/wsloop/wsloop/engine"
@@ -33,6 +34,18 @@ type inbox struct {
 }
 
 func newInbox() *inbox { return &inbox{msgs: make(chan string, 16)} }
+
+// next returns the next message the client received, or says that none
+// came: an example whose writes are broken then fails on its output
+// instead of hanging.
+func (in *inbox) next() string {
+	select {
+	case m := <-in.msgs:
+		return m
+	case <-time.After(5 * time.Second):
+		return "(nothing received)"
+	}
+}
 
 func (in *inbox) OnMessage(c handler.Conn, op handler.Op, data []byte) {
 	select {
@@ -66,7 +79,7 @@ func ExampleServer_Start() {
 		log.Fatal(err)
 	}
 	_ = c.WriteMessage(handler.Text, []byte("hello"))
-	fmt.Println("echoed:", <-in.msgs)
+	fmt.Println("echoed:", in.next())
 
 	stop() // both drain: every connection gets 1001 Going Away
 	fmt.Println(srv.Wait(), cli.Wait())
@@ -100,7 +113,7 @@ func ExampleServer_Upgrade() {
 		log.Fatal(err)
 	}
 	_ = c.WriteMessage(handler.Text, []byte("through net/http"))
-	fmt.Println("echoed:", <-in.msgs)
+	fmt.Println("echoed:", in.next())
 	// Output: echoed: through net/http
 }
 
@@ -124,7 +137,7 @@ func ExampleServer_Dial() {
 	}
 	fmt.Println(resp.StatusCode, c.Subprotocol())
 	_ = c.WriteMessage(handler.Binary, []byte{1, 2, 3})
-	fmt.Printf("echoed: %v\n", []byte(<-in.msgs))
+	fmt.Printf("echoed: %v\n", []byte(in.next()))
 	_ = c.Close(codec.CloseNormal, "done")
 	// Output:
 	// 101 chat.v2
@@ -195,7 +208,7 @@ func ExampleServer_Broadcast() {
 	<-r.joined
 	<-r.joined // both are members before ann speaks
 	_ = a.WriteMessage(handler.Text, []byte("hi all"))
-	got := []string{"ann: " + <-ann.msgs, "bob: " + <-bob.msgs}
+	got := []string{"ann: " + ann.next(), "bob: " + bob.next()}
 	sort.Strings(got)
 	fmt.Println(got)
 	// Output: [ann: hi all bob: hi all]

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log"
 	"log/slog"
+	"time"
 
 	"github.com/wsloop/wsloop/engine"
 	"github.com/wsloop/wsloop/handler"
@@ -56,6 +57,17 @@ type inbox struct {
 
 func (in *inbox) OnMessage(c handler.Conn, op handler.Op, data []byte) { in.msgs <- string(data) }
 
+// next returns the next message, or says that none came within 5 s, so
+// that a broken write fails the example instead of hanging it.
+func (in *inbox) next() string {
+	select {
+	case m := <-in.msgs:
+		return m
+	case <-time.After(5 * time.Second):
+		return "(nothing received)"
+	}
+}
+
 // A handler that does blocking work on a bounded worker pool, with
 // backpressure: PauseReading when the pool's queue is full, ResumeReading
 // when it has room. One worker keeps the replies in order.
@@ -80,7 +92,7 @@ func ExampleConn_PauseReading() {
 		_ = c.WriteMessage(handler.Text, fmt.Appendf(nil, "job %d", i))
 	}
 	for range 6 {
-		fmt.Println(<-in.msgs)
+		fmt.Println(in.next())
 	}
 	// Output:
 	// done: job 0
