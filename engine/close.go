@@ -250,6 +250,10 @@ var errPeerGone = errors.New("wsloop: connection closed by peer without a close 
 // handler's OnClose exactly once for connections whose OnOpen ran.
 func (wc *wsConn) closed(err error) {
 	s := wc.lp.srv
+	if wc.phase() == phaseMoved {
+		wc.detached() // gnet let go of a socket a handoff holds (handoff.go)
+		return
+	}
 	wc.mu.Lock()
 	wc.setPhase(phaseClosed)
 	if wc.out != nil {
@@ -281,8 +285,19 @@ func (wc *wsConn) closed(err error) {
 		}
 		s.callClose(wc, cause)
 	}
-	if s.stats.conns.Add(-1) == 0 && s.draining.Load() {
-		s.drainOnce.Do(func() { close(s.drained) })
+	s.connGone()
+}
+
+// connGone uncounts a connection that is closed or moved away.
+func (s *Server) connGone() {
+	if s.stats.conns.Add(-1) == 0 {
+		if s.draining.Load() {
+			s.drainOnce.Do(func() { close(s.drained) })
+		}
+		select {
+		case s.emptied <- struct{}{}:
+		default:
+		}
 	}
 	s.descriptorFreed()
 }

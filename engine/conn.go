@@ -18,6 +18,7 @@ const (
 	phaseFailing         // we failed the connection: input is discarded until EOF or timeout
 	phaseClosed          // gnet's OnClose ran: nothing may touch the socket
 	phaseTLS             // wss: the TLS handshake runs; phaseHandshake follows (tls.go)
+	phaseMoved           // detached for a handoff: the socket is off the loop, in transit to a successor (handoff.go)
 )
 
 // wsConn is the per-connection state. It is allocated at accept and is kept
@@ -79,9 +80,19 @@ const (
 	sTouched     uint32 = 1 << 10 // loop only: on the broadcast batch's flush list (broadcast.go)
 	sAbort       uint32 = 1 << 11 // the pending close frame is the slow-consumer policy's: close the TCP connection once it is written
 	sClient      uint32 = 1 << 12 // set before OnOpen, never cleared: a connection this side dialed (dial.go): frames are masked, the server's are not, and the server closes TCP first
+	sMoving      uint32 = 1 << 13 // loop only: a handoff takes it at its next message boundary; decoding stops there (handoff.go)
+	sHeld        uint32 = 1 << 14 // loop only: moved here and not resumed yet; nothing is decoded (handoff.go)
+	sWriterOpen  uint32 = 1 << 15 // a NextWriter has sent fragments and not its final frame: no message boundary outbound
 )
 
 func (wc *wsConn) phase() uint8 { return uint8(wc.st.Load() & phaseMask) }
+
+// gone reports whether the socket is no longer the connection's to touch:
+// closed, or detached for a handoff.
+func (wc *wsConn) gone() bool {
+	p := wc.phase()
+	return p == phaseClosed || p == phaseMoved
+}
 
 // setPhase moves the connection to phase p. Nothing leaves phaseClosed: a
 // late change from another goroutine cannot revive a closed connection.
@@ -131,6 +142,8 @@ type connExtra struct {
 	// Guarded by mu.
 	sentClose *handler.CloseError // what Conn.Close sent, reported to OnClose
 	info      *connInfo           // nil when the request was "/" with no query or subprotocol
+
+	id uint64 // ConnID, 0 until first asked for or moved here (handoff_api.go)
 }
 
 // extra returns the connection's connExtra, allocating it on first use.
@@ -236,13 +249,14 @@ func (wc *wsConn) setContextLocked(v any) {
 }
 
 // RemoteAddr returns gnet's copy of the peer's address while the connection
-// is open, nil after: gnet clears it when it recycles the connection after
-// OnClose. The phase is read under mu, which OnClose takes to set
-// phaseClosed, so the address cannot be cleared while it is being read.
+// is open, nil after (and once it moved to a successor): gnet clears it when
+// it recycles the connection after OnClose. The phase is read under mu,
+// which OnClose takes to set phaseClosed (and a handoff phaseMoved), so
+// the address cannot be cleared while it is being read.
 func (wc *wsConn) RemoteAddr() net.Addr {
 	wc.mu.Lock()
 	defer wc.mu.Unlock()
-	if wc.phase() == phaseClosed {
+	if wc.gone() {
 		return nil
 	}
 	if x := wc.x.Load(); x != nil && x.info != nil && x.info.remote != nil {
@@ -255,7 +269,7 @@ func (wc *wsConn) RemoteAddr() net.Addr {
 func (wc *wsConn) LocalAddr() net.Addr {
 	wc.mu.Lock()
 	defer wc.mu.Unlock()
-	if wc.phase() == phaseClosed {
+	if wc.gone() {
 		return nil
 	}
 	if x := wc.x.Load(); x != nil && x.info != nil && x.info.local != nil {

@@ -13,6 +13,11 @@ import (
 // clock only once the connection's timers run. Call it before serving.
 func SetOpenedHook(s *Server, f func()) { s.testHookOpened = f }
 
+// SetHandOffMarkedHook makes s call f during HandOff once every loop has
+// marked the connections that move, before any of them leaves: what a
+// test does in f happens during the move. Call it before HandOff.
+func SetHandOffMarkedHook(s *Server, f func()) { s.testHookMarked = f }
+
 // TLSBuffersFound reports whether the crypto/tls buffers an idle wss
 // connection must not keep were found in this Go release (tls.go).
 func TLSBuffersFound() bool { return tlsConnBufs.ok }

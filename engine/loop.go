@@ -37,6 +37,9 @@ type loop struct {
 	bmu sync.Mutex     // guards bq.q, bq.spare and bq.running
 	bq  broadcastQueue // broadcasts waiting for the loop (broadcast.go)
 
+	moving []*wsConn // a handoff's connections waiting for their message boundary (handoff.go)
+	held   []*wsConn // connections moved here and not resumed yet (handoff.go)
+
 	bcastTask gnet.Runnable // runBroadcasts, made once
 	tickTask  gnet.Runnable // advance, made once
 	ticked    chan struct{} // advance signals it ran, when the clock is not the system's

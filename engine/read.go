@@ -44,7 +44,7 @@ func (wc *wsConn) dispatch() gnet.Action {
 	case phaseFailing:
 		wc.dropInput() // read and drop until the peer closes
 		return gnet.None
-	case phaseClosed:
+	case phaseClosed, phaseMoved:
 		return gnet.None
 	}
 	return wc.frames()
@@ -124,6 +124,11 @@ func (wc *wsConn) frames() gnet.Action {
 	off := 0
 	wc.beginCallbacks()
 	for {
+		if wc.st.Load()&(sMoving|sHeld) != 0 && !wc.dec.InMessage() {
+			// A handoff takes the connection at this message
+			// boundary: what follows is moved raw (handoff.go).
+			break
+		}
 		n, ev, err := wc.dec.Decode(buf[off:], max)
 		if err != nil {
 			var ok bool // a type assertion, not errors.As: &perr would escape on every call

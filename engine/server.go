@@ -81,7 +81,13 @@ type Server struct {
 	defl    serverDeflate // permessage-deflate budget and counters (deflate.go)
 	stats   serverStats   // counters (stats.go)
 
+	gate       acceptGate    // holds the accept loops while a handoff offers the listener (handoff.go)
+	handingOff atomic.Bool   // a HandOff runs
+	nextID     atomic.Uint64 // the last ConnID given out (handoff.go)
+	emptied    chan struct{} // signalled when the last connection is gone
+
 	testHookOpened func() // called by opened, set only by tests (export_test.go)
+	testHookMarked func() // called by HandOff once every loop marked its connections, set only by tests
 }
 
 // New returns a server that delivers the events of its connections to h. If
@@ -97,7 +103,9 @@ func New(h handler.Handler, opts Options) *Server {
 		done:    make(chan struct{}),
 		drained: make(chan struct{}),
 		fdFreed: make(chan struct{}, 1),
+		emptied: make(chan struct{}, 1),
 	}
+	s.nextID.Store(randomIDBase())
 	s.up, _ = h.(handler.Upgrader)
 	s.async, _ = h.(handler.AsyncUpgrader)
 	s.stream, _ = h.(handler.StreamHandler)
@@ -188,18 +196,29 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	s.readyOnce.Do(func() { close(s.ready) })
 
 	var serveErr error
-	select {
-	case <-ctx.Done():
-		sctx, cancel := context.WithTimeout(context.Background(), s.opts.CloseTimeout)
-		go func() { defer cancel(); _ = s.Shutdown(sctx) }()
-		<-s.stopReq
-	case <-s.stopReq:
-	case serveErr = <-acceptDone:
-		// The listener failed for good: drain what is open, then stop.
-		s.log.Error("wsloop: accept failed, shutting down", "err", serveErr)
-		sctx, cancel := context.WithTimeout(context.Background(), s.opts.CloseTimeout)
-		go func() { defer cancel(); _ = s.Shutdown(sctx) }()
-		<-s.stopReq
+	for waiting := true; waiting; {
+		select {
+		case <-ctx.Done():
+			sctx, cancel := context.WithTimeout(context.Background(), s.opts.CloseTimeout)
+			go func() { defer cancel(); _ = s.Shutdown(sctx) }()
+			<-s.stopReq
+			waiting = false
+		case <-s.stopReq:
+			waiting = false
+		case err := <-acceptDone:
+			if errors.Is(err, errHandedOff) {
+				// The listener is a successor's now (HandOff):
+				// serve what stayed until Shutdown.
+				continue
+			}
+			// The listener failed for good: drain what is open, then stop.
+			serveErr = err
+			s.log.Error("wsloop: accept failed, shutting down", "err", serveErr)
+			sctx, cancel := context.WithTimeout(context.Background(), s.opts.CloseTimeout)
+			go func() { defer cancel(); _ = s.Shutdown(sctx) }()
+			<-s.stopReq
+			waiting = false
+		}
 	}
 	if ln != nil {
 		ln.Close()

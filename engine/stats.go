@@ -64,6 +64,10 @@ type Stats struct {
 	// "unexpected message", "bad record" and "other".
 	TLSHandshakes int64
 	TLSFailures   map[string]int64
+	// MovedOut counts connections handed to a successor process
+	// (HandOff), MovedIn those taken over from a predecessor
+	// (Takeover.Restore) and restored; they are not counted in Upgraded.
+	MovedOut, MovedIn int64
 }
 
 // Reject labels (see Stats.Rejected).
@@ -135,6 +139,8 @@ type serverStats struct {
 	panics        atomic.Int64
 	closes        [closeBuckets]atomic.Int64
 	tlsHandshakes atomic.Int64
+	movedOut      atomic.Int64
+	movedIn       atomic.Int64
 
 	rmu         sync.Mutex
 	rejected    map[string]int64 // keys: "STATUS label", bounded
@@ -192,6 +198,8 @@ func (s *Server) Stats() Stats {
 		ClosesByCode:   map[uint16]int64{},
 		TLSHandshakes:  s.stats.tlsHandshakes.Load(),
 		TLSFailures:    map[string]int64{},
+		MovedOut:       s.stats.movedOut.Load(),
+		MovedIn:        s.stats.movedIn.Load(),
 	}
 	for _, lp := range s.loopList() {
 		st.MessagesIn += lp.stats.messagesIn.Load()

@@ -171,7 +171,7 @@ func (wc *wsConn) onTimer() {
 		}
 		lp.wheel.schedule(wc, wc.pingAt+s.ticks(o.CloseTimeout))
 		return
-	case phaseClosed:
+	case phaseClosed, phaseMoved:
 		return
 	}
 

@@ -88,6 +88,7 @@ func (w *fragmentWriter) Write(p []byte) (int, error) {
 	if w.sent {
 		op = codec.OpContinuation
 	}
+	w.wc.set(sWriterOpen, true) // no outbound message boundary until Close (handoff.go)
 	if err := w.wc.writeFrame(false, op, p, false); err != nil {
 		return 0, err
 	}
@@ -104,7 +105,9 @@ func (w *fragmentWriter) Close() error {
 	if w.sent {
 		op = codec.OpContinuation
 	}
-	return w.wc.writeFrame(true, op, nil, true)
+	err := w.wc.writeFrame(true, op, nil, true)
+	w.wc.set(sWriterOpen, false)
+	return err
 }
 
 // writeFrame queues one frame; message marks the last frame of a data
@@ -249,8 +252,12 @@ func (wc *wsConn) endCallbacks() {
 	wc.writeOut(o)
 }
 
-// flush writes the pending frames with one system call. Loop only.
+// flush writes the pending frames with one system call. Loop only. A
+// connection detached for a handoff keeps them: they move with it.
 func (wc *wsConn) flush() {
+	if wc.phase() == phaseMoved {
+		return
+	}
 	wc.mu.Lock()
 	o := wc.out
 	wc.out = nil
@@ -279,7 +286,7 @@ func (wc *wsConn) writeOut(o *outBuf) {
 // an open connection: the one place Stats.BytesOut is counted. Loop only.
 func (wc *wsConn) write(b []byte) bool {
 	p := wc.phase()
-	if p == phaseClosed {
+	if p == phaseClosed || p == phaseMoved {
 		return false
 	}
 	var err error

@@ -343,7 +343,7 @@ func runTaker(mode string) int {
 		}
 	}
 	for {
-		m, err := t.Next(ctx)
+		m, err := t.Next(ctx, nil)
 		if err != nil {
 			closeAll()
 			var re *RefusedError
@@ -642,7 +642,7 @@ func giverCase(t *testing.T, mode string, n int) (servers []net.Conn, fds []int,
 		t.Fatal(cerr)
 	}
 	for {
-		m, nerr := tk.Next(ctx)
+		m, nerr := tk.Next(ctx, nil)
 		if nerr != nil {
 			return servers, fds, idx, nerr, ch, before
 		}
@@ -754,7 +754,7 @@ func giverCaseStdin(t *testing.T, mode string, n int, stdin *os.File) ([]net.Con
 	}
 	var fds []int
 	for {
-		m, err := tk.Next(ctx)
+		m, err := tk.Next(ctx, nil)
 		if err != nil {
 			return servers, fds, nil, err, ch, before
 		}
@@ -800,7 +800,7 @@ func TestWindowAndTooManyRefs(t *testing.T) {
 		}
 		var r result
 		for {
-			m, err := tk.Next(ctx)
+			m, err := tk.Next(ctx, nil)
 			if err != nil {
 				r.err = err
 				res <- r

@@ -49,13 +49,14 @@ func Connect(ctx context.Context, dir string, cfg Config) (*Taker, error) {
 func (t *Taker) Peer() Peer { return t.c.Peer }
 
 // Next reads the next message and acknowledges it, or refuses it when it
-// did not arrive whole (its descriptors are closed then, and the transfer
-// is off: Next returns a *RefusedError). On Commit the transfer is
+// did not arrive whole or check (if not nil) returns an error for it (its
+// descriptors are closed then, and the transfer is off: Next returns a
+// *RefusedError). On Commit the transfer is
 // complete and the socket closed. It returns ErrTakenBack when the giver
 // called the transfer off, and ErrGiverGone when the giver died: then
 // what was acknowledged is the taker's; after ErrTakenBack, or any other
 // error, nothing is and every descriptor received must be closed unread.
-func (t *Taker) Next(ctx context.Context) (*Message, error) {
+func (t *Taker) Next(ctx context.Context, check func(*Message) error) (*Message, error) {
 	if t.done {
 		return nil, errors.New("wsloop handoff: the transfer is over")
 	}
@@ -97,11 +98,20 @@ func (t *Taker) Next(ctx context.Context) (*Message, error) {
 		t.close()
 		return nil, fmt.Errorf("wsloop handoff: unexpected message %d from the old process", m.typ)
 	}
+	out := &Message{Kind: k, Seq: m.seq, Payload: m.payload, FDs: m.fds}
+	if check != nil {
+		if err := check(out); err != nil {
+			m.closeFDs()
+			_ = t.c.send(msgRefuse, m.seq, []byte(err.Error()), nil, false)
+			t.close()
+			return nil, &RefusedError{Seq: m.seq, Reason: err.Error()}
+		}
+	}
 	if err := t.c.send(msgAck, m.seq, nil, nil, false); err != nil {
 		m.closeFDs()
 		return nil, t.end(ctx, err)
 	}
-	return &Message{Kind: k, Seq: m.seq, Payload: m.payload, FDs: m.fds}, nil
+	return out, nil
 }
 
 // end decides what a broken stream means. The giver says TakeBack before
