@@ -47,7 +47,9 @@ func (*Giver) Close() error { return nil }
 func (*Taker) Peer() Peer { return Peer{} }
 
 // Next is never reached here.
-func (*Taker) Next(context.Context, func(*Message) error) (*Message, error) { return nil, ErrUnsupported }
+func (*Taker) Next(context.Context, func(*Message) error) (*Message, error) {
+	return nil, ErrUnsupported
+}
 
 // Abandon is never reached here.
 func (*Taker) Abandon() {}
