@@ -109,6 +109,7 @@ func (s *Server) HandOff(ctx context.Context, dir string, opts *HandOffOptions) 
 	if err := g.SendListeners(ctx, payload, listenerFDs(ls)); err != nil {
 		g.TakeBack()
 		s.handingOff.Store(false)
+		s.log.Warn("wsloop: handoff called off before anything moved", "err", err)
 		return nil, fmt.Errorf("wsloop: HandOff: listeners: %w", err)
 	}
 	s.pauseListeners(ls)

@@ -115,13 +115,17 @@ func (a *movingApp) OnRestore(c handler.Conn, state []byte) (handler.Handler, an
 }
 
 // deploy runs a whole handoff from old to a new server for app, and
-// returns the new server and both sides' results. hook, if set, runs
-// during the move.
+// returns the new server and both sides' results once the old server's
+// HandOff returned.
 type deployment struct {
 	old, new *engine.Server
+	ctx      context.Context
+	tk       *engine.Takeover
+	done     chan struct{} // closed when HandOff returned
 	handed   *engine.HandOffResult
 	handErr  error
 	restored *engine.RestoreResult
+	mu       sync.Mutex
 	global   string
 }
 
@@ -136,21 +140,32 @@ func startOld(t *testing.T, app handler.Handler, opts engine.Options) *engine.Se
 
 func deploy(t *testing.T, old *engine.Server, app handler.Handler, ho *engine.HandOffOptions, opts engine.Options) *deployment {
 	t.Helper()
+	d := beginDeploy(t, old, ho)
+	d.finish(t, app, opts)
+	d.waitHandOff(t)
+	if d.handErr != nil {
+		t.Fatalf("HandOff: %v", d.handErr)
+	}
+	return d
+}
+
+// beginDeploy starts old's HandOff and takes its listeners over.
+func beginDeploy(t *testing.T, old *engine.Server, ho *engine.HandOffOptions) *deployment {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
+	t.Cleanup(cancel)
 	dir := filepath.Join(t.TempDir(), "handoff")
-	d := &deployment{old: old}
-	done := make(chan struct{})
+	d := &deployment{old: old, ctx: ctx, done: make(chan struct{})}
 	go func() {
-		defer close(done)
+		defer close(d.done)
 		d.handed, d.handErr = old.HandOff(ctx, dir, ho)
 	}()
-	var gmu sync.Mutex
-	tk, err := engine.TakeOver(ctx, dir, &engine.TakeOverOptions{
+	var err error
+	d.tk, err = engine.TakeOver(ctx, dir, &engine.TakeOverOptions{
 		Logger: discardLogger,
 		State: func(st []byte, ok bool) error {
-			gmu.Lock()
-			defer gmu.Unlock()
+			d.mu.Lock()
+			defer d.mu.Unlock()
 			if ok {
 				d.global = string(st)
 			}
@@ -160,13 +175,20 @@ func deploy(t *testing.T, old *engine.Server, app handler.Handler, ho *engine.Ha
 	if err != nil {
 		t.Fatal(err)
 	}
+	return d
+}
+
+// finish starts the new server on the listener taken over and restores
+// the connections onto it.
+func (d *deployment) finish(t *testing.T, app handler.Handler, opts engine.Options) {
+	t.Helper()
 	if opts.EventLoops == 0 {
 		opts.EventLoops = 2
 	}
 	opts.Logger = discardLogger
 	d.new = engine.New(app, opts)
 	errc := make(chan error, 1)
-	ln := tk.Listener("")
+	ln := d.tk.Listener("")
 	if ln == nil {
 		t.Fatal("the old server's listener did not come")
 	}
@@ -178,15 +200,21 @@ func deploy(t *testing.T, old *engine.Server, app handler.Handler, ho *engine.Ha
 		_ = d.new.Shutdown(sctx)
 		<-errc
 	})
-	d.restored, err = tk.Restore(ctx, d.new)
+	var err error
+	d.restored, err = d.tk.Restore(d.ctx, d.new)
 	if err != nil {
 		t.Fatal(err)
 	}
-	<-done
-	if d.handErr != nil {
-		t.Fatalf("HandOff: %v", d.handErr)
+}
+
+// waitHandOff waits until the old server's HandOff returned.
+func (d *deployment) waitHandOff(t *testing.T) {
+	t.Helper()
+	select {
+	case <-d.done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("HandOff did not return")
 	}
-	return d
 }
 
 // The whole deploy: every connection moves with its state, Context and
@@ -290,4 +318,252 @@ func TestHandOffMovesConnections(t *testing.T) {
 	for _, c := range append(clients, c) {
 		c.conn.Close() // before the new server's drain, which would wait for their answers
 	}
+}
+
+// What cannot move stays and is served until it closes: a connection whose
+// OnMove fails, one still in its handshake. The old server's HandOff
+// returns once they are gone; with a negative DrainTimeout they get 1001
+// at once.
+func TestHandOffWhatStays(t *testing.T) {
+	for _, drain := range []time.Duration{0, -1} {
+		t.Run(fmt.Sprintf("drain=%v", drain), func(t *testing.T) {
+			oldApp := newMovingApp("A")
+			oldApp.refuse = "/stay"
+			old := startOld(t, oldApp, engine.Options{})
+			addr := old.Addr().String()
+			mover := dialWS(t, addr, "/go")
+			stay := dialWS(t, addr, "/stay")
+			half, err := dialRaw(addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer half.conn.Close()
+			if _, err := half.conn.Write([]byte("GET / HTTP/1.1\r\n")); err != nil {
+				t.Fatal(err)
+			}
+			for _, c := range []*wsClient{mover, stay} {
+				if err := c.send(codec.OpText, []byte("w")); err != nil {
+					t.Fatal(err)
+				}
+				c.expect(t, codec.OpText, "A 1 w")
+			}
+			d := beginDeploy(t, old, &engine.HandOffOptions{DrainTimeout: drain})
+			d.finish(t, newMovingApp("B"), engine.Options{})
+			if err := mover.send(codec.OpText, []byte("x")); err != nil {
+				t.Fatal(err)
+			}
+			mover.expect(t, codec.OpText, "B 2 x")
+			if drain < 0 {
+				stay.expectClose(t, codec.CloseGoingAway)
+				if err := stay.sendClose(codec.CloseGoingAway, ""); err != nil {
+					t.Fatal(err)
+				}
+				if err := half.waitEOF(readTimeout); err != nil {
+					t.Fatalf("the connection in its handshake: %v", err)
+				}
+			} else {
+				// Served by the old server until it leaves.
+				if err := stay.send(codec.OpText, []byte("x")); err != nil {
+					t.Fatal(err)
+				}
+				stay.expect(t, codec.OpText, "A 2 x")
+				stay.closeCleanly(t)
+				half.conn.Close()
+			}
+			d.waitHandOff(t)
+			if d.handErr != nil {
+				t.Fatal(d.handErr)
+			}
+			if d.handed.Moved != 1 || d.handed.Stayed["application"] != 1 || d.handed.Stayed["handshake"] != 1 {
+				t.Errorf("HandOff: moved %d, stayed %v", d.handed.Moved, d.handed.Stayed)
+			}
+			if want := int64(0); drain < 0 {
+				if d.handed.Drained != 2 {
+					t.Errorf("Drained %d, want 2", d.handed.Drained)
+				}
+			} else if d.handed.Drained != want {
+				t.Errorf("Drained %d, want %d", d.handed.Drained, want)
+			}
+			oldApp.mu.Lock()
+			if oldApp.closed != 1 || len(oldApp.moved) != 1 {
+				t.Errorf("old server: %d OnClose, %d OnMoved; want 1 and 1", oldApp.closed, len(oldApp.moved))
+			}
+			oldApp.mu.Unlock()
+			mover.conn.Close()
+		})
+	}
+}
+
+// A successor that gives up after taking the listener leaves everything
+// with the old server: the connections are put back as they were (a
+// message sent during the move is delivered once, by the old server), the
+// old listener accepts again, and HandOff says why.
+func TestHandOffCalledOff(t *testing.T) {
+	oldApp := newMovingApp("A")
+	old := startOld(t, oldApp, engine.Options{})
+	addr := old.Addr().String()
+	clients := make([]*wsClient, 6)
+	for i := range clients {
+		clients[i] = dialWS(t, addr, fmt.Sprintf("/p?i=%d", i))
+		if err := clients[i].send(codec.OpText, []byte("w")); err != nil {
+			t.Fatal(err)
+		}
+		clients[i].expect(t, codec.OpText, "A 1 w")
+	}
+	// The successor gives up during the move, after a message arrived.
+	var d *deployment
+	taken := make(chan struct{})
+	engine.SetHandOffMarkedHook(old, func() {
+		_ = clients[1].send(codec.OpText, []byte("during"))
+		<-taken
+		d.tk.Listener("").Close() // that process will not serve after all
+		d.tk.Close()
+	})
+	d = beginDeploy(t, old, nil)
+	close(taken)
+	d.waitHandOff(t)
+	if d.handErr == nil {
+		t.Fatalf("HandOff succeeded with a successor that gave up: %+v", d.handed)
+	}
+	clients[1].expect(t, codec.OpText, "A 2 during")
+	for i, c := range clients {
+		want := 2
+		if i == 1 {
+			want = 3
+		}
+		if err := c.send(codec.OpText, []byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		c.expect(t, codec.OpText, fmt.Sprintf("A %d x", want))
+	}
+	c := dialWS(t, addr, "/late")
+	if err := c.send(codec.OpText, []byte("y")); err != nil {
+		t.Fatal(err)
+	}
+	c.expect(t, codec.OpText, "A 1 y")
+	oldApp.mu.Lock()
+	if oldApp.closed != 0 || len(oldApp.moved) != 0 {
+		t.Errorf("old server: %d OnClose, %d OnMoved after a called-off handoff", oldApp.closed, len(oldApp.moved))
+	}
+	oldApp.mu.Unlock()
+	if st := old.Stats(); st.MovedOut != 0 || st.Open != int64(len(clients)+1) {
+		t.Errorf("old server: MovedOut %d Open %d", st.MovedOut, st.Open)
+	}
+	for _, c := range append(clients, c) {
+		c.conn.Close()
+	}
+}
+
+// A connection the new server cannot restore is closed with 1012 Service
+// Restart, after whatever the old server had written to it; the others
+// are served.
+func TestHandOffRestoreRefused(t *testing.T) {
+	old := startOld(t, newMovingApp("A"), engine.Options{})
+	addr := old.Addr().String()
+	good, bad := dialWS(t, addr, "/good"), dialWS(t, addr, "/bad")
+	for _, c := range []*wsClient{good, bad} {
+		if err := c.send(codec.OpText, []byte("w")); err != nil {
+			t.Fatal(err)
+		}
+		c.expect(t, codec.OpText, "A 1 w")
+	}
+	newApp := newMovingApp("B")
+	newApp.refuse = "/bad"
+	d := deploy(t, old, newApp, nil, engine.Options{})
+	if d.restored.Restored != 1 || d.restored.Refused != 1 {
+		t.Errorf("Restore: %+v", d.restored)
+	}
+	bad.expectClose(t, codec.CloseServiceRestart)
+	if err := good.send(codec.OpText, []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	good.expect(t, codec.OpText, "B 2 x")
+	good.conn.Close()
+	bad.conn.Close()
+}
+
+// With no successor, HandOff gives up when its context ends, and the
+// server serves on.
+func TestHandOffNoSuccessor(t *testing.T) {
+	old := startOld(t, newMovingApp("A"), engine.Options{})
+	c := dialWS(t, old.Addr().String(), "/")
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if _, err := old.HandOff(ctx, filepath.Join(t.TempDir(), "ho"), nil); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("HandOff with nobody taking over: %v", err)
+	}
+	if err := c.send(codec.OpText, []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	c.expect(t, codec.OpText, "A 1 x")
+	c2 := dialWS(t, old.Addr().String(), "/")
+	if err := c2.send(codec.OpText, []byte("y")); err != nil {
+		t.Fatal(err)
+	}
+	c2.expect(t, codec.OpText, "A 1 y")
+	c.conn.Close()
+	c2.conn.Close()
+}
+
+// dialApp is the handler of a connection its server dialed; it moves too.
+type dialApp struct {
+	handler.Base
+	got  chan string
+	mu   sync.Mutex
+	conn handler.Conn
+}
+
+func (a *dialApp) OnOpen(c handler.Conn) { a.mu.Lock(); a.conn = c; a.mu.Unlock() }
+func (a *dialApp) OnMessage(c handler.Conn, op handler.Op, data []byte) {
+	a.got <- string(data)
+}
+func (a *dialApp) OnMove(handler.Conn) ([]byte, error) { return []byte("dialed"), nil }
+func (a *dialApp) OnMoved(handler.Conn)                {}
+func (a *dialApp) OnRestore(c handler.Conn, st []byte) (handler.Handler, any, error) {
+	if string(st) != "dialed" {
+		return nil, nil, fmt.Errorf("state %q", st)
+	}
+	a.mu.Lock()
+	a.conn = c
+	a.mu.Unlock()
+	return nil, nil, nil
+}
+
+// A connection the old server dialed moves like the others: the new
+// server writes on it (masked, as a client must) and gets the answers,
+// and the remote server never notices.
+func TestHandOffMovesDialedConnections(t *testing.T) {
+	remote := startOld(t, newMovingApp("S"), engine.Options{})
+	oldApp := &dialApp{got: make(chan string, 4)}
+	old := startOld(t, oldApp, engine.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, _, err := old.Dial(ctx, "ws://"+remote.Addr().String()+"/up", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WriteMessage(handler.Text, []byte("hi")); err != nil {
+		t.Fatal(err)
+	}
+	if got := waitN(t, oldApp.got, 1, readTimeout)[0]; got != "S 1 hi" {
+		t.Fatalf("before the move: %q", got)
+	}
+	newApp := &dialApp{got: make(chan string, 4)}
+	d := deploy(t, old, newApp, nil, engine.Options{})
+	if d.handed.Moved != 1 {
+		t.Fatalf("HandOff: %+v", d.handed)
+	}
+	newApp.mu.Lock()
+	nc := newApp.conn
+	newApp.mu.Unlock()
+	if nc == nil || engine.ConnID(nc) != engine.ConnID(c) {
+		t.Fatalf("restored dialed connection %v", nc)
+	}
+	if err := nc.WriteMessage(handler.Text, []byte("again")); err != nil {
+		t.Fatal(err)
+	}
+	if got := waitN(t, newApp.got, 1, readTimeout)[0]; got != "S 2 again" {
+		t.Fatalf("after the move: %q", got)
+	}
+	_ = nc.Close(1000, "")
 }
