@@ -103,16 +103,19 @@ func (s *Server) HandOff(ctx context.Context, dir string, opts *HandOffOptions) 
 	res := &HandOffResult{Successor: g.Peer().PID, Stayed: map[string]int{}}
 	s.log.Info("wsloop: handing off", "successor_pid", res.Successor, "listeners", len(ls), "conns", s.stats.conns.Load())
 
-	// The listeners first: once the successor has them, this process
-	// stops accepting, and the listen queues stay open throughout.
+	// The listeners first. This process stops accepting before the
+	// successor has them, so that no connection is accepted here after
+	// that (it would stay, and be drained); the listen queues stay open
+	// throughout, and a connection attempt waits in them.
+	s.pauseListeners(ls)
 	payload := appendListeners(nil, listenerRecords(ls))
 	if err := g.SendListeners(ctx, payload, listenerFDs(ls)); err != nil {
 		g.TakeBack()
+		s.resumeListeners(ls)
 		s.handingOff.Store(false)
 		s.log.Warn("wsloop: handoff called off before anything moved", "err", err)
 		return nil, fmt.Errorf("wsloop: HandOff: listeners: %w", err)
 	}
-	s.pauseListeners(ls)
 	res.Listeners = len(ls)
 
 	moved, pauseStart, err := s.moveConns(ctx, g, &o, res)
@@ -185,13 +188,14 @@ func (s *Server) handOffListeners(extra map[string]net.Listener) ([]handedListen
 	}
 	for i := range ls {
 		l := &ls[i]
-		sc, ok := l.ln.(syscall.Conn)
-		switch l.ln.(type) {
+		inner := unwrapListener(l.ln)
+		sc, ok := inner.(syscall.Conn)
+		switch inner.(type) {
 		case *net.TCPListener, *net.UnixListener:
 		default:
 			ok = false
 		}
-		if !ok {
+		if _, dl := l.ln.(deadlineListener); !ok || !dl {
 			return nil, fmt.Errorf("wsloop: HandOff: listener %q is a %T: only *net.TCPListener and *net.UnixListener can be handed over", l.name, l.ln)
 		}
 		rc, err := sc.SyscallConn()
@@ -254,7 +258,7 @@ func (s *Server) resumeListeners(ls []handedListener) {
 // successor's: nobody here unlinks it.
 func (s *Server) releaseListeners(ls []handedListener) {
 	for _, l := range ls {
-		if ul, ok := l.ln.(*net.UnixListener); ok {
+		if ul, ok := unwrapListener(l.ln).(*net.UnixListener); ok {
 			ul.SetUnlinkOnClose(false)
 		}
 		if l.own {
@@ -809,6 +813,63 @@ type Takeover struct {
 	listeners map[string]net.Listener
 	peer      int
 	done      bool
+	ready     chan struct{} // closed once Restore is over: the listeners accept
+	readyOnce sync.Once
+}
+
+// release lets the listeners accept.
+func (tk *Takeover) release() { tk.readyOnce.Do(func() { close(tk.ready) }) }
+
+// heldListener is a listener taken over. Its Accept waits until Restore
+// is over, so that a client who connects during the deploy finds the
+// application's state and the moved connections in place; meanwhile its
+// connection waits in the listen queue, which was never closed.
+type heldListener struct {
+	net.Listener
+	ready     <-chan struct{}
+	closed    chan struct{}
+	closeOnce sync.Once
+}
+
+// Accept waits until the takeover is over, then accepts.
+func (l *heldListener) Accept() (net.Conn, error) {
+	select {
+	case <-l.ready:
+	case <-l.closed:
+		return nil, &net.OpError{Op: "accept", Net: l.Addr().Network(), Addr: l.Addr(), Err: net.ErrClosed}
+	}
+	return l.Listener.Accept()
+}
+
+// Close closes the listener; a waiting Accept returns.
+func (l *heldListener) Close() error {
+	l.closeOnce.Do(func() { close(l.closed) })
+	return l.Listener.Close()
+}
+
+// SyscallConn returns the listening socket's raw connection.
+func (l *heldListener) SyscallConn() (syscall.RawConn, error) {
+	return l.Listener.(syscall.Conn).SyscallConn()
+}
+
+// SetDeadline sets the listening socket's accept deadline.
+func (l *heldListener) SetDeadline(t time.Time) error {
+	return l.Listener.(deadlineListener).SetDeadline(t)
+}
+
+// Unwrap returns the *net.TCPListener or *net.UnixListener: a later
+// HandOff passes it on.
+func (l *heldListener) Unwrap() net.Listener { return l.Listener }
+
+// unwrapListener returns the listener under wrappers with an Unwrap method.
+func unwrapListener(ln net.Listener) net.Listener {
+	for {
+		u, ok := ln.(interface{ Unwrap() net.Listener })
+		if !ok {
+			return ln
+		}
+		ln = u.Unwrap()
+	}
 }
 
 // TakeOver connects to the handoff socket in dir (waiting, until ctx is
@@ -822,7 +883,7 @@ func TakeOver(ctx context.Context, dir string, opts *TakeOverOptions) (*Takeover
 	if opts == nil {
 		opts = &TakeOverOptions{}
 	}
-	tk := &Takeover{opts: *opts, log: opts.Logger, listeners: map[string]net.Listener{}}
+	tk := &Takeover{opts: *opts, log: opts.Logger, listeners: map[string]net.Listener{}, ready: make(chan struct{})}
 	if tk.log == nil {
 		tk.log = slog.Default()
 	}
@@ -862,7 +923,7 @@ func TakeOver(ctx context.Context, dir string, opts *TakeOverOptions) (*Takeover
 			// removes it, as for a listener it bound itself.
 			ul.SetUnlinkOnClose(true)
 		}
-		tk.listeners[recs[i].name] = ln
+		tk.listeners[recs[i].name] = &heldListener{Listener: ln, ready: tk.ready, closed: make(chan struct{})}
 	}
 	tk.log.Info("wsloop: taking over", "from_pid", tk.peer, "listeners", len(tk.listeners))
 	return tk, nil
@@ -870,8 +931,17 @@ func TakeOver(ctx context.Context, dir string, opts *TakeOverOptions) (*Takeover
 
 // Listener returns the listener the old process handed over under name
 // ("" for its server's own), or nil if it sent none by that name. It is
-// this process's to serve and to close.
-func (tk *Takeover) Listener(name string) net.Listener { return tk.listeners[name] }
+// this process's to serve (Server.Serve, or an http.Server's Serve) and to
+// close. Its Accept waits until Restore is over (or Close), so that a
+// client who connects meanwhile finds the application's state and the
+// moved connections in place: its connection waits in the listen queue,
+// never refused.
+func (tk *Takeover) Listener(name string) net.Listener {
+	if ln, ok := tk.listeners[name]; ok {
+		return ln
+	}
+	return nil
+}
 
 // Predecessor returns the process id of the old process, as the kernel
 // reports it (0 where the platform does not say).
@@ -893,6 +963,7 @@ func (tk *Takeover) Restore(ctx context.Context, srv *Server) (*RestoreResult, e
 	if tk.done {
 		return nil, errors.New("wsloop: Restore: called already")
 	}
+	defer tk.release()
 	if !srv.serving() {
 		tk.Close()
 		return nil, fmt.Errorf("wsloop: Restore: %w", ErrNotServing)
@@ -959,10 +1030,11 @@ recv:
 // (or shut down the server serving them) too when this process will not
 // serve after all.
 func (tk *Takeover) Close() {
-	if tk.t != nil {
+	if tk.t != nil && !tk.done {
 		tk.t.Abandon()
 	}
 	tk.done = true
+	tk.release()
 }
 
 func callGlobalRestore(f func([]byte, bool) error, st []byte, ok bool) (err error) {

@@ -254,7 +254,30 @@ func TestHandOffMovesConnections(t *testing.T) {
 			hookErr = err
 		}
 	})
-	d := deploy(t, old, newApp, &engine.HandOffOptions{State: func() ([]byte, error) { return []byte("rooms"), nil }}, engine.Options{})
+	d := beginDeploy(t, old, &engine.HandOffOptions{State: func() ([]byte, error) { return []byte("rooms"), nil }})
+	// A client connecting in the middle of the deploy is not refused: it
+	// waits in the listen queue and is served by the new server once the
+	// moved connections are in place.
+	early, err := dialRaw(addr)
+	if err != nil {
+		t.Fatalf("connecting during the deploy: %v", err)
+	}
+	if _, err := early.conn.Write([]byte(upgradeRequest(addr, "/early"))); err != nil {
+		t.Fatal(err)
+	}
+	d.finish(t, newApp, engine.Options{})
+	d.waitHandOff(t)
+	if d.handErr != nil {
+		t.Fatal(d.handErr)
+	}
+	if err := early.readResponse(); err != nil || early.resp.StatusCode != 101 {
+		t.Fatalf("the client that connected during the deploy: %v %v", early.resp, err)
+	}
+	if err := early.send(codec.OpText, []byte("e")); err != nil {
+		t.Fatal(err)
+	}
+	early.expect(t, codec.OpText, "B 1 e")
+	early.conn.Close()
 	if hookErr != nil {
 		t.Fatal(hookErr)
 	}

@@ -74,8 +74,9 @@ type Hub struct {
 
 	cfg HubConfig
 	log *slog.Logger
-	out atomic.Pointer[Broadcaster]
-	seq atomic.Uint64
+	out    atomic.Pointer[Broadcaster]
+	seq    atomic.Uint64
+	frozen atomic.Bool // a handoff is on: pending notices wait (handoff.go)
 
 	mu    sync.Mutex
 	rooms map[string]*room
