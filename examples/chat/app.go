@@ -8,8 +8,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/wsloop/wsloop/engine"
 	"github.com/wsloop/wsloop/handler"
@@ -36,6 +38,13 @@ type Config struct {
 	// Engine holds further engine options; Addr, Fallback, Logger and
 	// MaxMessageSize are set from the fields above.
 	Engine engine.Options
+	// TakeOver, when set, is the handoff directory of the chat process
+	// this one replaces (see [App.HandOff]): Run takes its listener,
+	// rooms and connections over instead of listening on Addr.
+	TakeOver string
+	// OnTakenOver, if set, runs once a takeover is complete: the moved
+	// connections are served here now (a place to tell systemd).
+	OnTakenOver func(*engine.RestoreResult)
 }
 
 // App is a chat server: the page and the WebSocket on one engine.
@@ -43,6 +52,7 @@ type App struct {
 	Hub    *Hub
 	Server *engine.Server
 
+	cfg    Config
 	broker Broker
 	shared bool
 	page   []byte
@@ -53,7 +63,7 @@ func NewApp(cfg Config) *App {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	a := &App{}
+	a := &App{cfg: cfg}
 	if cfg.NATS != "" {
 		a.broker = NewNATSBroker(cfg.NATS, NATSOptions{Logger: cfg.Logger})
 		a.shared = true
@@ -94,11 +104,68 @@ func (a *App) Run(ctx context.Context) error {
 		defer cancel()
 		go a.Hub.Run(hctx)
 	}
-	err := a.Server.ListenAndServe(ctx)
+	var err error
+	if a.cfg.TakeOver != "" {
+		err = a.takeOver(ctx)
+	} else {
+		err = a.Server.ListenAndServe(ctx)
+	}
 	if errors.Is(err, context.Canceled) {
 		err = nil
 	}
 	return err
+}
+
+// HandOff deploys without disconnecting: it gives this chat's listener,
+// rooms and connections to the process that runs Run with Config.TakeOver
+// set to dir, then serves what stayed (wss connections, whose TLS session
+// cannot move) until they leave or the drain timeout, and stops; Run
+// returns then. If the successor fails, HandOff returns an error and this
+// process goes on serving everything.
+func (a *App) HandOff(ctx context.Context, dir string) (*engine.HandOffResult, error) {
+	a.Hub.freezeNotices(true)
+	res, err := a.Server.HandOff(ctx, dir, &engine.HandOffOptions{State: a.Hub.ExportState})
+	if err != nil {
+		a.Hub.freezeNotices(false)
+	}
+	return res, err
+}
+
+// takeOver serves the listener, rooms and connections of the process
+// being replaced, then serves until ctx is done.
+func (a *App) takeOver(ctx context.Context) error {
+	log := a.cfg.Logger
+	tk, err := engine.TakeOver(ctx, a.cfg.TakeOver, &engine.TakeOverOptions{State: a.Hub.ImportState, Logger: log})
+	if err != nil {
+		return fmt.Errorf("chat: taking over: %w", err)
+	}
+	ln := tk.Listener("")
+	if ln == nil {
+		tk.Close()
+		return errors.New("chat: taking over: the old process handed over no listener")
+	}
+	served := make(chan error, 1)
+	go func() { served <- a.Server.Serve(ctx, ln) }()
+	select {
+	case <-a.Server.Ready():
+	case err := <-served:
+		tk.Close()
+		return err
+	}
+	res, err := tk.Restore(ctx, a.Server)
+	if err != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), a.cfg.Engine.CloseTimeout+5*time.Second)
+		defer cancel()
+		_ = a.Server.Shutdown(sctx)
+		<-served
+		return fmt.Errorf("chat: taking over: %w", err)
+	}
+	log.Info("chat took over", "pid", os.Getpid(), "from_pid", tk.Predecessor(), "addr", ln.Addr().String(),
+		"restored", res.Restored, "refused", res.Refused, "partial", res.Partial, "restore", res.Duration)
+	if a.cfg.OnTakenOver != nil {
+		a.cfg.OnTakenOver(res)
+	}
+	return <-served
 }
 
 // Addr is the bound address once the server is ready.

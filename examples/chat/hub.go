@@ -72,8 +72,8 @@ type HubConfig struct {
 type Hub struct {
 	handler.Base
 
-	cfg HubConfig
-	log *slog.Logger
+	cfg    HubConfig
+	log    *slog.Logger
 	out    atomic.Pointer[Broadcaster]
 	seq    atomic.Uint64
 	frozen atomic.Bool // a handoff is on: pending notices wait (handoff.go)
