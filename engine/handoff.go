@@ -970,14 +970,12 @@ func (tk *Takeover) Restore(ctx context.Context, srv *Server) (*RestoreResult, e
 	}
 	tk.done = true
 	var recs []*connRecord
-	var fds []int
 	var global []byte
 	haveGlobal, partial := false, false
-	closeAll := func() {
-		for _, fd := range fds {
-			unix.Close(fd)
-		}
-	}
+	// Each socket becomes a net.Conn while the rest arrive: that reads
+	// nothing from it (it is only registered with Go's poller), and it is
+	// what gnet adopts after the commit.
+	conv := newConverter()
 recv:
 	for {
 		var batch []*connRecord
@@ -995,13 +993,13 @@ recv:
 			tk.log.Warn("wsloop: the old process died during the transfer; restoring what it had given", "conns", len(recs))
 			break recv
 		case err != nil:
-			closeAll()
+			conv.closeAll()
 			return nil, fmt.Errorf("wsloop: Restore: %w", err)
 		}
 		switch m.Kind {
 		case handoff.Batch:
 			recs = append(recs, batch...)
-			fds = append(fds, m.FDs...)
+			conv.add(m.FDs)
 		case handoff.State:
 			global, haveGlobal = m.Payload, true
 		case handoff.Commit:
@@ -1018,7 +1016,7 @@ recv:
 			srv.log.Warn("wsloop: TakeOverOptions.State failed; restoring the connections anyway", "err", err)
 		}
 	}
-	res := srv.restoreConns(recs, fds)
+	res := srv.restoreConns(recs, conv.wait())
 	res.Partial = partial
 	res.Duration = time.Since(start)
 	srv.log.Info("wsloop: took over", "from_pid", tk.peer, "restored", res.Restored, "refused", res.Refused, "partial", partial, "duration", res.Duration)
@@ -1046,19 +1044,82 @@ func callGlobalRestore(f func([]byte, bool) error, st []byte, ok bool) (err erro
 	return f(st, ok)
 }
 
+// converter turns received sockets into net.Conns on a few goroutines.
+type converter struct {
+	work  chan convJob
+	wg    sync.WaitGroup
+	mu    sync.Mutex
+	conns []net.Conn // by index; nil where the conversion failed
+	n     int
+}
+
+type convJob struct {
+	i  int
+	fd int
+}
+
+func newConverter() *converter {
+	c := &converter{work: make(chan convJob, handoff.MaxFDs)}
+	for i := 0; i < 4; i++ {
+		c.wg.Add(1)
+		go func() { // a few goroutines for the whole transfer, never one per connection
+			defer c.wg.Done()
+			for j := range c.work {
+				nc, err := fileConn(j.fd)
+				c.mu.Lock()
+				if err == nil {
+					c.conns[j.i] = nc
+				}
+				c.mu.Unlock()
+			}
+		}()
+	}
+	return c
+}
+
+// add converts the descriptors of one batch, in order after the others.
+func (c *converter) add(fds []int) {
+	c.mu.Lock()
+	base := c.n
+	c.n += len(fds)
+	c.conns = append(c.conns, make([]net.Conn, len(fds))...)
+	c.mu.Unlock()
+	for i, fd := range fds {
+		c.work <- convJob{i: base + i, fd: fd}
+	}
+}
+
+// wait returns every connection once converted.
+func (c *converter) wait() []net.Conn {
+	close(c.work)
+	c.wg.Wait()
+	return c.conns
+}
+
+// closeAll closes every socket received, unread.
+func (c *converter) closeAll() {
+	for _, nc := range c.wait() {
+		if nc != nil {
+			nc.Close()
+		}
+	}
+}
+
 // restoreConns puts moved connections on the server's loops, held, then
 // resumes them all at once.
-func (s *Server) restoreConns(recs []*connRecord, fds []int) *RestoreResult {
+func (s *Server) restoreConns(recs []*connRecord, conns []net.Conn) *RestoreResult {
 	res := &RestoreResult{}
 	var mu sync.Mutex
 	work := make(chan int)
 	var wg sync.WaitGroup
-	for i := 0; i < min(8, len(recs)); i++ {
+	// Each adoption waits for its loop to register the socket: many at
+	// once let a loop register a batch per wake-up.
+	for i := 0; i < min(32, len(recs)); i++ {
 		wg.Add(1)
 		go func() { // a few goroutines for the whole restore, never one per connection
 			defer wg.Done()
 			for i := range work {
-				ok := s.restoreOne(recs[i], fds[i])
+				ok := s.restoreOne(recs[i], conns[i])
 				mu.Lock()
 				if ok {
 					res.Restored++
@@ -1082,10 +1143,9 @@ func (s *Server) restoreConns(recs []*connRecord, fds []int) *RestoreResult {
 // restoreOne registers one moved socket with a loop, which runs
 // restored. It reports whether the connection was restored (not closed
 // with 1012).
-func (s *Server) restoreOne(r *connRecord, fd int) bool {
-	c, err := fileConn(fd)
-	if err != nil {
-		s.log.Warn("wsloop: a moved connection could not be adopted", "err", err)
+func (s *Server) restoreOne(r *connRecord, c net.Conn) bool {
+	if c == nil {
+		s.log.Warn("wsloop: a moved connection could not be adopted: no descriptor left to duplicate it")
 		return false
 	}
 	s.stats.conns.Add(1)

@@ -20,7 +20,9 @@
 // timeout; budget.go bounds the memory held for inbound messages;
 // broadcast.go, deflate.go, stats.go and recover.go are what their names say;
 // dial.go is the client: connections this side opens with [Server.Dial],
-// served by the same loops and machinery.
+// served by the same loops and machinery; handoff.go deploys without
+// disconnecting: [Server.HandOff] gives the listener and live connections to
+// the next process, which takes them with [TakeOver] (docs/deploy.md).
 package engine
 
 import (

@@ -158,6 +158,12 @@ func redeployOnHUP(ctx context.Context, app *App, dir string, shared bool, log *
 		}
 		log.Info("chat: deployed", "successor_pid", res.Successor, "moved", res.Moved, "stayed", res.Stayed,
 			"pause", res.Pause, "duration", res.Duration, "drained", res.Drained)
+		// Under systemd, the service's main process is the successor
+		// now; say so before exiting, or systemd would stop the service
+		// when this process exits (the successor says it too).
+		if res.Successor > 0 {
+			sdNotify(log, fmt.Sprintf("MAINPID=%d", res.Successor))
+		}
 		deploying.Done()
 		return
 	}

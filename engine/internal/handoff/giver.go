@@ -50,7 +50,7 @@ func Offer(ctx context.Context, dir string, cfg Config) (*Giver, error) {
 		return nil, err
 	}
 	if cfg.Window <= 0 {
-		cfg.Window = 4
+		cfg.Window = 8
 	}
 	if cfg.CommitTimeout <= 0 {
 		cfg.CommitTimeout = 30 * time.Second

@@ -21,7 +21,9 @@ type Config struct {
 	AllowUIDs []int
 	// Logger receives the lines about strangers and failures.
 	Logger *slog.Logger
-	// Window is the most batches sent and not yet acknowledged. Default 4.
+	// Window is the most batches sent and not yet acknowledged. Default 8
+	// (2,024 descriptors in flight, well under the usual RLIMIT_NOFILE
+	// that bounds them).
 	Window int
 	// CommitTimeout bounds the giver's wait for the commit's
 	// acknowledgement. Default 30 s.
