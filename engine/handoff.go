@@ -73,8 +73,9 @@ import (
 // ctx ends before the commit), HandOff takes everything back and returns
 // the error; the server goes on serving as before, listener included.
 //
-// Windows has no way to pass sockets between processes: there HandOff
-// returns ErrHandOffUnsupported.
+// HandOff waits for the event loops: it must not be called from a handler
+// callback. Windows has no way to pass sockets between processes: there
+// HandOff returns ErrHandOffUnsupported.
 func (s *Server) HandOff(ctx context.Context, dir string, opts *HandOffOptions) (*HandOffResult, error) {
 	if opts == nil {
 		opts = &HandOffOptions{}
@@ -958,7 +959,8 @@ func (tk *Takeover) Predecessor() int { return tk.peer }
 // If the old process calls the transfer off, or ctx ends first, nothing is
 // restored and the old process serves everything again. If the old
 // process dies during the transfer, what it had given is restored
-// (RestoreResult.Partial).
+// (RestoreResult.Partial). Restore waits for the event loops: it must not
+// be called from a handler callback.
 func (tk *Takeover) Restore(ctx context.Context, srv *Server) (*RestoreResult, error) {
 	if tk.done {
 		return nil, errors.New("wsloop: Restore: called already")

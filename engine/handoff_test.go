@@ -15,6 +15,7 @@ import (
 
 	"github.com/wsloop/wsloop/codec"
 	"github.com/wsloop/wsloop/engine"
+	"github.com/wsloop/wsloop/engine/enginetest"
 	"github.com/wsloop/wsloop/handler"
 )
 
@@ -589,4 +590,33 @@ func TestHandOffMovesDialedConnections(t *testing.T) {
 		t.Fatalf("after the move: %q", got)
 	}
 	_ = nc.Close(1000, "")
+}
+
+// The time left on a connection's timers moves with it: a connection idle
+// for 6 of its 10 seconds, its probe ping sent, is closed for idleness 4
+// seconds after the move, not 10, and gets no second probe.
+func TestHandOffKeepsTimers(t *testing.T) {
+	clk := enginetest.NewClock()
+	opts := engine.Options{Clock: clk, IdleTimeout: 10 * time.Second}
+	old := startOld(t, newMovingApp("A"), opts)
+	c := dialWS(t, old.Addr().String(), "/")
+	if err := c.send(codec.OpText, []byte("w")); err != nil {
+		t.Fatal(err)
+	}
+	c.expect(t, codec.OpText, "A 1 w")
+	clk.Advance(6 * time.Second)
+	if f, err := c.read(readTimeout); err != nil || f.op != codec.OpPing {
+		t.Fatalf("want the idle probe, got %v %v", f, err)
+	}
+	d := deploy(t, old, newMovingApp("B"), nil, opts)
+	clk.Advance(3 * time.Second)
+	if st := d.new.Stats(); st.Open != 1 {
+		t.Fatalf("closed after 9 s idle: %+v", st)
+	}
+	clk.Advance(2 * time.Second)
+	f := c.expectClose(t, codec.CloseGoingAway)
+	if f.reason != "idle timeout" {
+		t.Errorf("closed with %q", f.reason)
+	}
+	c.conn.Close()
 }
