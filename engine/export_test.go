@@ -18,6 +18,10 @@ func SetOpenedHook(s *Server, f func()) { s.testHookOpened = f }
 // test does in f happens during the move. Call it before HandOff.
 func SetHandOffMarkedHook(s *Server, f func()) { s.testHookMarked = f }
 
+// SetHandOffBatchHook makes s call f during HandOff after each batch of
+// connections it sent, with the number sent so far.
+func SetHandOffBatchHook(s *Server, f func(int)) { s.testHookBatch = f }
+
 // TLSBuffersFound reports whether the crypto/tls buffers an idle wss
 // connection must not keep were found in this Go release (tls.go).
 func TLSBuffersFound() bool { return tlsConnBufs.ok }

@@ -327,7 +327,7 @@ func (s *Server) moveConns(ctx context.Context, g *handoff.Giver, o *HandOffOpti
 	deadline := s.clock.Now().Add(o.MoveTimeout)
 	var all, batch []*moveRec
 	var first time.Time
-	size := 0
+	size, batches := 0, 0
 	send := func() error {
 		if len(batch) == 0 {
 			return nil
@@ -339,7 +339,14 @@ func (s *Server) moveConns(ctx context.Context, g *handoff.Giver, o *HandOffOpti
 		}
 		payload := appendBatch(make([]byte, 0, size), recs)
 		batch, size = batch[:0], 0
-		return g.SendBatch(ctx, payload, fds)
+		if err := g.SendBatch(ctx, payload, fds); err != nil {
+			return err
+		}
+		batches++
+		if s.testHookBatch != nil {
+			s.testHookBatch(batches)
+		}
+		return nil
 	}
 	pending := loops
 	var mu sync.Mutex
@@ -991,8 +998,12 @@ recv:
 		})
 		switch {
 		case errors.Is(err, handoff.ErrGiverGone):
+			if m != nil && m.Kind == handoff.Batch {
+				recs = append(recs, batch...) // it arrived whole
+				conv.add(m.FDs)
+			}
 			partial = true
-			tk.log.Warn("wsloop: the old process died during the transfer; restoring what it had given", "conns", len(recs))
+			tk.log.Warn("wsloop: the old process died during the transfer; restoring what it had given", "conns", len(recs), "err", err)
 			break recv
 		case err != nil:
 			conv.closeAll()

@@ -7,9 +7,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -619,4 +622,124 @@ func TestHandOffKeepsTimers(t *testing.T) {
 		t.Errorf("closed with %q", f.reason)
 	}
 	c.conn.Close()
+}
+
+func TestMain(m *testing.M) {
+	if os.Getenv("ENGINE_HANDOFF_ROLE") == "dying-old" {
+		os.Exit(runDyingOld())
+	}
+	os.Exit(m.Run())
+}
+
+// runDyingOld is an old server in a process of its own that dies (SIGKILL)
+// in the middle of a handoff, right after its first batch of connections
+// went out. It prints its address, then waits for "go DIR" on stdin.
+func runDyingOld() int {
+	srv := engine.New(newMovingApp("A"), engine.Options{Addr: "127.0.0.1:0", EventLoops: 2, Logger: discardLogger})
+	go func() { _ = srv.ListenAndServe(context.Background()) }()
+	<-srv.Ready()
+	fmt.Printf("addr %s\n", srv.Addr())
+	var dir string
+	if _, err := fmt.Scanf("go %s\n", &dir); err != nil {
+		return 2
+	}
+	engine.SetHandOffBatchHook(srv, func(n int) {
+		if n == 1 {
+			_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+			select {}
+		}
+	})
+	_, err := srv.HandOff(context.Background(), dir, nil)
+	fmt.Println("handoff returned", err)
+	return 1
+}
+
+// An old process that dies in the middle of a handoff leaves the
+// connections it had given to the new one, which serves them
+// (RestoreResult.Partial); the others die with it.
+func TestHandOffOldDies(t *testing.T) {
+	const n = 300 // a first batch of 253, then one of 47
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "ENGINE_HANDOFF_ROLE=dying-old")
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	var addr string
+	if _, err := fmt.Fscanf(stdout, "addr %s\n", &addr); err != nil {
+		t.Fatal(err)
+	}
+	clients := make([]*wsClient, n)
+	for i := range clients {
+		clients[i] = dialWS(t, addr, fmt.Sprintf("/p?i=%d", i))
+		if err := clients[i].send(codec.OpText, []byte("w")); err != nil {
+			t.Fatal(err)
+		}
+		clients[i].expect(t, codec.OpText, "A 1 w")
+	}
+	dir := filepath.Join(t.TempDir(), "ho")
+	if _, err := fmt.Fprintf(stdin, "go %s\n", dir); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var global bool
+	tk, err := engine.TakeOver(ctx, dir, &engine.TakeOverOptions{Logger: discardLogger, State: func(_ []byte, ok bool) error {
+		global = ok
+		return nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := engine.New(newMovingApp("B"), engine.Options{EventLoops: 2, Logger: discardLogger})
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(context.Background(), tk.Listener("")) }()
+	<-srv.Ready()
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+		<-served
+	}()
+	res, err := tk.Restore(ctx, srv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !res.Partial || res.Restored != 253 || global {
+		t.Fatalf("Restore after the old process died: %+v (global state: %v)", res, global)
+	}
+	if err := cmd.Wait(); err == nil {
+		t.Fatal("the old process did not die")
+	}
+	alive, gone := 0, 0
+	for _, c := range clients {
+		if err := c.send(codec.OpText, []byte("x")); err != nil {
+			gone++
+			continue
+		}
+		f, err := c.read(readTimeout)
+		switch {
+		case err == nil && f.op == codec.OpText && string(f.data) == "B 2 x":
+			alive++
+		case err != nil:
+			gone++
+		default:
+			t.Fatalf("got %v", f)
+		}
+	}
+	if alive != 253 || gone != n-253 {
+		t.Errorf("%d connections served by the new process, %d gone; want 253 and %d", alive, gone, n-253)
+	}
+	for _, c := range clients {
+		c.conn.Close()
+	}
 }

@@ -88,8 +88,9 @@ type Server struct {
 	nextID     atomic.Uint64 // the last ConnID given out (handoff.go)
 	emptied    chan struct{} // signalled when the last connection is gone
 
-	testHookOpened func() // called by opened, set only by tests (export_test.go)
-	testHookMarked func() // called by HandOff once every loop marked its connections, set only by tests
+	testHookOpened func()    // called by opened, set only by tests (export_test.go)
+	testHookMarked func()    // called by HandOff once every loop marked its connections, set only by tests
+	testHookBatch  func(int) // called by HandOff after each batch it sent, with their count so far, set only by tests
 }
 
 // New returns a server that delivers the events of its connections to h. If

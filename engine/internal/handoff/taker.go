@@ -54,8 +54,10 @@ func (t *Taker) Peer() Peer { return t.c.Peer }
 // *RefusedError). On Commit the transfer is
 // complete and the socket closed. It returns ErrTakenBack when the giver
 // called the transfer off, and ErrGiverGone when the giver died: then
-// what was acknowledged is the taker's; after ErrTakenBack, or any other
-// error, nothing is and every descriptor received must be closed unread.
+// what was acknowledged is the taker's, and so is the message returned
+// with ErrGiverGone, if any (it arrived whole; its acknowledgement found
+// the giver dead). After ErrTakenBack, or any other error, nothing is and
+// every descriptor received must be closed unread.
 func (t *Taker) Next(ctx context.Context, check func(*Message) error) (*Message, error) {
 	if t.done {
 		return nil, errors.New("wsloop handoff: the transfer is over")
@@ -108,8 +110,13 @@ func (t *Taker) Next(ctx context.Context, check func(*Message) error) (*Message,
 		}
 	}
 	if err := t.c.send(msgAck, m.seq, nil, nil, false); err != nil {
+		err = t.end(ctx, err)
+		if errors.Is(err, ErrGiverGone) {
+			// The giver died: it will not take this back either.
+			return out, err
+		}
 		m.closeFDs()
-		return nil, t.end(ctx, err)
+		return nil, err
 	}
 	return out, nil
 }
@@ -126,7 +133,7 @@ func (t *Taker) end(ctx context.Context, err error) error {
 	}
 	if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, unix.ECONNRESET) || errors.Is(err, unix.EPIPE) {
 		if t.watch.exitedWithin(giverExitWait) {
-			return ErrGiverGone
+			return fmt.Errorf("%w (%v)", ErrGiverGone, err)
 		}
 		return fmt.Errorf("%w (its end closed while it lives on)", ErrTakenBack)
 	}
