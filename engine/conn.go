@@ -80,9 +80,9 @@ const (
 	sTouched     uint32 = 1 << 10 // loop only: on the broadcast batch's flush list (broadcast.go)
 	sAbort       uint32 = 1 << 11 // the pending close frame is the slow-consumer policy's: close the TCP connection once it is written
 	sClient      uint32 = 1 << 12 // set before OnOpen, never cleared: a connection this side dialed (dial.go): frames are masked, the server's are not, and the server closes TCP first
-	sMoving      uint32 = 1 << 13 // loop only: a handoff takes it at its next message boundary; decoding stops there (handoff.go)
-	sHeld        uint32 = 1 << 14 // loop only: moved here and not resumed yet; nothing is decoded (handoff.go)
-	sWriterOpen  uint32 = 1 << 15 // a NextWriter has sent fragments and not its final frame: no message boundary outbound
+	sMoving      uint32 = 1 << 20 // loop only: a handoff takes it at its next message boundary; decoding stops there (handoff.go)
+	sHeld        uint32 = 1 << 21 // loop only: moved here and not resumed yet; nothing is decoded (handoff.go)
+	sWriterOpen  uint32 = 1 << 22 // a NextWriter has sent fragments and not its final frame: no message boundary outbound
 )
 
 func (wc *wsConn) phase() uint8 { return uint8(wc.st.Load() & phaseMask) }
