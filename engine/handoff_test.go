@@ -7,6 +7,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -741,5 +745,75 @@ func TestHandOffOldDies(t *testing.T) {
 	}
 	for _, c := range clients {
 		c.conn.Close()
+	}
+}
+
+// The application's own listeners move too, by name: an http.Server's
+// TCP listener and a Unix one. The old process accepts nothing more on
+// them once the successor has them; the Unix socket's file is left for the
+// successor, which serves both.
+func TestHandOffApplicationListeners(t *testing.T) {
+	old := startOld(t, newMovingApp("A"), engine.Options{})
+	tcpLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(t.TempDir(), "app.sock")
+	unixLn, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	answer := func(who string) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, who) })
+	}
+	oldHTTP := &http.Server{Handler: answer("old"), ErrorLog: log.New(io.Discard, "", 0)}
+	go oldHTTP.Serve(tcpLn)
+	oldUnix := &http.Server{Handler: answer("old"), ErrorLog: log.New(io.Discard, "", 0)}
+	go oldUnix.Serve(unixLn)
+	get := func(c *http.Client, url string) string {
+		t.Helper()
+		resp, err := c.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	tcpClient := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	unixClient := &http.Client{Transport: &http.Transport{DisableKeepAlives: true, DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+	}}}
+	tcpURL := "http://" + tcpLn.Addr().String() + "/"
+	if got := get(tcpClient, tcpURL); got != "old" {
+		t.Fatalf("before: %q", got)
+	}
+	d := beginDeploy(t, old, &engine.HandOffOptions{Listeners: map[string]net.Listener{"http": tcpLn, "unix": unixLn}})
+	d.finish(t, newMovingApp("B"), engine.Options{})
+	d.waitHandOff(t)
+	if d.handErr != nil || d.handed.Listeners != 3 {
+		t.Fatalf("HandOff: %+v %v", d.handed, d.handErr)
+	}
+	// The old process's servers stop; their listeners' files stay.
+	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_ = oldHTTP.Shutdown(sctx)
+	_ = oldUnix.Shutdown(sctx)
+	if _, err := os.Stat(sock); err != nil {
+		t.Fatalf("the old process removed the Unix socket the successor serves: %v", err)
+	}
+	newHTTP := &http.Server{Handler: answer("new")}
+	go newHTTP.Serve(d.tk.Listener("http"))
+	newUnix := &http.Server{Handler: answer("new")}
+	go newUnix.Serve(d.tk.Listener("unix"))
+	defer newHTTP.Close()
+	defer newUnix.Close()
+	for i := 0; i < 3; i++ {
+		if got := get(tcpClient, tcpURL); got != "new" {
+			t.Fatalf("after the handoff the TCP listener is served by %q", got)
+		}
+		if got := get(unixClient, "http://unix/"); got != "new" {
+			t.Fatalf("after the handoff the Unix listener is served by %q", got)
+		}
 	}
 }
