@@ -4,6 +4,7 @@ package engine_test
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -815,5 +816,57 @@ func TestHandOffApplicationListeners(t *testing.T) {
 		if got := get(unixClient, "http://unix/"); got != "new" {
 			t.Fatalf("after the handoff the Unix listener is served by %q", got)
 		}
+	}
+}
+
+// A wss connection terminated in the old process stays there (crypto/tls
+// cannot export a live session's keys): it is served until it leaves,
+// while its listener and the plain connections move.
+func TestHandOffTLSStays(t *testing.T) {
+	cert, _ := enginetest.Certificate(t)
+	opts := engine.Options{TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}}}
+	old := startOld(t, newMovingApp("A"), opts)
+	addr := old.Addr().String()
+	tc, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := upgrade(tc, addr, "/secure")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.conn.Close()
+	if err := c.send(codec.OpText, []byte("w")); err != nil {
+		t.Fatal(err)
+	}
+	c.expect(t, codec.OpText, "A 1 w")
+	d := beginDeploy(t, old, nil)
+	d.finish(t, newMovingApp("B"), opts)
+	if d.restored.Restored != 0 {
+		t.Fatalf("Restore: %+v", d.restored)
+	}
+	// Still the old process's, after the commit.
+	if err := c.send(codec.OpText, []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	c.expect(t, codec.OpText, "A 2 x")
+	// New wss clients reach the new process.
+	tc2, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2, err := upgrade(tc2, addr, "/late")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c2.conn.Close()
+	if err := c2.send(codec.OpText, []byte("y")); err != nil {
+		t.Fatal(err)
+	}
+	c2.expect(t, codec.OpText, "B 1 y")
+	c.closeCleanly(t)
+	d.waitHandOff(t)
+	if d.handErr != nil || d.handed.Moved != 0 || d.handed.Stayed["tls"] != 1 || d.handed.Drained != 0 {
+		t.Fatalf("HandOff: %+v %v", d.handed, d.handErr)
 	}
 }
