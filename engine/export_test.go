@@ -22,6 +22,10 @@ func SetHandOffMarkedHook(s *Server, f func()) { s.testHookMarked = f }
 // connections it sent, with the number sent so far.
 func SetHandOffBatchHook(s *Server, f func(int)) { s.testHookBatch = f }
 
+// SetHandOffPassHook makes s call f during HandOff after each pass over
+// the connections waiting for their message boundary, with the count.
+func SetHandOffPassHook(s *Server, f func(int)) { s.testHookPass = f }
+
 // TLSBuffersFound reports whether the crypto/tls buffers an idle wss
 // connection must not keep were found in this Go release (tls.go).
 func TLSBuffersFound() bool { return tlsConnBufs.ok }

@@ -327,7 +327,7 @@ func (s *Server) moveConns(ctx context.Context, g *handoff.Giver, o *HandOffOpti
 	deadline := s.clock.Now().Add(o.MoveTimeout)
 	var all, batch []*moveRec
 	var first time.Time
-	size, batches := 0, 0
+	size, batches, passes := 0, 0, 0
 	send := func() error {
 		if len(batch) == 0 {
 			return nil
@@ -365,6 +365,10 @@ func (s *Server) moveConns(ctx context.Context, g *handoff.Giver, o *HandOffOpti
 		})
 		if len(got) > 0 && first.IsZero() {
 			first = time.Now()
+		}
+		passes++
+		if s.testHookPass != nil {
+			s.testHookPass(passes)
 		}
 		for _, m := range got {
 			all = append(all, m)
@@ -548,6 +552,18 @@ func (wc *wsConn) detachForMove(maxBuffered int) (*moveRec, string) {
 		cd.closed = true
 	}
 	wc.mu.Lock()
+	if wc.has(sWriterOpen) {
+		// A NextWriter began since the check above (it sets the flag
+		// before it queues a fragment under mu): its message would
+		// leave half in the moved output. Not yet, then.
+		wc.mu.Unlock()
+		if takeover {
+			cd.closed = false
+			cd.mu.Unlock()
+		}
+		unix.Close(fd)
+		return nil, ""
+	}
 	wc.setPhase(phaseMoved)
 	if wc.out != nil && len(wc.out.b) > 0 {
 		r.out = append([]byte(nil), wc.out.b...)

@@ -47,7 +47,8 @@ type movingApp struct {
 	moved    []uint64 // ConnIDs of the connections OnMoved saw
 	ids      map[string]uint64
 	restored []uint64
-	refuse   string // OnMove (old) or OnRestore (new) fails for this path
+	refuse   string        // OnMove (old) or OnRestore (new) fails for this path
+	release  chan struct{} // a message "nw" sends its reply through a NextWriter, finished once this is closed
 }
 
 type connState struct {
@@ -77,6 +78,19 @@ func (a *movingApp) conn(p string) handler.Conn {
 func (a *movingApp) OnMessage(c handler.Conn, op handler.Op, data []byte) {
 	st := c.Context().(*connState)
 	st.Count++
+	if string(data) == "nw" {
+		w, err := c.NextWriter(handler.Text)
+		if err != nil {
+			panic(err)
+		}
+		_, _ = w.Write([]byte("part1 "))
+		go func() {
+			<-a.release
+			_, _ = w.Write([]byte("part2"))
+			_ = w.Close()
+		}()
+		return
+	}
 	_ = c.WriteMessage(handler.Text, []byte(fmt.Sprintf("%s %d %s", a.name, st.Count, data)))
 }
 
@@ -869,4 +883,42 @@ func TestHandOffTLSStays(t *testing.T) {
 	if d.handErr != nil || d.handed.Moved != 0 || d.handed.Stayed["tls"] != 1 || d.handed.Drained != 0 {
 		t.Fatalf("HandOff: %+v %v", d.handed, d.handErr)
 	}
+}
+
+// A connection with a NextWriter open when the move starts waits until it
+// is closed: the fragmented message arrives whole, from the old process,
+// and the connection moves after it.
+func TestHandOffWaitsForNextWriter(t *testing.T) {
+	oldApp := newMovingApp("A")
+	oldApp.release = make(chan struct{})
+	old := startOld(t, oldApp, engine.Options{})
+	c := dialWS(t, old.Addr().String(), "/")
+	if err := c.send(codec.OpText, []byte("nw")); err != nil {
+		t.Fatal(err)
+	}
+	if fin, op, p, err := c.rawFrame(readTimeout); err != nil || fin || op != codec.OpText || string(p) != "part1 " {
+		t.Fatalf("first fragment: %v %v %q %v", fin, op, p, err)
+	}
+	// The writer finishes only after a first pass found it open.
+	engine.SetHandOffPassHook(old, func(n int) {
+		if n == 1 {
+			close(oldApp.release)
+		}
+	})
+	d := deploy(t, old, newMovingApp("B"), nil, engine.Options{})
+	if d.handed.Moved != 1 {
+		t.Fatalf("HandOff: %+v", d.handed)
+	}
+	if fin, op, p, err := c.rawFrame(readTimeout); err != nil || op != codec.OpContinuation || string(p) != "part2" {
+		t.Fatalf("second fragment: %v %v %q %v", fin, op, p, err)
+	} else if !fin {
+		if fin, op, p, err := c.rawFrame(readTimeout); err != nil || !fin || op != codec.OpContinuation || len(p) != 0 {
+			t.Fatalf("final fragment: %v %v %q %v", fin, op, p, err)
+		}
+	}
+	if err := c.send(codec.OpText, []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	c.expect(t, codec.OpText, "B 2 x")
+	c.conn.Close()
 }

@@ -91,6 +91,7 @@ type Server struct {
 	testHookOpened func()    // called by opened, set only by tests (export_test.go)
 	testHookMarked func()    // called by HandOff once every loop marked its connections, set only by tests
 	testHookBatch  func(int) // called by HandOff after each batch it sent, with their count so far, set only by tests
+	testHookPass   func(int) // called by HandOff after each pass of the loops over the connections waiting for their boundary, set only by tests
 }
 
 // New returns a server that delivers the events of its connections to h. If
