@@ -102,6 +102,15 @@ func (s *Server) acceptLoop(ln net.Listener) error {
 				return nil
 			default:
 			}
+			if s.gate.held() {
+				// A handoff gave the listener to a successor
+				// (handoff.go): wait until it commits (the
+				// listener is the successor's) or is called off.
+				if s.gate.wait(s.stopReq) {
+					return errHandedOff
+				}
+				continue
+			}
 			if errors.Is(err, net.ErrClosed) {
 				return nil
 			}
@@ -275,6 +284,9 @@ type adoption struct {
 	tracked bool      // counted by the per-client limits (Upgrade): uncounted when it closes
 	tls     *tlsState // wss from Dial: crypto/tls in its transport's direct mode, attached to the loop here
 
+	restore *connRecord // a connection moved here from the predecessor (handoff.go)
+	retake  *moveRec    // a connection of ours whose move was called off (handoff.go)
+
 	wc *wsConn // set on the loop: the connection, for Upgrade and Dial to return
 }
 
@@ -319,10 +331,14 @@ var ErrNotServing = errors.New("wsloop: server not serving")
 // running, or open already when the handshake happened elsewhere.
 func (s *Server) opened(c gnet.Conn) {
 	lp := s.loopFor(c.EventLoop())
+	a, _ := c.Context().(*adoption)
+	if a != nil && a.retake != nil {
+		a.retake.retaken(c) // handoff.go
+		return
+	}
 	wc := &wsConn{c: c, lp: lp}
 	wc.lastRead = lp.now
 	lp.wheel.add(wc)
-	a, _ := c.Context().(*adoption)
 	if _, tracked := c.Context().(acceptTracked); tracked || a != nil && a.tracked {
 		wc.set(sTracked, true)
 	}
@@ -332,6 +348,10 @@ func (s *Server) opened(c gnet.Conn) {
 	// trimGnetConn drops it with the addresses' extra bytes (gnetconn.go).
 	if !lp.trimGnetConn(c, a != nil && a.client) && a != nil {
 		c.SetSafeContext(nil)
+	}
+	if a != nil && a.restore != nil {
+		wc.restored(a) // handoff.go
+		return
 	}
 	if a != nil {
 		wc.adopted(a)

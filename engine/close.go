@@ -280,6 +280,10 @@ func (wc *wsConn) onClosed(err error) {
 	if wc.lp.proxyHdrs != nil {
 		delete(wc.lp.proxyHdrs, wc)
 	}
+	if wc.phase() == phaseMoved {
+		wc.detached() // gnet let go of a socket a handoff holds (handoff.go)
+		return
+	}
 	wc.mu.Lock()
 	wc.setPhase(phaseClosed)
 	if wc.out != nil {
@@ -313,8 +317,19 @@ func (wc *wsConn) onClosed(err error) {
 		}
 		s.callClose(wc, cause)
 	}
-	if s.stats.conns.Add(-1) == 0 && s.draining.Load() {
-		s.drainOnce.Do(func() { close(s.drained) })
+	s.connGone()
+}
+
+// connGone uncounts a connection that is closed or moved away.
+func (s *Server) connGone() {
+	if s.stats.conns.Add(-1) == 0 {
+		if s.draining.Load() {
+			s.drainOnce.Do(func() { close(s.drained) })
+		}
+		select {
+		case s.emptied <- struct{}{}:
+		default:
+		}
 	}
 	s.descriptorFreed()
 }

@@ -19,6 +19,7 @@ const (
 	phaseClosed          // gnet's OnClose ran: nothing may touch the socket
 	phaseTLS             // wss: the TLS handshake runs; phaseHandshake follows (tls.go)
 	phaseProxy           // the PROXY protocol header from a trusted balancer is read; phaseTLS or phaseHandshake follows (proxyproto.go)
+	phaseMoved           // detached for a handoff: the socket is off the loop, in transit to a successor (handoff.go)
 )
 
 // wsConn is the per-connection state. It is allocated at accept and is kept
@@ -87,9 +88,18 @@ const (
 	sPaused       uint32 = 1 << 14 // loop only: reads are paused at the poller
 	sDrainWatched uint32 = 1 << 15 // loop only: on the loop's backlog watch list (readpause.go)
 	sTracked      uint32 = 1 << 16 // loop only: counted in the per-client table under its peer's address, released when it closes (clients.go)
+	sMoving       uint32 = 1 << 20 // loop only: a handoff takes it at its next message boundary; decoding stops there (handoff.go)
+	sHeld         uint32 = 1 << 21 // loop only: moved here and not resumed yet; nothing is decoded (handoff.go)
 )
 
 func (wc *wsConn) phase() uint8 { return uint8(wc.st.Load() & phaseMask) }
+
+// gone reports whether the socket is no longer the connection's to touch:
+// closed, or detached for a handoff.
+func (wc *wsConn) gone() bool {
+	p := wc.phase()
+	return p == phaseClosed || p == phaseMoved
+}
 
 // setPhase moves the connection to phase p. Nothing leaves phaseClosed: a
 // late change from another goroutine cannot revive a closed connection.
@@ -143,6 +153,8 @@ type connExtra struct {
 	deferred  int                 // bytes of writes deferred behind broadcasts, not yet applied (write.go)
 	drainMark int                 // NotifyBacklog's mark (readpause.go)
 	drainFn   func()              // NotifyBacklog's function, nil when none waits
+
+	id uint64 // ConnID, 0 until first asked for or moved here (handoff_api.go)
 }
 
 // extra returns the connection's connExtra, allocating it on first use.
@@ -250,13 +262,14 @@ func (wc *wsConn) setContextLocked(v any) {
 }
 
 // RemoteAddr returns gnet's copy of the peer's address while the connection
-// is open, nil after: gnet clears it when it recycles the connection after
-// OnClose. The phase is read under mu, which OnClose takes to set
-// phaseClosed, so the address cannot be cleared while it is being read.
+// is open, nil after (and once it moved to a successor): gnet clears it when
+// it recycles the connection after OnClose. The phase is read under mu,
+// which OnClose takes to set phaseClosed (and a handoff phaseMoved), so
+// the address cannot be cleared while it is being read.
 func (wc *wsConn) RemoteAddr() net.Addr {
 	wc.mu.Lock()
 	defer wc.mu.Unlock()
-	if wc.phase() == phaseClosed {
+	if wc.gone() {
 		return nil
 	}
 	if x := wc.x.Load(); x != nil && x.info != nil && x.info.remote != nil {
@@ -269,7 +282,7 @@ func (wc *wsConn) RemoteAddr() net.Addr {
 func (wc *wsConn) LocalAddr() net.Addr {
 	wc.mu.Lock()
 	defer wc.mu.Unlock()
-	if wc.phase() == phaseClosed {
+	if wc.gone() {
 		return nil
 	}
 	if x := wc.x.Load(); x != nil && x.info != nil && x.info.local != nil {

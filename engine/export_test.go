@@ -13,6 +13,19 @@ import (
 // clock only once the connection's timers run. Call it before Start.
 func SetOpenedHook(s *Server, f func()) { s.testHookOpened = f }
 
+// SetHandOffMarkedHook makes s call f during HandOff once every loop has
+// marked the connections that move, before any of them leaves: what a
+// test does in f happens during the move. Call it before HandOff.
+func SetHandOffMarkedHook(s *Server, f func()) { s.testHookMarked = f }
+
+// SetHandOffBatchHook makes s call f during HandOff after each batch of
+// connections it sent, with the number sent so far.
+func SetHandOffBatchHook(s *Server, f func(int)) { s.testHookBatch = f }
+
+// SetHandOffPassHook makes s call f during HandOff after each pass over
+// the connections waiting for their message boundary, with the count.
+func SetHandOffPassHook(s *Server, f func(int)) { s.testHookPass = f }
+
 // TLSBuffersFound reports whether the crypto/tls buffers an idle wss
 // connection must not keep were found in this Go release (tls.go).
 func TLSBuffersFound() bool { return tlsConnBufs.ok }

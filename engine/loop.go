@@ -51,6 +51,9 @@ type loop struct {
 	drainQueued    atomic.Bool   // a drainCheckTask is queued
 	drainCheckTask gnet.Runnable // checkDrains, made once
 
+	moving []*wsConn // a handoff's connections waiting for their message boundary (handoff.go)
+	held   []*wsConn // connections moved here and not resumed yet (handoff.go)
+
 	bcastTask gnet.Runnable // runBroadcasts, made once
 	tickTask  gnet.Runnable // advance, made once
 	ticked    chan struct{} // advance signals it ran, when the clock is not the system's

@@ -50,7 +50,7 @@ func (wc *wsConn) dispatch() gnet.Action {
 	case phaseFailing:
 		wc.dropInput() // read and drop until the peer closes
 		return gnet.None
-	case phaseClosed:
+	case phaseClosed, phaseMoved:
 		return gnet.None
 	}
 	return wc.frames()
@@ -132,6 +132,11 @@ func (wc *wsConn) frames() gnet.Action {
 	for {
 		if wc.st.Load()&sPauseWanted != 0 {
 			break // paused by a callback: the rest waits (readpause.go)
+		}
+		if wc.st.Load()&(sMoving|sHeld) != 0 && !wc.dec.InMessage() {
+			// A handoff takes the connection at this message
+			// boundary: what follows is moved raw (handoff.go).
+			break
 		}
 		n, ev, err := wc.dec.Decode(buf[off:], max)
 		if err != nil {

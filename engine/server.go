@@ -22,7 +22,9 @@
 // dial.go is the client: connections this side opens with [Server.Dial],
 // served by the same loops and machinery. Behind a load balancer, proxyproto.go
 // reads the PROXY protocol header on the loops, proxylistener.go does it for
-// a net/http server, and clients.go holds the per-client limits.
+// a net/http server, and clients.go holds the per-client limits; handoff.go deploys without
+// disconnecting: [Server.HandOff] gives the listener and live connections to
+// the next process, which takes them with [TakeOver] (docs/deploy.md).
 package engine
 
 import (
@@ -86,7 +88,15 @@ type Server struct {
 	stats   serverStats   // counters (stats.go)
 	clients *clientTable  // per-client limits (clients.go); nil when none is set
 
-	testHookOpened func() // called by opened, set only by tests (export_test.go)
+	gate       acceptGate    // holds the accept loops while a handoff offers the listener (handoff.go)
+	handingOff atomic.Bool   // a HandOff runs
+	nextID     atomic.Uint64 // the last ConnID given out (handoff.go)
+	emptied    chan struct{} // signalled when the last connection is gone
+
+	testHookOpened func()    // called by opened, set only by tests (export_test.go)
+	testHookMarked func()    // called by HandOff once every loop marked its connections, set only by tests
+	testHookBatch  func(int) // called by HandOff after each batch it sent, with their count so far, set only by tests
+	testHookPass   func(int) // called by HandOff after each pass of the loops over the connections waiting for their boundary, set only by tests
 }
 
 // New returns a server that will deliver the events of its connections to
@@ -105,7 +115,9 @@ func New(h handler.Handler, opts Options) *Server {
 		done:    make(chan struct{}),
 		drained: make(chan struct{}),
 		fdFreed: make(chan struct{}, 1),
+		emptied: make(chan struct{}, 1),
 	}
+	s.nextID.Store(randomIDBase())
 	s.up, _ = h.(handler.Upgrader)
 	s.async, _ = h.(handler.AsyncUpgrader)
 	s.stream, _ = h.(handler.StreamHandler)
@@ -204,18 +216,29 @@ func (s *Server) begin(ctx context.Context) error {
 // OnClose for every connection still open, and closes done.
 func (s *Server) run(ctx context.Context, ln net.Listener, acceptDone chan error, stopTicks func()) {
 	var serveErr error
-	select {
-	case <-ctx.Done():
-		sctx, cancel := context.WithTimeout(context.Background(), s.opts.CloseTimeout)
-		go func() { defer cancel(); _ = s.Shutdown(sctx) }()
-		<-s.stopReq
-	case <-s.stopReq:
-	case serveErr = <-acceptDone:
-		// The listener failed for good: drain what is open, then stop.
-		s.log.Error("wsloop: accept failed, shutting down", "err", serveErr)
-		sctx, cancel := context.WithTimeout(context.Background(), s.opts.CloseTimeout)
-		go func() { defer cancel(); _ = s.Shutdown(sctx) }()
-		<-s.stopReq
+	for waiting := true; waiting; {
+		select {
+		case <-ctx.Done():
+			sctx, cancel := context.WithTimeout(context.Background(), s.opts.CloseTimeout)
+			go func() { defer cancel(); _ = s.Shutdown(sctx) }()
+			<-s.stopReq
+			waiting = false
+		case <-s.stopReq:
+			waiting = false
+		case err := <-acceptDone:
+			if errors.Is(err, errHandedOff) {
+				// The listener is a successor's now (HandOff):
+				// serve what stayed until Shutdown.
+				continue
+			}
+			// The listener failed for good: drain what is open, then stop.
+			serveErr = err
+			s.log.Error("wsloop: accept failed, shutting down", "err", serveErr)
+			sctx, cancel := context.WithTimeout(context.Background(), s.opts.CloseTimeout)
+			go func() { defer cancel(); _ = s.Shutdown(sctx) }()
+			<-s.stopReq
+			waiting = false
+		}
 	}
 	if ln != nil {
 		ln.Close()

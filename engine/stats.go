@@ -99,6 +99,10 @@ type Stats struct {
 	// TrackedClients is the number of clients the limits track now.
 	ClientConnLimited, ClientRateLimited, ClientTableFull int64
 	TrackedClients                                        int64
+	// MovedOut counts connections handed to a successor process
+	// (HandOff), MovedIn those taken over from a predecessor
+	// (Takeover.Restore) and restored; they are not counted in Upgraded.
+	MovedOut, MovedIn int64
 }
 
 // Reject labels (see Stats.Rejected).
@@ -183,6 +187,8 @@ type serverStats struct {
 	panics        atomic.Int64
 	closes        [closeBuckets]atomic.Int64
 	tlsHandshakes atomic.Int64
+	movedOut      atomic.Int64
+	movedIn       atomic.Int64
 
 	rmu         sync.Mutex
 	rejected    map[string]int64 // keys: "STATUS label", bounded
@@ -252,6 +258,8 @@ func (s *Server) Stats() Stats {
 			BudgetUsed: s.defl.used.Load(),
 			Downgraded: s.defl.downgraded.Load(),
 		},
+		MovedOut:       s.stats.movedOut.Load(),
+		MovedIn:        s.stats.movedIn.Load(),
 	}
 	for _, lp := range s.loopList() {
 		st.MessagesIn += lp.stats.messagesIn.Load()

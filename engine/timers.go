@@ -188,7 +188,7 @@ func (wc *wsConn) onTimer() {
 		}
 		lp.wheel.schedule(wc, wc.pingOrCloseAt+s.ticks(o.CloseTimeout))
 		return
-	case phaseClosed:
+	case phaseClosed, phaseMoved:
 		return
 	}
 

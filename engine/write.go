@@ -609,8 +609,12 @@ func (wc *wsConn) endCallbacks() {
 	wc.writeOut(o)
 }
 
-// flush writes the pending frames with one system call. Loop only.
+// flush writes the pending frames with one system call. Loop only. A
+// connection detached for a handoff keeps them: they move with it.
 func (wc *wsConn) flush() {
+	if wc.phase() == phaseMoved {
+		return
+	}
 	wc.mu.Lock()
 	o := wc.out
 	wc.out = nil
@@ -643,7 +647,7 @@ func (wc *wsConn) writeOut(o *outBuf) {
 // an open connection: the one place Stats.BytesOut is counted. Loop only.
 func (wc *wsConn) write(b []byte) bool {
 	p := wc.phase()
-	if p == phaseClosed {
+	if p == phaseClosed || p == phaseMoved {
 		return false
 	}
 	var err error
@@ -719,6 +723,21 @@ func (wc *wsConn) writeOnLoop(frame []byte, message bool) {
 	}
 	wc.write(frame)
 	wc.afterQueuedClose()
+}
+
+// outboundOpen reports whether the connection is not at a message boundary
+// outbound: a fragmented message is open, or writes wait behind
+// broadcasts. Loop only (handoff.go).
+func (wc *wsConn) outboundOpen() bool {
+	wc.mu.Lock()
+	defer wc.mu.Unlock()
+	return wc.outboundOpenLocked()
+}
+
+// outboundOpenLocked is outboundOpen under mu.
+func (wc *wsConn) outboundOpenLocked() bool {
+	x := wc.x.Load()
+	return wc.holdOpenLocked() || x != nil && x.deferred != 0
 }
 
 // holdOpenLocked reports whether a message is open, so that data must be

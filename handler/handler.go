@@ -47,8 +47,10 @@ const (
 // Handler receives the events of every connection of a server.
 //
 // OnOpen runs once, after the handshake succeeded. OnClose runs exactly once
-// for every connection whose OnOpen ran, whatever ended it. Between the two,
-// OnMessage, OnPing and OnPong run in the order the peer sent the frames.
+// for every connection whose OnOpen ran, whatever ended it, unless the
+// connection moved to a successor process ([Mover]: OnMoved runs instead).
+// Between the two, OnMessage, OnPing and OnPong run in the order the peer
+// sent the frames.
 // All callbacks of one connection run on the same event loop goroutine and
 // never concurrently with each other.
 type Handler interface {
@@ -306,6 +308,39 @@ func Reject(status int, reason string) error { return &HTTPError{Status: status,
 // returns. When a handler implements StreamHandler, OnMessage is not called.
 type StreamHandler interface {
 	OnMessageChunk(c Conn, op Op, chunk []byte, first, final bool)
+}
+
+// Mover is an optional interface of a [Handler] whose connections may move
+// to a successor process during a deploy (engine.Server.HandOff): the
+// socket and its WebSocket state go to the new process, and the peer sees
+// no close, no reconnect and no lost or repeated message. A connection
+// whose handler does not implement Mover stays in the old process and is
+// drained with the others that cannot move.
+type Mover interface {
+	// OnMove runs on the connection's event loop when the connection is
+	// about to leave this process, at a message boundary in both
+	// directions. It returns the connection's application state, which
+	// the successor's [Restorer] gets. It must not block. An error (or a
+	// panic) keeps the connection here.
+	OnMove(c Conn) (state []byte, err error)
+	// OnMoved runs instead of OnClose once the successor owns the
+	// connection: the peer is still connected, to the other process, so
+	// forget the connection without telling anyone it left. Writes on c
+	// return ErrClosed from OnMove on.
+	OnMoved(c Conn)
+}
+
+// Restorer is an optional interface of the [Handler] of a process that
+// takes connections over from its predecessor (engine.TakeOver).
+type Restorer interface {
+	// OnRestore runs on the event loop in place of OnOpen for a connection
+	// that moved here, with the state its old process's [Mover] returned.
+	// It returns the connection's handler (nil: this server's) and its
+	// Context. It must not block. An error (or a panic) closes the
+	// connection with 1012 Service Restart. Messages the peer sent
+	// during the move are delivered after it returns. Without a
+	// Restorer, OnOpen runs instead.
+	OnRestore(c Conn, state []byte) (h Handler, ctx any, err error)
 }
 
 // CloseError reports the close frame that ended a connection.

@@ -3,13 +3,16 @@ package main
 import (
 	"context"
 	_ "embed"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/wsloop/wsloop/engine"
 	"github.com/wsloop/wsloop/handler"
@@ -36,6 +39,13 @@ type Config struct {
 	// Engine holds further engine options; Addr, Fallback, Logger and
 	// MaxMessageSize are set from the fields above.
 	Engine engine.Options
+	// TakeOver, when set, is the handoff directory of the chat process
+	// this one replaces (see [App.HandOff]): Run takes its listener,
+	// rooms and connections over instead of listening on Addr.
+	TakeOver string
+	// OnTakenOver, if set, runs once a takeover is complete: the moved
+	// connections are served here now (a place to tell systemd).
+	OnTakenOver func(*engine.RestoreResult)
 }
 
 // App is a chat server: the page and the WebSocket on one engine.
@@ -43,6 +53,8 @@ type App struct {
 	Hub    *Hub
 	Server *engine.Server
 
+	cfg    Config
+	opts   engine.Options // the engine's, as NewApp made them
 	broker Broker
 	shared bool
 	page   []byte
@@ -55,7 +67,7 @@ func NewApp(cfg Config) *App {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	a := &App{}
+	a := &App{cfg: cfg}
 	if cfg.NATS != "" {
 		a.broker = NewNATSBroker(cfg.NATS, NATSOptions{Logger: cfg.Logger})
 		a.shared = true
@@ -77,6 +89,7 @@ func NewApp(cfg Config) *App {
 	// with a friendly error, but small enough that nobody can make the
 	// server buffer megabytes. JSON may escape a byte as six.
 	opts.MaxMessageSize = int64(max(64<<10, 6*maxText+1024))
+	a.opts = opts
 	a.Server = engine.New(a.Hub, opts)
 	a.Hub.SetBroadcaster(a.Server)
 	return a
@@ -96,7 +109,13 @@ func (a *App) Start(ctx context.Context) error {
 	if a.shared {
 		go a.Hub.Run(hctx)
 	}
-	if err := a.Server.Start(ctx); err != nil {
+	var err error
+	if a.cfg.TakeOver != "" {
+		err = a.takeOver(ctx)
+	} else {
+		err = a.Server.Start(ctx)
+	}
+	if err != nil {
 		a.release()
 		return err
 	}
@@ -121,6 +140,60 @@ func (a *App) release() {
 }
 
 // Addr is the bound address, once Start has returned nil.
+
+// HandOff deploys without disconnecting: it gives this chat's listener,
+// rooms and connections to the process that starts with Config.TakeOver
+// set to dir, then serves what stayed (wss connections, whose TLS session
+// cannot move) until they leave or the drain timeout, and stops; Wait
+// returns then. If the successor fails, HandOff returns an error and this
+// process goes on serving everything.
+func (a *App) HandOff(ctx context.Context, dir string) (*engine.HandOffResult, error) {
+	a.Hub.freezeNotices(true)
+	res, err := a.Server.HandOff(ctx, dir, &engine.HandOffOptions{State: a.Hub.ExportState})
+	if err != nil {
+		a.Hub.freezeNotices(false)
+	}
+	return res, err
+}
+
+// takeOver starts serving the listener, rooms and connections of the
+// process being replaced, until ctx is done.
+func (a *App) takeOver(ctx context.Context) error {
+	log := a.cfg.Logger
+	tk, err := engine.TakeOver(ctx, a.cfg.TakeOver, &engine.TakeOverOptions{State: a.Hub.ImportState, Logger: log})
+	if err != nil {
+		return fmt.Errorf("chat: taking over: %w", err)
+	}
+	ln := tk.Listener("")
+	if ln == nil {
+		tk.Close()
+		return errors.New("chat: taking over: the old process handed over no listener")
+	}
+	// The server serves the listener it was given instead of binding
+	// Addr: it is built again for it, before any connection exists.
+	opts := a.opts
+	opts.Addr, opts.Listener = "", ln
+	a.Server = engine.New(a.Hub, opts)
+	a.Hub.SetBroadcaster(a.Server)
+	if err := a.Server.Start(ctx); err != nil {
+		tk.Close()
+		return err
+	}
+	res, err := tk.Restore(ctx, a.Server)
+	if err != nil {
+		sctx, cancel := context.WithTimeout(context.Background(), a.cfg.Engine.CloseTimeout+5*time.Second)
+		defer cancel()
+		_ = a.Server.Shutdown(sctx)
+		return fmt.Errorf("chat: taking over: %w", err)
+	}
+	log.Info("chat took over", "pid", os.Getpid(), "from_pid", tk.Predecessor(), "addr", ln.Addr().String(),
+		"restored", res.Restored, "refused", res.Refused, "partial", res.Partial, "restore", res.Duration)
+	if a.cfg.OnTakenOver != nil {
+		a.cfg.OnTakenOver(res)
+	}
+	return nil
+}
+
 func (a *App) Addr() net.Addr { return a.Server.Addr() }
 
 // fallback serves the page for plain HTTP GETs.

@@ -72,10 +72,11 @@ type HubConfig struct {
 type Hub struct {
 	handler.Base
 
-	cfg HubConfig
-	log *slog.Logger
-	out atomic.Pointer[Broadcaster]
-	seq atomic.Uint64
+	cfg    HubConfig
+	log    *slog.Logger
+	out    atomic.Pointer[Broadcaster]
+	seq    atomic.Uint64
+	frozen atomic.Bool // a handoff is on: pending notices wait (handoff.go)
 
 	mu    sync.Mutex
 	rooms map[string]*room

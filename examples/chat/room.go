@@ -226,13 +226,23 @@ func (h *Hub) changedLocked(r *room, name string, was bool, conns []handler.Conn
 	}
 	r.pendLocked(name, was)
 	if r.noticeTimer == nil {
-		r.noticeTimer = time.AfterFunc(r.lastNotice.Add(h.cfg.PresenceInterval).Sub(now), func() {
-			r.mu.Lock()
-			defer r.mu.Unlock()
-			r.noticeTimer = nil
-			h.noticesLocked(r)
-		})
+		h.noticeAfterLocked(r, r.lastNotice.Add(h.cfg.PresenceInterval).Sub(now))
 	}
+}
+
+// noticeAfterLocked sends the room's pending notices after d. While a
+// handoff is on (Hub.freezeNotices) they wait, to move with the rooms.
+func (h *Hub) noticeAfterLocked(r *room, d time.Duration) {
+	r.noticeTimer = time.AfterFunc(d, func() {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		r.noticeTimer = nil
+		if h.frozen.Load() {
+			h.noticeAfterLocked(r, max(h.cfg.PresenceInterval, 10*time.Millisecond))
+			return
+		}
+		h.noticesLocked(r)
+	})
 }
 
 // pendLocked records a change of name for the next notices, remembering
