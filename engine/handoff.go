@@ -967,8 +967,8 @@ func TakeOver(ctx context.Context, dir string, opts *TakeOverOptions) (*Takeover
 
 // Listener returns the listener the old process handed over under name
 // ("" for its server's own), or nil if it sent none by that name. It is
-// this process's to serve (Options.Listener of a Server, or an http.Server's Serve) and to
-// close. Its Accept waits until Restore is over (or Close), so that a
+// this process's to serve (as a Server's Options.Listener, or with an
+// http.Server's Serve) and to close. Its Accept waits until Restore is over (or Close), so that a
 // client who connects meanwhile finds the application's state and the
 // moved connections in place: its connection waits in the listen queue,
 // never refused.
@@ -985,8 +985,7 @@ func (tk *Takeover) Predecessor() int { return tk.peer }
 
 // Restore receives the old process's connections and serves them on srv,
 // which must be started (with Takeover.Listener as Options.Listener, or
-// not). It waits
-// for the old process's commit, restores the application's global state
+// not). It waits for the old process's commit, restores the application's global state
 // (TakeOverOptions.State), then every connection: each gets its own
 // handler and Context back from srv's handler.Restorer (OnOpen when it has
 // none), and only once every one is in place, on every loop at once, are

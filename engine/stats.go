@@ -258,8 +258,8 @@ func (s *Server) Stats() Stats {
 			BudgetUsed: s.defl.used.Load(),
 			Downgraded: s.defl.downgraded.Load(),
 		},
-		MovedOut:       s.stats.movedOut.Load(),
-		MovedIn:        s.stats.movedIn.Load(),
+		MovedOut: s.stats.movedOut.Load(),
+		MovedIn:  s.stats.movedIn.Load(),
 	}
 	for _, lp := range s.loopList() {
 		st.MessagesIn += lp.stats.messagesIn.Load()
