@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"sort"
 	"sync"
@@ -612,6 +613,13 @@ func (wc *wsConn) detachForMove(maxBuffered int) (*moveRec, string) {
 	if st&sPongWait != 0 {
 		r.flags |= recPongWait
 	}
+	if st&sPauseWanted != 0 {
+		r.flags |= recPaused // the new side pauses it before reading anything
+	}
+	// The addresses the application saw: a client's that a PROXY
+	// protocol header named may not be the socket's, which is all the
+	// new process would see.
+	r.remote, r.local = tcpAddrString(wc.peerAddr()), tcpAddrString(wc.localAddr())
 	r.sinceRead = s.ticksToMillis(lp.now - wc.lastRead)
 	r.sincePing = s.ticksToMillis(lp.now - wc.pingOrCloseAt)
 	if wc.acceptOrMsgAt != 0 {
@@ -1237,6 +1245,16 @@ func (wc *wsConn) restored(a *adoption) {
 	}
 	wc.set(sProbeSent, r.flags&recProbeSent != 0)
 	wc.set(sPongWait, r.flags&recPongWait != 0)
+	if r.flags&recPaused != 0 {
+		wc.set(sPauseWanted, true) // applied before anything is read (readpause.go)
+	}
+	if ra, la := parseTCPAddr(r.remote), parseTCPAddr(r.local); ra != nil && !sameAddr(ra, wc.c.RemoteAddr()) {
+		// Not the socket's peer: the client a PROXY header named.
+		if info == nil {
+			info = &connInfo{path: r.path, rawQuery: r.query, subprotocol: r.sub}
+		}
+		info.remote, info.local = ra, la
+	}
 	wc.set(sHeld, true)
 	wc.mu.Lock()
 	wc.setPhase(phaseOpen)
@@ -1349,4 +1367,28 @@ func (lp *loop) resumeHeld() {
 		}
 	}
 	lp.held = lp.held[:0]
+}
+
+// tcpAddrString returns a TCP address as "ip:port", "" for anything else.
+func tcpAddrString(a net.Addr) string {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		ap := ta.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()).String()
+	}
+	return ""
+}
+
+// parseTCPAddr parses what tcpAddrString wrote, nil for "".
+func parseTCPAddr(s string) *net.TCPAddr {
+	ap, err := netip.ParseAddrPort(s)
+	if err != nil {
+		return nil
+	}
+	return net.TCPAddrFromAddrPort(ap)
+}
+
+// sameAddr reports whether a is the TCP address b.
+func sameAddr(a *net.TCPAddr, b net.Addr) bool {
+	tb, ok := b.(*net.TCPAddr)
+	return ok && tcpAddrString(a) == tcpAddrString(tb)
 }

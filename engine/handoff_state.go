@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net/netip"
 
 	"github.com/wsloop/wsloop/codec"
 )
@@ -17,7 +18,9 @@ import (
 // (FuzzHandoffRecords).
 
 // handoffStateVersion is the version of the format below.
-const handoffStateVersion = 1
+//
+// Version 2 added recPaused and the peer addresses.
+const handoffStateVersion = 2
 
 // Limits of a record, checked by the decoder.
 const (
@@ -33,7 +36,8 @@ const (
 	recDeflate                    // permessage-deflate was negotiated
 	recServerTakeover             // ... with server context takeover
 	recClientTakeover             // ... with client context takeover
-	recAllFlags       = recClient | recProbeSent | recPongWait | recDeflate | recServerTakeover | recClientTakeover
+	recPaused                     // the application paused its reads (PauseReading)
+	recAllFlags       = recClient | recProbeSent | recPongWait | recDeflate | recServerTakeover | recClientTakeover | recPaused
 )
 
 // connRecord is one connection in transit: everything of it but the
@@ -49,6 +53,10 @@ type connRecord struct {
 	sinceRead, sincePing uint32 // milliseconds since the last read, since the last server ping (or pong wait)
 	msgAge               uint32 // milliseconds an incomplete frame header has waited, 0 if none
 	in, out, app         []byte // raw unparsed input, queued output, the application's state
+	// remote and local are the connection's addresses as the application
+	// saw them ("" when they are the socket's own): a client's that a
+	// PROXY protocol header announced, or a bridged one's.
+	remote, local string
 }
 
 func appendBytes(b, p []byte) []byte {
@@ -73,12 +81,14 @@ func appendRecord(b []byte, r *connRecord) []byte {
 	b = binary.AppendUvarint(b, uint64(r.msgAge))
 	b = appendBytes(b, r.in)
 	b = appendBytes(b, r.out)
-	return appendBytes(b, r.app)
+	b = appendBytes(b, r.app)
+	b = appendBytes(b, []byte(r.remote))
+	return appendBytes(b, []byte(r.local))
 }
 
 // recordSize is an upper bound of r's encoding, for sizing a batch.
 func recordSize(r *connRecord) int {
-	return 16*binary.MaxVarintLen64 + 1 + len(r.path) + len(r.query) + len(r.sub) + len(r.sent) + len(r.hist) + len(r.in) + len(r.out) + len(r.app)
+	return 18*binary.MaxVarintLen64 + 1 + len(r.path) + len(r.query) + len(r.sub) + len(r.sent) + len(r.hist) + len(r.in) + len(r.out) + len(r.app) + len(r.remote) + len(r.local)
 }
 
 var errRecord = errors.New("wsloop: handoff state: malformed record")
@@ -173,6 +183,8 @@ func (d *recordReader) record(r *connRecord) {
 	r.in = d.bytes("input", maxRecordBytes)
 	r.out = d.bytes("output", maxRecordBytes)
 	r.app = d.bytes("application state", maxRecordBytes)
+	r.remote = d.string("remote address")
+	r.local = d.string("local address")
 	if d.err != nil {
 		return
 	}
@@ -183,6 +195,8 @@ func (d *recordReader) record(r *connRecord) {
 		d.fail("message size limit")
 	case r.path == "" || r.path[0] != '/':
 		d.fail("path")
+	case !validAddrPort(r.remote) || !validAddrPort(r.local):
+		d.fail("address")
 	case len(r.in)+len(r.out)+len(r.app) > maxRecordBytes:
 		d.fail("record too large")
 	case r.flags&recDeflate == 0 && (r.flags&(recServerTakeover|recClientTakeover) != 0 || r.deflBits != 0 || r.deflLimit != 0 || len(r.sent)+len(r.hist) > 0):
@@ -190,6 +204,15 @@ func (d *recordReader) record(r *connRecord) {
 	case r.flags&recServerTakeover == 0 && len(r.sent) > 0, r.flags&recClientTakeover == 0 && len(r.hist) > 0:
 		d.fail("a window without context takeover")
 	}
+}
+
+// validAddrPort reports whether s is empty or an IP address and port.
+func validAddrPort(s string) bool {
+	if s == "" {
+		return true
+	}
+	_, err := netip.ParseAddrPort(s)
+	return err == nil
 }
 
 // appendBatch appends the payload of a batch of records.

@@ -12,6 +12,7 @@ import (
 	"log"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -133,6 +134,7 @@ func (a *movingApp) OnRestore(c handler.Conn, state []byte) (handler.Handler, an
 	}
 	a.mu.Lock()
 	a.restored = append(a.restored, engine.ConnID(c))
+	a.conns[st.Path] = c
 	a.mu.Unlock()
 	return nil, &st, nil
 }
@@ -927,4 +929,85 @@ func TestHandOffWaitsForNextWriter(t *testing.T) {
 	}
 	c.expect(t, codec.OpText, "B 2 x")
 	c.conn.Close()
+}
+
+// What the application set up on a connection survives the move: a paused
+// connection stays paused on the new server (nothing the client sends is
+// delivered until the application resumes it), and a client a PROXY
+// protocol header named keeps its address, which the new process could
+// not learn from the socket.
+func TestHandOffKeepsPauseAndProxiedAddress(t *testing.T) {
+	oldApp, newApp := newMovingApp("A"), newMovingApp("B")
+	trusted := []netip.Prefix{netip.MustParsePrefix("127.0.0.1/32")}
+	old := startOld(t, oldApp, engine.Options{ProxyProtocol: trusted})
+	addr := old.Addr().String()
+	dial := func(path, hdr string) *wsClient {
+		t.Helper()
+		conn, err := net.DialTimeout("tcp", addr, readTimeout)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		if _, err := io.WriteString(conn, hdr); err != nil {
+			t.Fatal(err)
+		}
+		c, err := upgrade(conn, addr, path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	paused := dial("/paused?", "PROXY TCP4 203.0.113.7 192.0.2.1 5555 443\r\n")
+	other := dial("/other?", "PROXY TCP4 203.0.113.8 192.0.2.1 6666 443\r\n")
+	for _, c := range []*wsClient{paused, other} {
+		if err := c.send(codec.OpText, []byte("w")); err != nil {
+			t.Fatal(err)
+		}
+		c.expect(t, codec.OpText, "A 1 w")
+	}
+	oldApp.conn("/paused?").PauseReading()
+
+	d := deploy(t, old, newApp, nil, engine.Options{ProxyProtocol: trusted})
+	if d.restored.Restored != 2 {
+		t.Fatalf("restored %d connections, want 2", d.restored.Restored)
+	}
+	pc, oc := newApp.conn("/paused?"), newApp.conn("/other?")
+	if pc == nil || oc == nil {
+		t.Fatal("a connection was not restored under its path")
+	}
+	if got := pc.RemoteAddr().String(); got != "203.0.113.7:5555" {
+		t.Errorf("RemoteAddr after the move = %s, want the client the PROXY header named (203.0.113.7:5555)", got)
+	}
+	if got := oc.LocalAddr().String(); got != "192.0.2.1:443" {
+		t.Errorf("LocalAddr after the move = %s, want 192.0.2.1:443", got)
+	}
+	// The unpaused one is read at once; the paused one only once resumed.
+	if err := paused.send(codec.OpText, []byte("held")); err != nil {
+		t.Fatal(err)
+	}
+	if err := other.send(codec.OpText, []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	other.expect(t, codec.OpText, "B 2 x")
+	// A round trip through the paused connection's own loop: a ping the
+	// server sends comes back before anything else would.
+	_ = pc.Ping([]byte("p"))
+	if f, err := paused.read(readTimeout); err != nil || f.op != codec.OpPing {
+		t.Fatalf("ping: %v %v", f, err)
+	}
+	if n := newApp.count("/paused?"); n != 1 {
+		t.Fatalf("the paused connection delivered a message on the new server before its resume (count %d)", n)
+	}
+	pc.ResumeReading()
+	paused.expect(t, codec.OpText, "B 2 held")
+}
+
+// count returns how many messages the connection opened with path and
+// query p has delivered, old server's included.
+func (a *movingApp) count(p string) int {
+	c := a.conn(p)
+	if c == nil {
+		return -1
+	}
+	return c.Context().(*connState).Count
 }
