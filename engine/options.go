@@ -35,7 +35,12 @@ type Options struct {
 	// Default ":8080".
 	Addr string
 
-	// EventLoops is the number of event loops. Default: one per CPU.
+	// EventLoops is the number of event loops. Default (zero or negative):
+	// runtime.GOMAXPROCS(0), the CPUs the Go scheduler runs on. That is
+	// the container's CPU limit where one is set (Go 1.25 and later) and
+	// the GOMAXPROCS environment variable where that is set, not every CPU
+	// of the host: a server in a 2-CPU container on a 64-core machine
+	// starts 2 loops, not 64.
 	EventLoops int
 
 	// ReusePort sets SO_REUSEPORT on the listening socket, so that several
@@ -195,7 +200,7 @@ type FallbackResponse struct {
 func (o *Options) withDefaults() Options {
 	c := *o
 	if c.EventLoops <= 0 {
-		c.EventLoops = runtime.NumCPU()
+		c.EventLoops = runtime.GOMAXPROCS(0)
 	}
 	if c.MaxInboundMemory == 0 {
 		c.MaxInboundMemory = defaultInboundMemory()
