@@ -55,17 +55,6 @@ import (
 // a few they only contend for it.
 const acceptors = 4
 
-// reusePort sets SO_REUSEPORT on a listening socket before it binds.
-func reusePort(network, address string, c syscall.RawConn) error {
-	var serr error
-	if err := c.Control(func(fd uintptr) {
-		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
-	}); err != nil {
-		return err
-	}
-	return serr
-}
-
 // defaultMaxConns keeps reserve descriptors free under RLIMIT_NOFILE for
 // everything else the process does: listeners, files, the second descriptor
 // of a socket being adopted, a refused connection being answered.

@@ -43,12 +43,26 @@ type Options struct {
 	// starts 2 loops, not 64.
 	EventLoops int
 
-	// ReusePort sets SO_REUSEPORT on the listening socket, so that several
-	// processes can listen on the same port and the kernel spreads the
-	// connections over them: the way past one process's descriptor limit
-	// (docs/scaling.md). It is off by default because it also lets a
-	// second process of the same user bind the port and silently take a
-	// share of the connections, where it would otherwise fail to start.
+	// ReusePort lets several processes listen on the same port, so that
+	// the kernel spreads the connections over them: the way past one
+	// process's descriptor limit (docs/scaling.md). It is off by default
+	// because it also lets a second process of the same user bind the port
+	// and silently take a share of the connections, where it would
+	// otherwise fail to start. What it does depends on the system
+	// (reuseport_*.go):
+	//
+	//   - Linux: SO_REUSEPORT; new connections are spread over the
+	//     listening sockets by a hash of their addresses.
+	//   - FreeBSD: SO_REUSEPORT_LB (FreeBSD 12 and later), which spreads
+	//     them as Linux does. FreeBSD's plain SO_REUSEPORT would not.
+	//   - DragonFly BSD: SO_REUSEPORT, which spreads them by hash as well.
+	//   - macOS, NetBSD, OpenBSD: SO_REUSEPORT, which lets the processes
+	//     share the port but does not spread: one listening socket gets
+	//     the new connections. Useful for handing a port over to a new
+	//     process, not for sharing the load.
+	//   - Windows: ListenAndServe returns an error. Windows has no
+	//     SO_REUSEPORT, and its SO_REUSEADDR would let any process take
+	//     over the port, so no substitute is used.
 	ReusePort bool
 
 	// MaxHeaderBytes caps the size of an upgrade request header. Over it
