@@ -55,21 +55,6 @@ import (
 // a few they only contend for it.
 const acceptors = 4
 
-// defaultMaxConns keeps reserve descriptors free under RLIMIT_NOFILE for
-// everything else the process does: listeners, files, the second descriptor
-// of a socket being adopted, a refused connection being answered.
-func defaultMaxConns(reserve int) int {
-	var rl syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil || rl.Cur > 1<<30 {
-		return 1 << 30
-	}
-	n := int(rl.Cur) - reserve
-	if n < 1 {
-		n = 1
-	}
-	return n
-}
-
 var (
 	limitResponse = codec.AppendResponse(nil, http.StatusServiceUnavailable, http.Header{"Retry-After": {"5"}}, []byte("server at its connection limit, try again later\n"))
 	drainResponse = codec.AppendResponse(nil, http.StatusServiceUnavailable, http.Header{"Retry-After": {"5"}}, []byte("server shutting down\n"))
@@ -136,16 +121,13 @@ func (s *Server) acceptLoop(ln net.Listener) error {
 
 // acceptRetryable reports whether an accept (or a dup during adoption)
 // failed for a reason that passes: the process or the system is out of
-// descriptors or memory, or the peer gave up before it was accepted.
+// descriptors or memory, or the peer gave up before it was accepted. The
+// error numbers that say so differ by system (retryableErrno,
+// sockets_*.go).
 func acceptRetryable(err error) bool {
 	var errno syscall.Errno
-	if errors.As(err, &errno) {
-		switch errno {
-		case unix.EMFILE, unix.ENFILE, unix.ENOBUFS, unix.ENOMEM,
-			unix.ECONNABORTED, unix.ECONNRESET, unix.EINTR, unix.EAGAIN,
-			unix.EPERM, unix.EPROTO, unix.ETIMEDOUT:
-			return true
-		}
+	if errors.As(err, &errno) && retryableErrno(errno) {
+		return true
 	}
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
@@ -179,20 +161,7 @@ func (s *Server) descriptorHeadroom(ln net.Listener) bool {
 		return true
 	}
 	ok = true
-	_ = rc.Control(func(fd uintptr) {
-		a, err := unix.Dup(int(fd))
-		if err != nil {
-			ok = false
-			return
-		}
-		b, err := unix.Dup(int(fd))
-		if err != nil {
-			ok = false
-		} else {
-			unix.Close(b)
-		}
-		unix.Close(a)
-	})
+	_ = rc.Control(func(fd uintptr) { ok = twoDescriptorsFree(fd) })
 	return ok
 }
 
