@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
-	"golang.org/x/sys/unix"
 
 	"github.com/wsloop/wsloop/codec"
 	"github.com/wsloop/wsloop/handler"
@@ -174,27 +173,6 @@ func (s *Server) descriptorFreed() {
 	case s.fdFreed <- struct{}{}:
 	default:
 	}
-}
-
-// refuse answers a connection the server will not serve with resp and
-// closes it, from the accepting goroutine: a refused socket holds its
-// descriptor for no longer than this call. Whatever the client already
-// sent is read first, so that the close does not turn into a reset that
-// would destroy the response in flight.
-func refuse(c net.Conn, resp []byte) {
-	if rc, err := c.(syscall.Conn).SyscallConn(); err == nil {
-		_ = rc.Control(func(fd uintptr) {
-			var buf [1024]byte
-			for i := 0; i < 8; i++ {
-				if n, err := unix.Read(int(fd), buf[:]); n <= 0 || err != nil {
-					break
-				}
-			}
-			_, _ = unix.Write(int(fd), resp) // a fresh socket's send buffer takes it whole
-			_ = unix.Shutdown(int(fd), unix.SHUT_WR)
-		})
-	}
-	_ = c.Close()
 }
 
 // adoption carries what a socket brings to its loop besides the socket:
