@@ -233,8 +233,19 @@ func (s *Server) opened(c gnet.Conn) {
 	if !lp.trimGnetConn(c, a != nil && a.client) && a != nil {
 		c.SetSafeContext(nil)
 	}
+	// A socket taken just before Shutdown began can reach its loop after
+	// the drain swept that loop (or a loop the drain did not know yet):
+	// the drain would never see it, and Shutdown would wait for it.
+	draining := s.draining.Load()
 	if a != nil {
 		wc.adopted(a)
+		if draining {
+			wc.drain()
+		}
+		return
+	}
+	if draining {
+		wc.drain()
 		return
 	}
 	wc.msgStart = lp.now // the handshake timeout runs from accept, TLS included
