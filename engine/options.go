@@ -124,13 +124,16 @@ type Options struct {
 	// MaxConns caps open connections (including those still in the
 	// handshake). Past it a new connection gets 503 and is closed at once
 	// by the accept loop, and a rate-limited log line says so. The default
-	// keeps FDReserve descriptors free under RLIMIT_NOFILE. Should the
+	// keeps FDReserve descriptors free under RLIMIT_NOFILE; on Windows,
+	// which has no such limit, it is 4096 (gnet holds a goroutine and a 64
+	// KiB buffer per connection there). Should the
 	// process run out of descriptors anyway (other files, another
 	// library), accepting pauses until a connection closes: the server
 	// never stops for it.
 	MaxConns int
 	// FDReserve is the number of descriptors left for everything else in
 	// the process when MaxConns is derived from RLIMIT_NOFILE. Default 64.
+	// Unused on Windows.
 	FDReserve int
 
 	// MaxInboundMemory caps the memory all connections together may hold
