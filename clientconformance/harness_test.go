@@ -482,18 +482,7 @@ func (sc *serverConn) peerClosed() bool {
 	if sc.br.Buffered() > 0 {
 		return false
 	}
-	rc, err := sc.c.(syscall.Conn).SyscallConn()
-	if err != nil {
-		return false
-	}
-	closed := false
-	_ = rc.Read(func(fd uintptr) bool {
-		var b [1]byte
-		n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-		closed = n == 0 && err == nil || err != nil && err != syscall.EAGAIN
-		return true // never wait for readiness
-	})
-	return closed
+	return sc.socketClosed() // peek_*_test.go
 }
 
 // expectEOF waits for the client to close the TCP connection.

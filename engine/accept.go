@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
-	"golang.org/x/sys/unix"
 
 	"github.com/wsloop/wsloop/codec"
 	"github.com/wsloop/wsloop/handler"
@@ -53,32 +52,6 @@ import (
 // acceptors is the number of goroutines that accept on one listener: past
 // a few they only contend for it.
 const acceptors = 4
-
-// reusePort sets SO_REUSEPORT on a listening socket before it binds.
-func reusePort(network, address string, c syscall.RawConn) error {
-	var serr error
-	if err := c.Control(func(fd uintptr) {
-		serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
-	}); err != nil {
-		return err
-	}
-	return serr
-}
-
-// defaultMaxConns keeps reserve descriptors free under RLIMIT_NOFILE for
-// everything else the process does: listeners, files, the second descriptor
-// of a socket being adopted, a refused connection being answered.
-func defaultMaxConns(reserve int) int {
-	var rl syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil || rl.Cur > 1<<30 {
-		return 1 << 30
-	}
-	n := int(rl.Cur) - reserve
-	if n < 1 {
-		n = 1
-	}
-	return n
-}
 
 var (
 	limitResponse = codec.AppendResponse(nil, http.StatusServiceUnavailable, http.Header{"Retry-After": {"5"}}, []byte("server at its connection limit, try again later\n"))
@@ -177,16 +150,13 @@ func (s *Server) acceptLoop(ln net.Listener) error {
 
 // acceptRetryable reports whether an accept (or a dup during adoption)
 // failed for a reason that passes: the process or the system is out of
-// descriptors or memory, or the peer gave up before it was accepted.
+// descriptors or memory, or the peer gave up before it was accepted. The
+// error numbers that say so differ by system (retryableErrno,
+// sockets_*.go).
 func acceptRetryable(err error) bool {
 	var errno syscall.Errno
-	if errors.As(err, &errno) {
-		switch errno {
-		case unix.EMFILE, unix.ENFILE, unix.ENOBUFS, unix.ENOMEM,
-			unix.ECONNABORTED, unix.ECONNRESET, unix.EINTR, unix.EAGAIN,
-			unix.EPERM, unix.EPROTO, unix.ETIMEDOUT:
-			return true
-		}
+	if errors.As(err, &errno) && retryableErrno(errno) {
+		return true
 	}
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
@@ -220,20 +190,7 @@ func (s *Server) descriptorHeadroom(ln net.Listener) bool {
 		return true
 	}
 	ok = true
-	_ = rc.Control(func(fd uintptr) {
-		a, err := unix.Dup(int(fd))
-		if err != nil {
-			ok = false
-			return
-		}
-		b, err := unix.Dup(int(fd))
-		if err != nil {
-			ok = false
-		} else {
-			unix.Close(b)
-		}
-		unix.Close(a)
-	})
+	_ = rc.Control(func(fd uintptr) { ok = twoDescriptorsFree(fd) })
 	return ok
 }
 
@@ -246,27 +203,6 @@ func (s *Server) descriptorFreed() {
 	case s.fdFreed <- struct{}{}:
 	default:
 	}
-}
-
-// refuse answers a connection the server will not serve with resp and
-// closes it, from the accepting goroutine: a refused socket holds its
-// descriptor for no longer than this call. Whatever the client already
-// sent is read first, so that the close does not turn into a reset that
-// would destroy the response in flight.
-func refuse(c net.Conn, resp []byte) {
-	if rc, err := c.(syscall.Conn).SyscallConn(); err == nil {
-		_ = rc.Control(func(fd uintptr) {
-			var buf [1024]byte
-			for i := 0; i < 8; i++ {
-				if n, err := unix.Read(int(fd), buf[:]); n <= 0 || err != nil {
-					break
-				}
-			}
-			_, _ = unix.Write(int(fd), resp) // a fresh socket's send buffer takes it whole
-			_ = unix.Shutdown(int(fd), unix.SHUT_WR)
-		})
-	}
-	_ = c.Close()
 }
 
 // adoption carries what a socket brings to its loop besides the socket:
@@ -353,8 +289,19 @@ func (s *Server) opened(c gnet.Conn) {
 		wc.restored(a) // handoff.go
 		return
 	}
+	// A socket taken just before Shutdown began can reach its loop after
+	// the drain swept that loop (or a loop the drain did not know yet):
+	// the drain would never see it, and Shutdown would wait for it.
+	draining := s.draining.Load()
 	if a != nil {
 		wc.adopted(a)
+		if draining {
+			wc.drain()
+		}
+		return
+	}
+	if draining {
+		wc.drain()
 		return
 	}
 	wc.acceptOrMsgAt = lp.now // the handshake timeout runs from accept, PROXY header and TLS included

@@ -1,8 +1,10 @@
+//go:build !wsloop_portable
+
 package engine
 
 import "golang.org/x/sys/unix"
 
-// Large message buffers live outside the Go heap, in anonymous mappings:
+// Linux: large message buffers live outside the Go heap, in anonymous mappings:
 // growing one is an mremap, which moves page tables instead of copying
 // bytes and leaves no garbage behind, and freeing one returns its memory to
 // the kernel at once. On the heap, a message grown to n bytes would leave
@@ -11,7 +13,8 @@ import "golang.org/x/sys/unix"
 //
 // A buffer from bigAlloc must be released with bigFree exactly once; the
 // handler sees it only during its callback, as the package documents for
-// every message.
+// every message. Other systems have no mremap, and the wsloop_portable tag
+// builds their road here too: bigbuf_other.go.
 
 func bigAlloc(size int) []byte {
 	b, err := unix.Mmap(-1, 0, size, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANON)

@@ -2,7 +2,6 @@ package engine
 
 import (
 	"errors"
-	"syscall"
 
 	"github.com/wsloop/wsloop/codec"
 	"github.com/wsloop/wsloop/handler"
@@ -202,7 +201,7 @@ func (wc *wsConn) flushFailing() {
 	if !wc.has(sClient) {
 		wc.tlsCloseNotify()
 		if wc.c.OutboundBuffered() == 0 {
-			_ = syscall.Shutdown(wc.c.Fd(), syscall.SHUT_WR)
+			_ = shutdownWrite(wc.c.Fd())
 		}
 	}
 	// A client does not half-close: RFC 6455 §7.1.1 has the server close

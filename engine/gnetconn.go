@@ -8,7 +8,6 @@ import (
 	"unsafe"
 
 	"github.com/panjf2000/gnet/v2"
-	"golang.org/x/sys/unix"
 )
 
 // What gnet's connection keeps that an idle WebSocket does not need.
@@ -35,7 +34,9 @@ import (
 // only on the loop (release, LocalAddr, RemoteAddr), and release treats nil
 // and a zone-less address as it treats its own. When they are not found
 // (another gnet release), nothing is rewritten and connections keep the
-// bytes; TestGnetConnFieldsFound says so.
+// bytes; TestGnetConnFieldsFound says so. On Windows gnet's connection is
+// another type, without these bytes to save (gnetconn_windows.go): the
+// fields are not found there, by design.
 
 // gnetConnFields holds the offsets of the fields of gnet's connection
 // type, found once from the first connection a loop registers.
@@ -70,7 +71,7 @@ func findGnetConnFields(c gnet.Conn) {
 	}
 	addrT := reflect.TypeFor[net.Addr]()
 	var ok [5]bool
-	f.remote, ok[0] = field("remote", reflect.TypeFor[unix.Sockaddr]())
+	f.remote, ok[0] = field("remote", reflect.TypeFor[gnetSockaddr]())
 	f.local, ok[1] = field("localAddr", addrT)
 	f.peer, ok[2] = field("remoteAddr", addrT)
 	f.safeCtx, ok[3] = field("safeCtx", reflect.TypeFor[atomic.Pointer[any]]())
@@ -93,7 +94,7 @@ func (lp *loop) trimGnetConn(c gnet.Conn, client bool) bool {
 	if *(*bool)(unsafe.Add(p, f.isDatagram)) {
 		return false
 	}
-	*(*unix.Sockaddr)(unsafe.Add(p, f.remote)) = nil
+	*(*gnetSockaddr)(unsafe.Add(p, f.remote)) = nil
 	(*atomic.Pointer[any])(unsafe.Add(p, f.safeCtx)).Store(nil)
 	local := (*net.Addr)(unsafe.Add(p, f.local))
 	if client {

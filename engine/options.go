@@ -69,16 +69,34 @@ type Options struct {
 	// a test made. The server takes it over and closes it when it stops.
 	Listener net.Listener
 
-	// EventLoops is the number of event loops. Default
-	// runtime.GOMAXPROCS(0), which follows a container's CPU limit.
+	// EventLoops is the number of event loops. Default:
+	// runtime.GOMAXPROCS(0), the CPUs the Go scheduler runs on. That is
+	// the container's CPU limit where one is set (Go 1.25 and later) and
+	// the GOMAXPROCS environment variable where that is set, not every CPU
+	// of the host: a server in a 2-CPU container on a 64-core machine
+	// starts 2 loops, not 64.
 	EventLoops int
 
-	// ReusePort sets SO_REUSEPORT on the listening socket, so that several
-	// processes can listen on the same port and the kernel spreads the
-	// connections over them: the way past one process's descriptor limit
-	// (docs/scaling.md). It is off by default because it also lets a
-	// second process of the same user bind the port and silently take a
-	// share of the connections, where it would otherwise fail to start.
+	// ReusePort lets several processes listen on the same port, so that
+	// the kernel spreads the connections over them: the way past one
+	// process's descriptor limit (docs/scaling.md). It is off by default
+	// because it also lets a second process of the same user bind the port
+	// and silently take a share of the connections, where it would
+	// otherwise fail to start. What it does depends on the system
+	// (reuseport_*.go):
+	//
+	//   - Linux: SO_REUSEPORT; new connections are spread over the
+	//     listening sockets by a hash of their addresses.
+	//   - FreeBSD: SO_REUSEPORT_LB (FreeBSD 12 and later), which spreads
+	//     them as Linux does. FreeBSD's plain SO_REUSEPORT would not.
+	//   - DragonFly BSD: SO_REUSEPORT, which spreads them by hash as well.
+	//   - macOS, NetBSD, OpenBSD: SO_REUSEPORT, which lets the processes
+	//     share the port but does not spread: one listening socket gets
+	//     the new connections. Useful for handing a port over to a new
+	//     process, not for sharing the load.
+	//   - Windows: ListenAndServe returns an error. Windows has no
+	//     SO_REUSEPORT, and its SO_REUSEADDR would let any process take
+	//     over the port, so no substitute is used.
 	ReusePort bool
 
 	// MaxHeaderBytes caps the size of an upgrade request header. Over it
@@ -150,14 +168,16 @@ type Options struct {
 	// MaxConns caps open connections (including those still in the
 	// handshake). Past it a new connection gets 503 and is closed at once
 	// by the accept loop, and a rate-limited log line says so. The default
-	// keeps FDReserve descriptors free under RLIMIT_NOFILE. Should the
+	// keeps FDReserve descriptors free under RLIMIT_NOFILE; on Windows,
+	// which has no such limit, it is 4096 (gnet holds a goroutine and a 64
+	// KiB buffer per connection there). Should the
 	// process run out of descriptors anyway (other files, another
 	// library), accepting pauses until a connection closes: the server
 	// never stops for it. Negative: no cap but the descriptors.
 	MaxConns int
 	// FDReserve is the number of descriptors left for everything else in
 	// the process when MaxConns is derived from RLIMIT_NOFILE. Default 64
-	// (DefaultFDReserve).
+	// (DefaultFDReserve). Unused on Windows.
 	FDReserve int
 
 	// MaxInboundMemory caps the memory all connections together may hold

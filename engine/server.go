@@ -253,8 +253,8 @@ func (s *Server) run(ctx context.Context, ln net.Listener, acceptDone chan error
 }
 
 // listen binds Options.Addr: "host:port" for TCP or "unix:///path". With
-// ReusePort the socket gets SO_REUSEPORT, so that several processes can
-// share the port.
+// ReusePort the socket is set to share its port with other processes
+// (reuseport_*.go: what that does differs by system).
 func (s *Server) listen(ctx context.Context) (net.Listener, error) {
 	network, addr := "tcp", s.opts.Addr
 	if n, a, ok := strings.Cut(addr, "://"); ok {

@@ -25,9 +25,7 @@ func dialSmallWindow(t *testing.T, addr, path string) *wsClient {
 	t.Helper()
 	d := net.Dialer{Timeout: readTimeout, Control: func(_, _ string, rc syscall.RawConn) error {
 		var serr error
-		err := rc.Control(func(fd uintptr) {
-			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
-		})
+		err := rc.Control(func(fd uintptr) { serr = setRcvBuf(fd, 4096) }) // platform_*_test.go
 		if err != nil {
 			return err
 		}

@@ -6,13 +6,10 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/wsloop/wsloop/codec"
 	"github.com/wsloop/wsloop/handler"
@@ -356,26 +353,15 @@ func splitTokens(v string) []string {
 }
 
 // bridge serves a connection that has no socket a loop can read (a hijacked
-// *tls.Conn): the loop gets one end of a socketpair, and two goroutines copy
+// *tls.Conn): the loop gets one end of a socketpair (a loopback TCP pair on
+// Windows, which has no socketpair: pair_*.go), and two goroutines copy
 // between the other end and conn until either side ends. What that costs
 // per connection: two goroutines with a 4 KiB buffer each, two descriptors,
 // the pair's kernel buffers while data is in flight, and crypto/tls's own
 // state.
 func (s *Server) bridge(conn net.Conn, a *adoption) error {
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	loopEnd, pumpEnd, err := bridgePair() // pair_*.go
 	if err != nil {
-		conn.Close()
-		return err
-	}
-	loopEnd, err := fileConn(fds[0])
-	if err != nil {
-		unix.Close(fds[1])
-		conn.Close()
-		return err
-	}
-	pumpEnd, err := fileConn(fds[1])
-	if err != nil {
-		loopEnd.Close()
 		conn.Close()
 		return err
 	}
@@ -393,13 +379,6 @@ func (s *Server) bridge(conn net.Conn, a *adoption) error {
 	go b.up()
 	go b.down()
 	return nil
-}
-
-// fileConn turns a socket descriptor into a net.Conn, taking it over.
-func fileConn(fd int) (net.Conn, error) {
-	f := os.NewFile(uintptr(fd), "socketpair")
-	defer f.Close() // FileConn keeps its own duplicate
-	return net.FileConn(f)
 }
 
 var pumpBufs = sync.Pool{New: func() any { return new([4 << 10]byte) }}

@@ -140,7 +140,7 @@ func TestE2ESlowConsumerDoesNotSlowTheRoom(t *testing.T) {
 	// buffer makes the kernel absorb little.
 	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
 		var serr error
-		_ = rc.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096) })
+		_ = rc.Control(func(fd uintptr) { serr = setRcvBuf(fd, 4096) }) // platform_*_test.go
 		return serr
 	}}
 	raw, err := d.Dial("tcp", addr.String())

@@ -41,7 +41,7 @@ func main() {
 	maxText := flag.Int("max-text", 2000, "largest message text in bytes")
 	verbose := flag.Bool("v", false, "log joins and leaves")
 	deflate := flag.Bool("deflate", false, "accept permessage-deflate (compressed messages)")
-	loops := flag.Int("loops", 0, "event loops (default: GOMAXPROCS)")
+	loops := flag.Int("loops", 0, "event loops (default: GOMAXPROCS, the CPUs Go may use)")
 	tlsCert := flag.String("tls-cert", "", "certificate file (PEM): serve https:// and wss:// (with -tls-key)")
 	tlsKey := flag.String("tls-key", "", "private key file (PEM) of -tls-cert")
 	maxPerIP := flag.Int("max-conns-per-ip", 32, "most connections (tabs) one client address may hold; 0: no limit")

@@ -36,7 +36,7 @@ func (echo) OnMessage(c handler.Conn, op handler.Op, data []byte) {
 func main() {
 	var o engine.Options
 	flag.StringVar(&o.Addr, "addr", "127.0.0.1:9001", "listen address")
-	flag.IntVar(&o.EventLoops, "loops", 0, "event loops (0: GOMAXPROCS)")
+	flag.IntVar(&o.EventLoops, "loops", 0, "event loops (0: GOMAXPROCS, the CPUs Go may use)")
 	flag.Int64Var(&o.MaxMessageSize, "max-message", 64<<20, "max message size in bytes")
 	flag.IntVar(&o.MaxOutboundBytes, "max-outbound", 0, "per-connection outbound cap in bytes (0: default 4 MiB)")
 	flag.IntVar(&o.MaxConns, "max-conns", 0, "connection cap (0: RLIMIT_NOFILE minus a reserve)")

@@ -120,7 +120,7 @@ func RaiseNoFile() uint64 {
 		_ = unix.Setrlimit(unix.RLIMIT_NOFILE, &r)
 		_ = unix.Getrlimit(unix.RLIMIT_NOFILE, &r)
 	}
-	return r.Cur
+	return uint64(r.Cur) // int64 on FreeBSD and DragonFly
 }
 
 // ServerStats is what a bench server reports about its Go runtime: on
