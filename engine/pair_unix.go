@@ -42,9 +42,3 @@ func bridgePair() (loopEnd, pumpEnd net.Conn, err error) {
 	return loopEnd, pumpEnd, nil
 }
 
-// fileConn turns a socket descriptor into a net.Conn, taking it over.
-func fileConn(fd int) (net.Conn, error) {
-	f := os.NewFile(uintptr(fd), "socketpair")
-	defer f.Close() // FileConn keeps its own duplicate
-	return net.FileConn(f)
-}
