@@ -1,9 +1,11 @@
 package conformance
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -111,10 +113,36 @@ func serveEcho(t testing.TB, h handler.Handler, opts engine.Options) string {
 	switch road {
 	case roadHTTP:
 		return startHTTPEcho(t, h, opts)
-	case roadTLS:
+	case roadTLS, roadTLSBridge:
 		opts.TLSConfig = &tls.Config{Certificates: []tls.Certificate{testCertificate(t)}}
 	}
-	return enginetest.Start(t, h, opts).Addr().String()
+	if road != roadTLSBridge {
+		return enginetest.Start(t, h, opts).Addr().String()
+	}
+	// The fallback must be what serves this pass: the server says so in
+	// its log at its first wss connection.
+	said := &bridgeLogged{}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.NewTextHandler(said, nil))
+	}
+	srv := enginetest.Start(t, h, opts)
+	t.Cleanup(func() {
+		if srv.Stats().TLSHandshakes > 0 && !said.saw.Load() {
+			t.Error("wss connections were served, but the server did not log that they went through the bridge")
+		}
+	})
+	return srv.Addr().String()
+}
+
+// bridgeLogged is a server's log output, watched for the line that says
+// wss connections go through the goroutine bridge.
+type bridgeLogged struct{ saw atomic.Bool }
+
+func (b *bridgeLogged) Write(p []byte) (int, error) {
+	if bytes.Contains(p, []byte("wss connections go through a bridge")) {
+		b.saw.Store(true)
+	}
+	return len(p), nil
 }
 
 // The roads a connection takes to the engine's loops. TestMain runs the whole
@@ -124,18 +152,23 @@ const (
 	roadNative = "native listener"
 	roadHTTP   = "net/http Upgrade"
 	roadTLS    = "wss (TLS on the native listener)"
+	// roadTLSBridge is wss on the native listener through the fallback a
+	// server takes when its check of crypto/tls fails: forced here
+	// (enginetest.ForceTLSBridge), each connection is bridged to its loop
+	// by two goroutines.
+	roadTLSBridge = "wss through the goroutine bridge (crypto/tls check forced to fail)"
 )
 
 // road is the road of the current pass.
 var road = roadNative
 
-// roadsEnv picks roads by name (native, http, tls), comma-separated; all
-// three by default.
+// roadsEnv picks roads by name (native, http, tls, tlsbridge),
+// comma-separated; all four by default.
 const roadsEnv = "WSLOOP_CONFORMANCE_ROADS"
 
 func TestMain(m *testing.M) {
-	roads := map[string]string{"native": roadNative, "http": roadHTTP, "tls": roadTLS}
-	picked := []string{"native", "http", "tls"}
+	roads := map[string]string{"native": roadNative, "http": roadHTTP, "tls": roadTLS, "tlsbridge": roadTLSBridge}
+	picked := []string{"native", "http", "tls", "tlsbridge"}
 	if v := os.Getenv(roadsEnv); v != "" {
 		picked = strings.Split(v, ",")
 	}
@@ -151,9 +184,14 @@ func TestMain(m *testing.M) {
 		}
 		road = r
 		fmt.Println("conformance: road:", r)
+		restore := func() {}
+		if r == roadTLSBridge {
+			restore = enginetest.ForceTLSBridge()
+		}
 		if c := m.Run(); c != 0 {
 			code = c
 		}
+		restore()
 	}
 	os.Exit(code)
 }
@@ -161,7 +199,7 @@ func TestMain(m *testing.M) {
 // dialNet opens the client's connection to addr: TCP, or TLS on the wss
 // road (any certificate: the suite tests the server, not the PKI).
 func dialNet(d *net.Dialer, addr string) (net.Conn, error) {
-	if road == roadTLS {
+	if road == roadTLS || road == roadTLSBridge {
 		return tls.DialWithDialer(d, "tcp", addr, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
 	}
 	return d.Dial("tcp", addr)

@@ -129,6 +129,8 @@ func (s *Server) acceptLoop(ln net.Listener) error {
 				s.log.Warn("wsloop: connection limit reached, refusing connections", "max_conns", s.maxConns, "refused_since_last_log", n)
 			}
 			refuse(c, limitResponse)
+		case s.tlsConf != nil && s.tlsBridged():
+			s.queueBridged(c) // the fallback road for wss (tls.go)
 		default:
 			if err := s.adopt(c, nil); err != nil {
 				s.stats.conns.Add(-1)
@@ -250,6 +252,11 @@ type adoption struct {
 	defl *connDeflate    // negotiated permessage-deflate, nil if none
 	pre  []byte          // bytes the peer sent after its handshake, already read off the socket (by net/http, or by Dial)
 
+	// handshake: the WebSocket handshake is still to come, on the loop, as
+	// for a connection accepted here. Set for a wss connection bridged at
+	// accept (tls.go, runBridgedHandshake); info then has its addresses.
+	handshake bool
+
 	client bool      // dialed by this side: masks its frames, reads unmasked ones (dial.go)
 	tls    *tlsState // wss from Dial: crypto/tls in its transport's direct mode, attached to the loop here
 
@@ -297,13 +304,19 @@ func (s *Server) opened(c gnet.Conn) {
 	if !lp.trimGnetConn(c, a != nil && a.client) && a != nil {
 		c.SetSafeContext(nil)
 	}
-	if a != nil {
+	if a != nil && !a.handshake {
 		wc.adopted(a)
 		return
 	}
 	wc.msgStart = lp.now // the handshake timeout runs from accept, TLS included
 	lp.wheel.schedule(wc, lp.now+s.ticks(s.opts.HandshakeTimeout))
-	if s.tlsConf != nil {
+	switch {
+	case a != nil:
+		// Bridged after its TLS handshake: plaintext from here on, and
+		// the client's addresses (the loop's socket is one end of a
+		// socketpair).
+		wc.extra().info = a.info
+	case s.tlsConf != nil:
 		wc.tlsStart()
 	}
 	if s.testHookOpened != nil {

@@ -181,7 +181,12 @@ func (wc *wsConn) open(info *connInfo, ctx any) {
 	wc.setPhase(phaseOpen)
 	wc.setContextLocked(ctx)
 	if info != nil {
-		wc.extra().info = info
+		x := wc.extra()
+		if old := x.info; old != nil && old.remote != nil {
+			// A bridged connection: keep its client's addresses.
+			info.remote, info.local = old.remote, old.local
+		}
+		x.info = info
 	}
 	wc.mu.Unlock()
 	wc.set(sHandlerRan, true)
@@ -297,7 +302,7 @@ func (s *Server) request(r *codec.Request, wc *wsConn) *handler.Request {
 		Host:       string(r.Host),
 		Origin:     string(r.Origin),
 		Header:     http.Header{},
-		RemoteAddr: wc.c.RemoteAddr(),
+		RemoteAddr: wc.RemoteAddr(), // the client's, also for a bridged connection
 	}
 	r.VisitHeaders(func(k, v []byte) {
 		key := http.CanonicalHeaderKey(string(k))

@@ -383,7 +383,7 @@ func BenchmarkTLSStalledHandshake(b *testing.B) {
 // connections keep the largest record they read: this test says so.
 func TestTLSBuffersFound(t *testing.T) {
 	if !engine.TLSBuffersFound() {
-		t.Fatal("crypto/tls's Conn.rawInput and Conn.hand were not found: idle wss connections keep their record buffers (engine/tls.go, tlsConnBufs)")
+		t.Fatal("crypto/tls's Conn.rawInput and Conn.hand were not found: idle wss connections keep their record buffers (engine/internal/tlsbuf)")
 	}
 }
 
