@@ -46,6 +46,10 @@ type line struct{ test, text string }
 type pkgState struct {
 	lines []line          // every output line, in order, with its test
 	ended map[string]bool // top-level tests that passed, failed or skipped
+	// Where each test's latest run began in lines: a binary may run a
+	// test more than once (conformance's TestMain runs the suite once per
+	// road), and only the latest run's output belongs to its result.
+	from map[string]int
 }
 
 type skip struct{ pkg, test, reason string }
@@ -78,7 +82,7 @@ func main() {
 	state := func(p string) *pkgState {
 		s := pkgs[p]
 		if s == nil {
-			s = &pkgState{ended: map[string]bool{}}
+			s = &pkgState{ended: map[string]bool{}, from: map[string]int{}}
 			pkgs[p] = s
 		}
 		return s
@@ -108,6 +112,11 @@ func main() {
 		}
 		s := state(e.Package)
 		switch e.Action {
+		case "run":
+			s.from[e.Test] = len(s.lines)
+			if !strings.Contains(e.Test, "/") {
+				delete(s.ended, e.Test)
+			}
 		case "output":
 			s.lines = append(s.lines, line{e.Test, e.Output})
 		case "pass", "fail", "skip":
@@ -188,7 +197,7 @@ func main() {
 // printTest prints the output of a failed top-level test and its subtests.
 func printTest(pkg, test string, s *pkgState) {
 	var b strings.Builder
-	for _, l := range s.lines {
+	for _, l := range s.lines[s.from[test]:] {
 		if l.test == test || strings.HasPrefix(l.test, test+"/") {
 			b.WriteString(l.text)
 		}
@@ -199,7 +208,7 @@ func printTest(pkg, test string, s *pkgState) {
 // skipReason is what a skipped test said, without the run and skip lines.
 func skipReason(s *pkgState, test string) string {
 	var parts []string
-	for _, l := range s.lines {
+	for _, l := range s.lines[s.from[test]:] {
 		if l.test != test {
 			continue
 		}
