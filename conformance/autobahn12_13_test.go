@@ -414,7 +414,11 @@ const minCompressedEcho = 128
 // the suite stays quick under -race. The sizes, not the counts, find the
 // bugs: window boundaries, stored-block limits, fragment splits.
 func pmdCount(size int) int {
-	return max(3, min(1000, (64<<10)/size))
+	moved := 64 << 10
+	if testing.Short() {
+		moved = 16 << 10
+	}
+	return max(3, min(1000, moved/size))
 }
 
 // echoRun sends count messages of the kind and size through c, some

@@ -121,7 +121,10 @@ func maxConnsForFDs(t *testing.T, perConn int) int {
 // lower RLIMIT_NOFILE it scales down and says so.
 func TestTenThousandConnections(t *testing.T) {
 	want := 10000
-	if testing.Short() || road == roadTLSBridge {
+	switch {
+	case testing.Short():
+		want = 500
+	case road == roadTLSBridge:
 		// The fallback road costs two goroutines and three descriptors
 		// a connection: a thousand show that bound as well as ten.
 		want = 1000
@@ -207,7 +210,11 @@ func TestGoroutinesDoNotGrow(t *testing.T) {
 	defer closeAll(few)
 	runtime.GC()
 	base := runtime.NumGoroutine()
-	n := min(3000, maxConnsForFDs(t, 2)-50)
+	more := 3000
+	if testing.Short() {
+		more = 1000
+	}
+	n := min(more, maxConnsForFDs(t, 2)-50)
 	many := openConns(t, addr, n)
 	defer closeAll(many)
 	after := goroutinesSettle(base+goroutineSlack/2, 10*time.Second)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"flag"
 	"fmt"
 	"log/slog"
 	"net"
@@ -163,12 +164,16 @@ const (
 var road = roadNative
 
 // roadsEnv picks roads by name (native, http, tls, tlsbridge),
-// comma-separated; all four by default.
+// comma-separated; all four by default, native and tls with -short.
 const roadsEnv = "WSLOOP_CONFORMANCE_ROADS"
 
 func TestMain(m *testing.M) {
 	roads := map[string]string{"native": roadNative, "http": roadHTTP, "tls": roadTLS, "tlsbridge": roadTLSBridge}
 	picked := []string{"native", "http", "tls", "tlsbridge"}
+	flag.Parse() // for testing.Short
+	if testing.Short() {
+		picked = []string{"native", "tls"}
+	}
 	if v := os.Getenv(roadsEnv); v != "" {
 		picked = strings.Split(v, ",")
 	}

@@ -220,6 +220,9 @@ func screenshot(t *testing.T, tab context.Context, name string) []byte {
 // 50 of them leave. The page keeps its list from the join and leave deltas
 // alone, and a page that joins afterwards gets the right list and count.
 func TestBrowserMemberListAfterChurn(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a browser with 100 members coming and going: skipped with -short")
+	}
 	browser := newBrowser(t)
 	app := startApp(t, Config{})
 	base := "http://" + app.Addr().String()
@@ -256,6 +259,9 @@ func TestBrowserMemberListAfterChurn(t *testing.T) {
 // WebSocket served by the engine over crypto/tls on its event loops, with a
 // test certificate the browser is told to accept, and permessage-deflate.
 func TestBrowserChatTLS(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a second browser session, over TLS: skipped with -short")
+	}
 	browser := newBrowser(t, chromedp.Flag("ignore-certificate-errors", true))
 	opts := engine.Options{Deflate: engine.Deflate{Enabled: true, Threshold: -1}, TLSConfig: testTLSConfig(t)}
 	app, stop := runApp(t, Config{Engine: opts})
