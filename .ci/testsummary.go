@@ -151,12 +151,13 @@ func main() {
 				// final FAIL) and that of tests that never ended (the
 				// one running when the binary died).
 				var rest strings.Builder
-				for _, l := range s.lines {
-					if l.test == "" || !s.ended[topLevel(l.test)] {
+				for i, l := range s.lines {
+					top := topLevel(l.test)
+					if l.test == "" || !s.ended[top] && i >= s.from[top] {
 						rest.WriteString(l.text)
 					}
 				}
-				fmt.Printf("FAIL    %s\t%.1fs\n%s", e.Package, e.Elapsed, indent(rest.String()))
+				fmt.Printf("FAIL    %s\t%.1fs\n%s", e.Package, e.Elapsed, indent(clip(rest.String(), *save)))
 			}
 			delete(pkgs, e.Package)
 		}
@@ -228,6 +229,23 @@ func skipReason(s *pkgState, test string) string {
 		return "(no reason given)"
 	}
 	return strings.Join(parts, " ")
+}
+
+// clip keeps the first 40 and the last 80 lines of a long output (a
+// timeout's goroutine dump, a chatty package), saying where the rest is.
+func clip(s, saved string) string {
+	lines := strings.SplitAfter(s, "\n")
+	const head, tail = 40, 80
+	if len(lines) <= head+tail+10 {
+		return s
+	}
+	where := "the raw stream"
+	if saved != "" {
+		where = saved
+	}
+	return strings.Join(lines[:head], "") +
+		fmt.Sprintf("[... %d lines: see %s ...]\n", len(lines)-head-tail, where) +
+		strings.Join(lines[len(lines)-tail:], "")
 }
 
 func topLevel(test string) string {

@@ -485,6 +485,7 @@ func deflateOpts(budget int64) engine.Options {
 // takeover (the default) and one with a takeover budget, where client and
 // server both keep their windows across messages.
 func TestPerMessageDeflateEcho(t *testing.T) {
+	skipOnBridge(t)
 	for _, srv := range []struct {
 		name   string
 		budget int64
@@ -544,6 +545,7 @@ func TestPerMessageDeflateEcho(t *testing.T) {
 // checked against the offer (RFC 7692 §7.1) and, for the in-process server,
 // exactly.
 func TestPerMessageDeflateParams(t *testing.T) {
+	skipOnBridge(t)
 	const (
 		pmd  = "permessage-deflate"
 		cli  = "; client_no_context_takeover; client_max_window_bits"

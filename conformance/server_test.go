@@ -135,6 +135,15 @@ func serveEcho(t testing.TB, h handler.Handler, opts engine.Options) string {
 	return srv.Addr().String()
 }
 
+// skipOnBridge skips a test of the compression on the bridge road: the
+// bridge carries bytes it does not look at, the other three roads run the
+// same codec, and under -race these are the suite's longest tests.
+func skipOnBridge(t *testing.T) {
+	if road == roadTLSBridge {
+		t.Skip("permessage-deflate is the codec's, which the other roads test; the bridge only carries its bytes")
+	}
+}
+
 // bridgeLogged is a server's log output, watched for the line that says
 // wss connections go through the goroutine bridge.
 type bridgeLogged struct{ saw atomic.Bool }
