@@ -79,6 +79,7 @@ const (
 	sTouched     uint32 = 1 << 10 // loop only: on the broadcast batch's flush list (broadcast.go)
 	sAbort       uint32 = 1 << 11 // the pending close frame is the slow-consumer policy's: close the TCP connection once it is written
 	sClient      uint32 = 1 << 12 // set before OnOpen, never cleared: a connection this side dialed (dial.go): frames are masked, the server's are not, and the server closes TCP first
+	sCloseFlush  uint32 = 1 << 13 // loop only: close the TCP connection once gnet's outbound buffer is empty (closeWhenFlushed)
 )
 
 func (wc *wsConn) phase() uint8 { return uint8(wc.st.Load() & phaseMask) }
