@@ -410,12 +410,14 @@ var pmdSizes = []struct{ size, frag int }{
 const minCompressedEcho = 128
 
 // pmdCount is how many messages a case echoes: Autobahn sends 1000; here
-// a case moves at most 64 KiB each way (and at least 3 messages) so that
-// the suite stays quick under -race. The sizes, not the counts, find the
-// bugs: window boundaries, stored-block limits, fragment splits.
+// a case moves at most 64 KiB each way (and at least 3 messages), 16 KiB
+// under -race or -short, where compression is ten times slower and these
+// cases were half of the suite's time on three roads. The sizes, not the
+// counts, find the bugs: window boundaries, stored-block limits, fragment
+// splits.
 func pmdCount(size int) int {
 	moved := 64 << 10
-	if testing.Short() {
+	if testing.Short() || raceEnabled {
 		moved = 16 << 10
 	}
 	return max(3, min(1000, moved/size))
