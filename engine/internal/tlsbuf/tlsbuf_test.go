@@ -151,3 +151,15 @@ func TestForce(t *testing.T) {
 		t.Errorf("after restore: Loop %v", err)
 	}
 }
+
+// BenchmarkProbe measures the checks a server runs once, at its first wss
+// connection (two in-memory handshakes and the reads).
+//
+//	go test -run '^$' -bench Probe ./engine/internal/tlsbuf
+func BenchmarkProbe(b *testing.B) {
+	for range b.N {
+		if k := probe(); k.Loop != nil {
+			b.Fatal(k.Loop)
+		}
+	}
+}
