@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -14,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/wsloop/wsloop/codec"
 	"github.com/wsloop/wsloop/engine"
 	"github.com/wsloop/wsloop/engine/enginetest"
 	"github.com/wsloop/wsloop/handler"
@@ -65,30 +63,7 @@ func TestTLSBridgeFallback(t *testing.T) {
 			if n := bridgeGoroutines(); n < 2 {
 				t.Errorf("an open wss connection has %d bridge goroutines: not bridged", n)
 			}
-			for _, n := range []int{0, 125, 16 << 10, 100 << 10, 1 << 20} {
-				msg := bytes.Repeat([]byte{byte(n)}, n)
-				if err := c.send(codec.OpBinary, msg); err != nil {
-					t.Fatal(err)
-				}
-				if f, err := c.read(readTimeout); err != nil || !bytes.Equal(f.data, msg) {
-					t.Fatalf("echo of %d bytes: %d bytes, %v", n, len(f.data), err)
-				}
-			}
-			if err := c.send(codec.OpPing, []byte("p")); err != nil {
-				t.Fatal(err)
-			}
-			c.expect(t, codec.OpPong, "p")
-			if err := c.sendClose(4001, "bye"); err != nil {
-				t.Fatal(err)
-			}
-			c.expectClose(t, 4001)
-			if _, err := c.br.ReadByte(); err != io.EOF {
-				t.Errorf("after the close frame: %v, want io.EOF (close_notify)", err)
-			}
-			var ce *handler.CloseError
-			if ev := h.waitClose(t); !errors.As(ev.err, &ce) || ce.Code != 4001 || !ce.Remote {
-				t.Errorf("OnClose %v", ev.err)
-			}
+			wssExchange(t, c, h)
 		})
 	}
 	if !engine.TLSBridged(srv) {
