@@ -410,11 +410,17 @@ var pmdSizes = []struct{ size, frag int }{
 const minCompressedEcho = 128
 
 // pmdCount is how many messages a case echoes: Autobahn sends 1000; here
-// a case moves at most 64 KiB each way (and at least 3 messages) so that
-// the suite stays quick under -race. The sizes, not the counts, find the
-// bugs: window boundaries, stored-block limits, fragment splits.
+// a case moves at most 64 KiB each way (and at least 3 messages), 16 KiB
+// under -race or -short, where compression is ten times slower and these
+// cases were half of the suite's time on three roads. The sizes, not the
+// counts, find the bugs: window boundaries, stored-block limits, fragment
+// splits.
 func pmdCount(size int) int {
-	return max(3, min(1000, (64<<10)/size))
+	moved := 64 << 10
+	if testing.Short() || raceEnabled {
+		moved = 16 << 10
+	}
+	return max(3, min(1000, moved/size))
 }
 
 // echoRun sends count messages of the kind and size through c, some
@@ -481,6 +487,7 @@ func deflateOpts(budget int64) engine.Options {
 // takeover (the default) and one with a takeover budget, where client and
 // server both keep their windows across messages.
 func TestPerMessageDeflateEcho(t *testing.T) {
+	skipOnBridge(t)
 	for _, srv := range []struct {
 		name   string
 		budget int64
@@ -540,6 +547,7 @@ func TestPerMessageDeflateEcho(t *testing.T) {
 // checked against the offer (RFC 7692 §7.1) and, for the in-process server,
 // exactly.
 func TestPerMessageDeflateParams(t *testing.T) {
+	skipOnBridge(t)
 	const (
 		pmd  = "permessage-deflate"
 		cli  = "; client_no_context_takeover; client_max_window_bits"

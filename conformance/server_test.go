@@ -1,9 +1,12 @@
 package conformance
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
+	"flag"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -140,7 +143,7 @@ func serveEcho(t testing.TB, h handler.Handler, opts engine.Options) string {
 	switch road {
 	case roadHTTP:
 		return startHTTPEcho(t, h, opts)
-	case roadTLS:
+	case roadTLS, roadTLSBridge:
 		opts.TLSConfig = &tls.Config{Certificates: []tls.Certificate{testCertificate(t)}}
 	case roadProxy:
 		// The balancer is 127.0.0.1: connections from it carry a PROXY
@@ -156,7 +159,42 @@ func serveEcho(t testing.TB, h handler.Handler, opts engine.Options) string {
 		opts.MaxConnsPerClient = 2 * connsPerSourceIP
 		opts.MaxHandshakesPerClient = 2 * connsPerSourceIP
 	}
-	return enginetest.Start(t, h, opts).Addr().String()
+	if road != roadTLSBridge {
+		return enginetest.Start(t, h, opts).Addr().String()
+	}
+	// The fallback must be what serves this pass: the server says so in
+	// its log at its first wss connection.
+	said := &bridgeLogged{}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.NewTextHandler(said, nil))
+	}
+	srv := enginetest.Start(t, h, opts)
+	t.Cleanup(func() {
+		if srv.Stats().TLSHandshakes > 0 && !said.saw.Load() {
+			t.Error("wss connections were served, but the server did not log that they went through the bridge")
+		}
+	})
+	return srv.Addr().String()
+}
+
+// skipOnBridge skips a test of the compression on the bridge road: the
+// bridge carries bytes it does not look at, the other three roads run the
+// same codec, and under -race these are the suite's longest tests.
+func skipOnBridge(t *testing.T) {
+	if road == roadTLSBridge {
+		t.Skip("permessage-deflate is the codec's, which the other roads test; the bridge only carries its bytes")
+	}
+}
+
+// bridgeLogged is a server's log output, watched for the line that says
+// wss connections go through the goroutine bridge.
+type bridgeLogged struct{ saw atomic.Bool }
+
+func (b *bridgeLogged) Write(p []byte) (int, error) {
+	if bytes.Contains(p, []byte("wss connections go through a bridge")) {
+		b.saw.Store(true)
+	}
+	return len(p), nil
 }
 
 // The roads a connection takes to the engine's loops. TestMain runs the whole
@@ -167,18 +205,27 @@ const (
 	roadHTTP   = "net/http Upgrade"
 	roadTLS    = "wss (TLS on the native listener)"
 	roadProxy  = "native listener behind a PROXY protocol balancer, with per-client limits"
+	// roadTLSBridge is wss on the native listener through the fallback a
+	// server takes when its check of crypto/tls fails: forced here
+	// (enginetest.ForceTLSBridge), each connection is bridged to its loop
+	// by two goroutines.
+	roadTLSBridge = "wss through the goroutine bridge (crypto/tls check forced to fail)"
 )
 
 // road is the road of the current pass.
 var road = roadNative
 
-// roadsEnv picks roads by name (native, http, tls, proxy),
-// comma-separated; all of them by default.
+// roadsEnv picks roads by name (native, http, tls, tlsbridge, proxy),
+// comma-separated; all five by default, native and tls with -short.
 const roadsEnv = "WSLOOP_CONFORMANCE_ROADS"
 
 func TestMain(m *testing.M) {
-	roads := map[string]string{"native": roadNative, "http": roadHTTP, "tls": roadTLS, "proxy": roadProxy}
-	picked := []string{"native", "http", "tls", "proxy"}
+	roads := map[string]string{"native": roadNative, "http": roadHTTP, "tls": roadTLS, "tlsbridge": roadTLSBridge, "proxy": roadProxy}
+	picked := []string{"native", "http", "tls", "tlsbridge", "proxy"}
+	flag.Parse() // for testing.Short
+	if testing.Short() {
+		picked = []string{"native", "tls"}
+	}
 	if v := os.Getenv(roadsEnv); v != "" {
 		picked = strings.Split(v, ",")
 	}
@@ -194,9 +241,14 @@ func TestMain(m *testing.M) {
 		}
 		road = r
 		fmt.Println("conformance: road:", r)
+		restore := func() {}
+		if r == roadTLSBridge {
+			restore = enginetest.ForceTLSBridge()
+		}
 		if c := m.Run(); c != 0 {
 			code = c
 		}
+		restore()
 	}
 	os.Exit(code)
 }
@@ -207,7 +259,7 @@ func TestMain(m *testing.M) {
 // default) first writes the header a balancer would, for a client of its
 // own (see proxyHeader).
 func dialNet(d *net.Dialer, addr string) (net.Conn, error) {
-	if road == roadTLS {
+	if road == roadTLS || road == roadTLSBridge {
 		return tls.DialWithDialer(d, "tcp", addr, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
 	}
 	c, err := d.Dial("tcp", addr)

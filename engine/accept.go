@@ -110,6 +110,8 @@ func (s *Server) acceptLoop(ln net.Listener) error {
 				s.log.Warn("wsloop: connection limit reached, refusing connections", "max_conns", s.maxConns, "refused_since_last_log", n)
 			}
 			refuse(c, limitResponse)
+		case s.tlsConf != nil && s.tlsBridged():
+			s.queueBridged(c) // the fallback road for wss (tls.go)
 		default:
 			var mark any // nil, or acceptTracked{} when the per-client limits count it
 			if s.clients != nil && !s.proxyTrusted(c.RemoteAddr()) {
@@ -216,6 +218,11 @@ type adoption struct {
 	defl *connDeflate    // negotiated permessage-deflate, nil if none
 	pre  []byte          // bytes the peer sent after its handshake, already read off the socket (by net/http, or by Dial)
 
+	// handshake: the WebSocket handshake is still to come, on the loop, as
+	// for a connection accepted here. Set for a wss connection bridged at
+	// accept (tls.go, runBridgedHandshake); info then has its addresses.
+	handshake bool
+
 	client  bool      // dialed by this side: masks its frames, reads unmasked ones (dial.go)
 	tracked bool      // counted by the per-client limits (Upgrade): uncounted when it closes
 	tls     *tlsState // wss from Dial: crypto/tls in its transport's direct mode, attached to the loop here
@@ -293,7 +300,7 @@ func (s *Server) opened(c gnet.Conn) {
 	// the drain swept that loop (or a loop the drain did not know yet):
 	// the drain would never see it, and Shutdown would wait for it.
 	draining := s.draining.Load()
-	if a != nil {
+	if a != nil && !a.handshake {
 		wc.adopted(a)
 		if draining {
 			wc.drain()
@@ -307,6 +314,11 @@ func (s *Server) opened(c gnet.Conn) {
 	wc.acceptOrMsgAt = lp.now // the handshake timeout runs from accept, PROXY header and TLS included
 	lp.wheel.schedule(wc, lp.now+s.ticks(s.opts.HandshakeTimeout))
 	switch {
+	case a != nil:
+		// Bridged after its TLS handshake: plaintext from here on, and
+		// the client's addresses (the loop's socket is one end of a
+		// socketpair).
+		wc.extra().info = a.info
 	case len(s.opts.ProxyProtocol) > 0 && s.proxyTrusted(c.RemoteAddr()):
 		wc.setPhase(phaseProxy) // its PROXY protocol header first, then TLS (proxyproto.go)
 	case s.tlsConf != nil:

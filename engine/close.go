@@ -3,6 +3,8 @@ package engine
 import (
 	"errors"
 
+	"github.com/panjf2000/gnet/v2"
+
 	"github.com/wsloop/wsloop/codec"
 	"github.com/wsloop/wsloop/handler"
 )
@@ -229,6 +231,26 @@ func (wc *wsConn) startCloseTimer() {
 	wc.lp.wheel.schedule(wc, wc.lp.now+s.ticks(s.opts.CloseTimeout))
 }
 
+// closeWhenFlushed closes the TCP connection once gnet has written all it
+// holds, and returns the action for gnet: Close when nothing is left.
+// gnet's own close writes what the socket takes at once and drops the rest,
+// which would cut the end of a large reply sent just before the server
+// closes (the echo of a message that came with the client's close frame) on
+// a socket whose send buffer is full: a peer that reads slowly, or the
+// socketpair of a bridged connection, whose buffer is small. Until then the
+// connection is failing (input is read and dropped); the timer looks every
+// tick, and CloseTimeout bounds the wait. Loop only.
+func (wc *wsConn) closeWhenFlushed() gnet.Action {
+	if wc.c.OutboundBuffered() == 0 {
+		return gnet.Close
+	}
+	wc.setPhase(phaseFailing)
+	wc.set(sCloseFlush, true)
+	wc.startCloseTimer()
+	wc.lp.wheel.schedule(wc, wc.lp.now+1)
+	return gnet.None
+}
+
 // closeNow closes the TCP connection from the loop. gnet writes what is
 // still in its outbound buffer first, as far as the socket takes it.
 func (wc *wsConn) closeNow() {
@@ -319,7 +341,8 @@ func (wc *wsConn) onClosed(err error) {
 	s.connGone()
 }
 
-// connGone uncounts a connection that is closed or moved away.
+// connGone uncounts a connection that is closed, moved away (handoff.go),
+// or ended before it reached a loop (a bridged TLS handshake, tls.go).
 func (s *Server) connGone() {
 	if s.stats.conns.Add(-1) == 0 {
 		if s.draining.Load() {

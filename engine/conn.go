@@ -90,6 +90,7 @@ const (
 	sTracked      uint32 = 1 << 16 // loop only: counted in the per-client table under its peer's address, released when it closes (clients.go)
 	sMoving       uint32 = 1 << 20 // loop only: a handoff takes it at its next message boundary; decoding stops there (handoff.go)
 	sHeld         uint32 = 1 << 21 // loop only: moved here and not resumed yet; nothing is decoded (handoff.go)
+	sCloseFlush   uint32 = 1 << 17 // loop only: close the TCP connection once gnet's outbound buffer is empty (closeWhenFlushed)
 )
 
 func (wc *wsConn) phase() uint8 { return uint8(wc.st.Load() & phaseMask) }

@@ -504,7 +504,18 @@ func (s *Server) dial(parent context.Context, u *url.URL, secure bool, opts *Dia
 
 	stop()
 	_ = d.conn.SetDeadline(time.Time{})
-	ok = true // adopt takes the socket over, whatever happens
+	ok = true // adopt (or bridge) takes the socket over, whatever happens
+	if a.tls != nil && s.tlsBridged() {
+		// This Go release's crypto/tls cannot be read from a loop
+		// (tls.go): the connection keeps its blocking transport and is
+		// bridged, as a hijacked TLS connection is.
+		ts := a.tls
+		a.tls = nil
+		if err := s.bridge(ts.conn, a); err != nil {
+			return nil, resp, fmt.Errorf("wsloop: dial %s: bridging the connection to an event loop: %w", d.url, err)
+		}
+		return a.wc, resp, nil
+	}
 	if err := s.adopt(d.conn, a); err != nil {
 		return nil, resp, fmt.Errorf("wsloop: dial %s: handing the connection to an event loop: %w", d.url, err)
 	}

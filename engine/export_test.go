@@ -5,6 +5,7 @@ import (
 
 	"github.com/panjf2000/gnet/v2"
 
+	"github.com/wsloop/wsloop/engine/internal/tlsbuf"
 	"github.com/wsloop/wsloop/handler"
 )
 
@@ -28,7 +29,11 @@ func SetHandOffPassHook(s *Server, f func(int)) { s.testHookPass = f }
 
 // TLSBuffersFound reports whether the crypto/tls buffers an idle wss
 // connection must not keep were found in this Go release (tls.go).
-func TLSBuffersFound() bool { return tlsConnBufs.ok }
+func TLSBuffersFound() bool { return tlsbuf.Check().Buffers == nil }
+
+// TLSBridged reports whether s serves wss through the goroutine bridge, as
+// decided at its first wss connection (or now, if none came yet).
+func TLSBridged(s *Server) bool { return s.tlsBridged() }
 
 // TLSBuffersHeld returns the capacity crypto/tls's record and handshake
 // buffers keep for the wss connection c, read on its loop.
@@ -36,8 +41,8 @@ func TLSBuffersHeld(c handler.Conn) (record, hand int) {
 	wc := c.(*wsConn)
 	ch := make(chan [2]int, 1)
 	_ = wc.lp.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
-		tc := wc.tls().conn
-		ch <- [2]int{tlsBuffer(tc, tlsConnBufs.rawInput).Cap(), tlsBuffer(tc, tlsConnBufs.hand).Cap()}
+		tc, k := wc.tls().conn, wc.lp.srv.tlsk
+		ch <- [2]int{k.RawInput(tc).Cap(), k.Hand(tc).Cap()}
 		return nil
 	}))
 	r := <-ch

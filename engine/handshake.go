@@ -193,8 +193,9 @@ func (wc *wsConn) open(info *connInfo, ctx any) {
 	if info != nil {
 		x := wc.extra()
 		if old := x.info; old != nil {
-			// Addresses set before the handshake (a PROXY protocol
-			// header's, proxyproto.go) stay.
+			// Addresses set before the handshake stay: a PROXY
+			// protocol header's (proxyproto.go), or a bridged
+			// connection's client (tls.go).
 			info.remote, info.local = old.remote, old.local
 		}
 		x.info = info

@@ -12,7 +12,20 @@ import (
 type gnetLogger struct{ l *slog.Logger }
 
 func (g gnetLogger) Debugf(f string, a ...any) { g.l.Debug(fmt.Sprintf(f, a...), "component", "gnet") }
-func (g gnetLogger) Infof(f string, a ...any)  { g.l.Info(fmt.Sprintf(f, a...), "component", "gnet") }
+func (g gnetLogger) Infof(f string, a ...any) {
+	if f == gnetClientStarting {
+		// gnet says this of every client engine it starts, and the loops
+		// are one: a server's log would call it a client. Say what it is.
+		g.l.Info("wsloop: event loops started", append([]any{"loops"}, a...)...)
+		return
+	}
+	g.l.Info(fmt.Sprintf(f, a...), "component", "gnet")
+}
+
+// gnetClientStarting is the format of gnet's line as the loops start
+// (gnet's client_unix.go and client_windows.go, Client.Start).
+const gnetClientStarting = "Starting gnet client with %d event loops"
+
 func (g gnetLogger) Warnf(f string, a ...any)  { g.l.Warn(fmt.Sprintf(f, a...), "component", "gnet") }
 func (g gnetLogger) Errorf(f string, a ...any) { g.l.Error(fmt.Sprintf(f, a...), "component", "gnet") }
 func (g gnetLogger) Fatalf(f string, a ...any) { g.l.Error(fmt.Sprintf(f, a...), "component", "gnet") }

@@ -174,7 +174,10 @@ func (wc *wsConn) frames() gnet.Action {
 		wc.fail(perr.Code, perr.Reason, &handler.CloseError{Code: perr.Code, Reason: perr.Reason})
 		return gnet.None
 	}
-	if action == gnet.Close || wc.phase() == phaseClosed {
+	if action == gnet.Close {
+		return wc.closeWhenFlushed() // after the last of the reply is out
+	}
+	if wc.phase() == phaseClosed {
 		return action
 	}
 	// Bound the time a message or a frame header may stay incomplete, even

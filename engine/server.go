@@ -41,6 +41,7 @@ import (
 
 	"github.com/panjf2000/gnet/v2"
 
+	"github.com/wsloop/wsloop/engine/internal/tlsbuf"
 	"github.com/wsloop/wsloop/handler"
 )
 
@@ -82,6 +83,8 @@ type Server struct {
 
 	tlsConf    *tls.Config   // Options.TLSConfig with ALPN set, nil for ws://
 	handshakes handshakePool // TLS handshake goroutines (tls.go)
+	tlsOnce    sync.Once     // decides tlsk at the first wss connection (tls.go, tlsBridged)
+	tlsk       *tlsbuf.Coupling
 
 	inbound inboundBudget // memory held for undelivered inbound messages (budget.go)
 	defl    serverDeflate // permessage-deflate budget and counters (deflate.go)
@@ -330,6 +333,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	if s.draining.CompareAndSwap(false, true) {
 		s.log.Info("wsloop: draining", "open", s.stats.conns.Load())
+		s.handshakes.shutdown() // TLS handshakes of bridged connections end (tls.go)
 		for _, lp := range s.loopList() {
 			lp := lp
 			_ = lp.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {

@@ -164,6 +164,15 @@ func (wc *wsConn) onTimer() {
 		lp.wheel.schedule(wc, wc.acceptOrMsgAt+s.ticks(o.HandshakeTimeout))
 		return
 	case phaseClosing, phaseFailing:
+		if wc.has(sCloseFlush) {
+			// Closing once gnet has written everything (closeWhenFlushed).
+			if wc.c.OutboundBuffered() == 0 || now-wc.pingOrCloseAt >= s.ticks(o.CloseTimeout) {
+				wc.closeNow()
+				return
+			}
+			lp.wheel.schedule(wc, now+1)
+			return
+		}
 		if !wc.has(sCloseTimed) {
 			wc.pingOrCloseAt = now
 			wc.set(sCloseTimed, true)

@@ -7,7 +7,8 @@ import (
 	"errors"
 	"io"
 	"net"
-	"reflect"
+	"os"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -15,6 +16,8 @@ import (
 	"unsafe"
 
 	"github.com/panjf2000/gnet/v2"
+
+	"github.com/wsloop/wsloop/engine/internal/tlsbuf"
 )
 
 // wss:// on the event loops, with the standard library's crypto/tls.
@@ -35,14 +38,21 @@ import (
 //
 // After the handshake the transport stops blocking: the loop feeds it the
 // bytes it read and calls tls.Conn.Read until it reports that no more are
-// buffered, with a net.Error whose Temporary() is true, which crypto/tls
-// returns without storing (crypto/tls/conn.go, readRecordOrCCS). The
+// buffered, with tlsbuf.ErrWouldBlock, which crypto/tls returns without
+// storing (crypto/tls/conn.go, readRecordOrCCS). The
 // plaintext goes to the connection's carried input (connExtra.pending),
 // which the handshake and the frame decoder read as they read gnet's buffer.
 // Writes go through tls.Conn.Write on the loop, which encrypts into the
 // transport, which writes to gnet. So after the handshake a wss connection
 // holds no goroutine, and a broadcast encodes a frame once and encrypts it
 // per connection.
+//
+// That relies on crypto/tls behaving in ways it does not document; all of
+// it, with the checks, is in engine/internal/tlsbuf. At its first wss
+// connection a server runs those checks (tlsBridged); if this Go release
+// fails them, its wss connections take the fallback road instead: the TLS
+// handshake on the same bounded pool, over the socket itself, then the
+// goroutine bridge of hijacked TLS connections (upgrade.go, bridge).
 
 // maxTLSEarly bounds the ciphertext a connection may send before its
 // handshake has finished, beyond Options.MaxHeaderBytes: a client may send
@@ -58,16 +68,6 @@ type tlsState struct {
 	tr   *tlsTransport
 }
 
-// errWouldBlock is what a tlsTransport read returns when the loop has fed
-// it nothing more: crypto/tls keeps its state across it.
-type wouldBlock struct{}
-
-func (wouldBlock) Error() string   { return "wsloop: no TLS bytes buffered" }
-func (wouldBlock) Timeout() bool   { return true }
-func (wouldBlock) Temporary() bool { return true }
-
-var errWouldBlock net.Error = wouldBlock{}
-
 // tlsTransport is the net.Conn under a wss connection's tls.Conn.
 //
 // It has three modes. A server connection starts handshaking: reads block
@@ -76,7 +76,7 @@ var errWouldBlock net.Error = wouldBlock{}
 // handshake and the upgrade exchange over the real socket, blocking, before
 // the socket has a loop. Either way, once the handshake is done the
 // transport is switched to the loop's non-blocking mode (established,
-// attach), where reads answer errWouldBlock when nothing is fed.
+// attach), where reads answer tlsbuf.ErrWouldBlock when nothing is fed.
 type tlsTransport struct {
 	wc *wsConn
 
@@ -120,7 +120,8 @@ func (t *tlsTransport) directConn() net.Conn {
 }
 
 // Read gives crypto/tls the ciphertext the loop fed. During the handshake
-// it waits for more; after, it answers errWouldBlock when there is none.
+// it waits for more; after, it answers tlsbuf.ErrWouldBlock when there is
+// none, which crypto/tls passes on without storing (engine/internal/tlsbuf).
 func (t *tlsTransport) Read(p []byte) (int, error) {
 	if d := t.directConn(); d != nil {
 		return d.Read(p)
@@ -133,7 +134,7 @@ func (t *tlsTransport) Read(p []byte) (int, error) {
 			return 0, io.EOF
 		case !t.handshaking:
 			t.mu.Unlock()
-			return 0, errWouldBlock
+			return 0, tlsbuf.ErrWouldBlock
 		}
 		t.mu.Unlock()
 		<-t.fed
@@ -304,7 +305,7 @@ func (wc *wsConn) tlsHandshakeTraffic(ts *tlsState) gnet.Action {
 	}
 	if ts.conn == nil {
 		ts.conn = tls.Server(ts.tr, s.tlsConf)
-		s.handshakes.queue(s, wc)
+		s.handshakes.queue(s, handshakeJob{wc: wc})
 	}
 	return gnet.None
 }
@@ -315,32 +316,38 @@ func (wc *wsConn) tlsHandshakeTraffic(ts *tlsState) gnet.Action {
 // the capacity of the largest record it read (about 18 KiB after one
 // full-size record, 2 KiB after a ClientHello with an ML-KEM key share), and
 // handshake messages into Conn.hand, which keeps the ClientHello's size
-// (1.5 KiB) for the connection's life. Neither is exported. When both
-// fields are found, by name and type, the loop lends crypto/tls a pooled
-// buffer as rawInput for the length of one tlsTraffic call and takes it
-// back afterwards, and drops hand after the handshake, so an idle
-// connection keeps neither. For the buffer to be empty when it is taken
-// back, crypto/tls is fed whole records only: a record that is still
-// arriving waits in the transport, which is what rawInput would have held.
-// When the fields are not found (another Go release), everything works as
-// before and idle connections keep the buffers.
-var tlsConnBufs = func() (f struct {
-	rawInput, hand uintptr
-	ok             bool
-}) {
-	t := reflect.TypeFor[tls.Conn]()
-	raw, ok1 := t.FieldByName("rawInput")
-	hand, ok2 := t.FieldByName("hand")
-	bt := reflect.TypeFor[bytes.Buffer]()
-	if ok1 && ok2 && raw.Type == bt && hand.Type == bt && len(raw.Index) == 1 && len(hand.Index) == 1 {
-		f.rawInput, f.hand, f.ok = raw.Offset, hand.Offset, true
-	}
-	return f
-}()
+// (1.5 KiB) for the connection's life. Neither is exported. When
+// engine/internal/tlsbuf found both (and checked that they behave as below),
+// the loop lends crypto/tls a pooled buffer as rawInput for the length of
+// one tlsTraffic call and takes it back afterwards, and drops hand after the
+// handshake, so an idle connection keeps neither. For the buffer to be empty
+// when it is taken back, crypto/tls is fed whole records only: a record
+// that is still arriving waits in the transport, which is what rawInput
+// would have held. When they are not found (another Go release), everything
+// works as before and idle connections keep the buffers.
 
-// tlsBuffer returns the bytes.Buffer at offset off in c.
-func tlsBuffer(c *tls.Conn, off uintptr) *bytes.Buffer {
-	return (*bytes.Buffer)(unsafe.Add(unsafe.Pointer(c), off))
+// tlsBridged decides, at the server's first wss connection (accepted or
+// dialed), which road its wss connections take, and logs once why when it
+// is not the usual one. crypto/tls is checked in-process (tlsbuf.Check):
+// when a tls.Conn cannot be read from an event loop in this Go release,
+// every wss connection goes through the goroutine bridge that serves
+// hijacked TLS connections (upgrade.go), which needs nothing of crypto/tls
+// but its API; when only its buffers were not found, the loop reads
+// without lending them.
+func (s *Server) tlsBridged() bool {
+	s.tlsOnce.Do(func() {
+		k := tlsbuf.Check()
+		s.tlsk = k
+		switch {
+		case k.Loop != nil:
+			s.log.Warn("wsloop: crypto/tls cannot be read from the event loops in this Go release: wss connections go through a bridge of two goroutines each",
+				"go", runtime.Version(), "reason", k.Loop)
+		case k.Buffers != nil:
+			s.log.Warn("wsloop: crypto/tls's record buffers were not found in this Go release: idle wss connections keep them",
+				"go", runtime.Version(), "reason", k.Buffers)
+		}
+	})
+	return s.tlsk.Loop != nil
 }
 
 // tlsRawPool holds the record buffers lent to crypto/tls, one per loop in
@@ -371,14 +378,11 @@ func wholeTLSRecords(b []byte) int {
 // Loop only.
 func (wc *wsConn) tlsTraffic(ts *tlsState) bool {
 	tr := ts.tr
-	var raw *bytes.Buffer
 	var lent *[]byte
-	if tlsConnBufs.ok {
-		raw = tlsBuffer(ts.conn, tlsConnBufs.rawInput)
-		if raw.Len() == 0 {
-			lent = tlsRawPool.Get().(*[]byte)
-			*raw = *bytes.NewBuffer((*lent)[:0])
-		}
+	raw := wc.lp.srv.tlsk.RawInput(ts.conn) // nil: not found in this Go release
+	if raw != nil && raw.Len() == 0 {
+		lent = tlsRawPool.Get().(*[]byte)
+		*raw = *bytes.NewBuffer((*lent)[:0])
 	}
 	// The ciphertext crypto/tls reads: gnet's bytes as they are, or joined
 	// to a record that began in an earlier read.
@@ -427,8 +431,7 @@ func (wc *wsConn) tlsTraffic(ts *tlsState) bool {
 	if len(buf) > 0 && wc.phase() != phaseClosed {
 		_, _ = wc.c.Discard(len(buf)) // after the reads: src may alias gnet's buffer
 	}
-	ne, ok := err.(net.Error)
-	wouldBlock := ok && ne.Temporary()
+	wouldBlock := errors.Is(err, tlsbuf.ErrWouldBlock)
 	if raw != nil && wouldBlock {
 		// Take the lent buffer back (or the one crypto/tls grew from it),
 		// and let crypto/tls keep nothing between reads.
@@ -485,12 +488,10 @@ func (wc *wsConn) tlsEstablished() {
 	}
 	ts := wc.tls()
 	ts.tr.established()
-	if tlsConnBufs.ok {
-		// The handshake messages are read: do not keep the ClientHello's
-		// buffer. A post-handshake message (a KeyUpdate) gets a new one.
-		if h := tlsBuffer(ts.conn, tlsConnBufs.hand); h.Len() == 0 {
-			*h = bytes.Buffer{}
-		}
+	// The handshake messages are read: do not keep the ClientHello's
+	// buffer. A post-handshake message (a KeyUpdate) gets a new one.
+	if h := wc.lp.srv.tlsk.Hand(ts.conn); h != nil && h.Len() == 0 {
+		*h = bytes.Buffer{}
 	}
 	wc.lp.srv.releaseHeader(wc.extra()) // the early bytes are crypto/tls's now, read at once
 	wc.setPhase(phaseHandshake)
@@ -508,18 +509,29 @@ func (wc *wsConn) tlsCloseNotify() {
 	}
 }
 
-// handshakePool runs TLS handshakes on at most max goroutines, oldest
-// first.
+// handshakePool runs TLS handshakes on at most Options.MaxTLSHandshakes
+// goroutines, oldest first.
 type handshakePool struct {
 	mu      sync.Mutex
-	q       []*wsConn
+	q       []handshakeJob
 	running int
+	stopped bool               // the server drains: bridged handshakes end
+	ctx     context.Context    // ends bridged handshakes at shutdown; made with the first
+	cancel  context.CancelFunc // ends ctx
 }
 
-// queue adds wc and starts a goroutine if fewer than the cap run.
-func (p *handshakePool) queue(s *Server, wc *wsConn) {
+// handshakeJob is one queued handshake: a connection on its loop (the usual
+// road), or an accepted socket that goes through the bridge.
+type handshakeJob struct {
+	wc  *wsConn
+	raw net.Conn
+	by  time.Time // raw: the end of its handshake timeout, as a socket deadline
+}
+
+// queue adds j and starts a goroutine if fewer than the cap run.
+func (p *handshakePool) queue(s *Server, j handshakeJob) {
 	p.mu.Lock()
-	p.q = append(p.q, wc)
+	p.q = append(p.q, j)
 	start := p.running < s.opts.MaxTLSHandshakes
 	if start {
 		p.running++
@@ -539,12 +551,38 @@ func (p *handshakePool) work(s *Server) {
 			p.mu.Unlock()
 			return
 		}
-		wc := p.q[0]
-		p.q[0] = nil
+		j := p.q[0]
+		p.q[0] = handshakeJob{}
 		p.q = p.q[1:]
+		var ctx context.Context
+		if j.raw != nil {
+			if p.ctx == nil {
+				p.ctx, p.cancel = context.WithCancel(context.Background())
+				if p.stopped {
+					p.cancel()
+				}
+			}
+			ctx = p.ctx
+		}
 		p.mu.Unlock()
-		s.runHandshake(wc)
+		if j.wc != nil {
+			s.runHandshake(j.wc)
+		} else {
+			s.runBridgedHandshake(ctx, j.raw, j.by)
+		}
 	}
+}
+
+// shutdown ends the bridged handshakes running or queued: the server
+// drains, and they would hold it up to a handshake timeout. (Handshakes on
+// the loop road end when the drain closes their connections.)
+func (p *handshakePool) shutdown() {
+	p.mu.Lock()
+	p.stopped = true
+	if p.cancel != nil {
+		p.cancel()
+	}
+	p.mu.Unlock()
 }
 
 // runHandshake runs one TLS handshake on the calling goroutine.
@@ -564,17 +602,7 @@ func (s *Server) runHandshake(wc *wsConn) {
 		}))
 		return
 	}
-	var rhe tls.RecordHeaderError
-	notTLS := errors.As(err, &rhe) && rhe.Conn != nil
-	switch {
-	case notTLS:
-		s.tlsFailed("not tls")
-	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
-		s.tlsFailed("closed")
-	default:
-		s.tlsFailed(tlsFailureLabel(err))
-	}
-	s.log.Debug("wsloop: TLS handshake failed", "remote", ts.tr.remote, "err", err)
+	notTLS := s.handshakeFailed(err, ts.tr.remote)
 	_ = wc.lp.el.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
 		if wc.phase() != phaseTLS {
 			return nil
@@ -590,6 +618,79 @@ func (s *Server) runHandshake(wc *wsConn) {
 		wc.closeNow()
 		return nil
 	}))
+}
+
+// handshakeFailed counts a failed TLS handshake under its label and reports
+// whether the client spoke plain HTTP.
+func (s *Server) handshakeFailed(err error, remote net.Addr) (notTLS bool) {
+	var rhe tls.RecordHeaderError
+	notTLS = errors.As(err, &rhe) && rhe.Conn != nil
+	switch {
+	case notTLS:
+		s.tlsFailed("not tls")
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		s.tlsFailed("timeout") // the bridge road's socket deadline
+	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed), errors.Is(err, context.Canceled):
+		s.tlsFailed("closed")
+	default:
+		s.tlsFailed(tlsFailureLabel(err))
+	}
+	s.log.Debug("wsloop: TLS handshake failed", "remote", remote, "err", err)
+	return notTLS
+}
+
+// queueBridged queues the TLS handshake of an accepted connection that will
+// be bridged: the fallback road, for a Go release whose crypto/tls the
+// loops cannot read (tlsBridged). The connection's handshake timeout runs
+// from now, as a socket deadline.
+func (s *Server) queueBridged(c net.Conn) {
+	s.handshakes.queue(s, handshakeJob{raw: c, by: socketDeadline(s.opts.HandshakeTimeout)})
+}
+
+// runBridgedHandshake runs the TLS handshake of an accepted connection on
+// the calling goroutine, bounded by its deadline and by ctx (the server's
+// drain), then bridges the connection to a loop, where its WebSocket
+// handshake runs as on a plain connection, under its own handshake timer.
+// The connection was counted at accept; if it never reaches a loop, the
+// count is taken back here.
+func (s *Server) runBridgedHandshake(ctx context.Context, c net.Conn, by time.Time) {
+	if len(s.opts.ProxyProtocol) > 0 {
+		// Behind a balancer the PROXY protocol header comes before TLS:
+		// read as net/http's road reads it (proxylistener.go), and the
+		// bridge then reports the client's addresses.
+		c = &proxyConn{Conn: c, s: s, trusted: s.proxyTrusted(c.RemoteAddr())}
+	}
+	_ = c.SetDeadline(by)
+	tc := tls.Server(c, s.tlsConf)
+	err := tc.HandshakeContext(ctx)
+	if err == nil && s.draining.Load() {
+		err = context.Canceled // it finished as the drain began: nobody serves it
+	}
+	if err != nil {
+		if s.handshakeFailed(err, c.RemoteAddr()) {
+			// As the loop road and net/http answer plain HTTP on a TLS
+			// port; then read what the client sends until it closes or
+			// the deadline passes, so that the close does not reset the
+			// answer away.
+			_, _ = c.Write(httpOnTLSPort)
+			if cw, ok := c.(interface{ CloseWrite() error }); ok {
+				_ = cw.CloseWrite()
+			}
+			_, _ = io.Copy(io.Discard, io.LimitReader(c, 64<<10))
+		}
+		c.Close()
+		s.connGone()
+		return
+	}
+	_ = c.SetDeadline(time.Time{})
+	s.stats.tlsHandshakes.Add(1)
+	if err := s.bridge(tc, &adoption{handshake: true}); err != nil {
+		s.connGone()
+		s.stats.acceptErrors.Add(1)
+		if ok, n := s.stats.acceptLog.allow(s.clock, time.Second); ok {
+			s.log.Warn("wsloop: could not bridge a wss connection to an event loop", "err", err, "failed_since_last_log", n)
+		}
+	}
 }
 
 var httpOnTLSPort = []byte("HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\nClient sent an HTTP request to an HTTPS server.\n")

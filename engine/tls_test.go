@@ -58,38 +58,46 @@ func TestTLSEcho(t *testing.T) {
 				t.Errorf("version %x, ALPN %q", st.Version, st.NegotiatedProtocol)
 			}
 			c.roundTrip(t, "hello over TLS")
-			for _, n := range []int{0, 125, 16 << 10, 100 << 10, 1 << 20} {
-				msg := bytes.Repeat([]byte{byte(n)}, n)
-				if err := c.send(codec.OpBinary, msg); err != nil {
-					t.Fatal(err)
-				}
-				if f, err := c.read(readTimeout); err != nil || !bytes.Equal(f.data, msg) {
-					t.Fatalf("echo of %d bytes: %d bytes, %v", n, len(f.data), err)
-				}
-			}
-			if err := c.send(codec.OpPing, []byte("p")); err != nil {
-				t.Fatal(err)
-			}
-			c.expect(t, codec.OpPong, "p")
-			if err := c.sendClose(4001, "bye"); err != nil {
-				t.Fatal(err)
-			}
-			c.expectClose(t, 4001)
-			// close_notify, then EOF: a clean TLS close, not a cut.
-			if _, err := c.br.ReadByte(); err != io.EOF {
-				t.Errorf("after the close frame: %v, want io.EOF (close_notify)", err)
-			}
-			ev := h.waitClose(t)
-			var ce *handler.CloseError
-			if !errors.As(ev.err, &ce) || ce.Code != 4001 || !ce.Remote {
-				t.Errorf("OnClose %v", ev.err)
-			}
+			wssExchange(t, c, h)
 		})
 	}
 	if st := srv.Stats(); st.TLSHandshakes != 2 {
 		t.Errorf("TLSHandshakes %d", st.TLSHandshakes)
 	}
 	h.check(t)
+}
+
+// wssExchange checks what a wss connection to an echo server does: echoes
+// of every size, a ping answered, and a coded close answered, followed by
+// close_notify, with OnClose reporting the client's code.
+func wssExchange(t *testing.T, c *wsClient, h *recorder) {
+	t.Helper()
+	for _, n := range []int{0, 125, 16 << 10, 100 << 10, 1 << 20} {
+		msg := bytes.Repeat([]byte{byte(n)}, n)
+		if err := c.send(codec.OpBinary, msg); err != nil {
+			t.Fatal(err)
+		}
+		if f, err := c.read(readTimeout); err != nil || !bytes.Equal(f.data, msg) {
+			t.Fatalf("echo of %d bytes: %d bytes, %v", n, len(f.data), err)
+		}
+	}
+	if err := c.send(codec.OpPing, []byte("p")); err != nil {
+		t.Fatal(err)
+	}
+	c.expect(t, codec.OpPong, "p")
+	if err := c.sendClose(4001, "bye"); err != nil {
+		t.Fatal(err)
+	}
+	c.expectClose(t, 4001)
+	// close_notify, then EOF: a clean TLS close, not a cut.
+	if _, err := c.br.ReadByte(); err != io.EOF {
+		t.Errorf("after the close frame: %v, want io.EOF (close_notify)", err)
+	}
+	ev := h.waitClose(t)
+	var ce *handler.CloseError
+	if !errors.As(ev.err, &ce) || ce.Code != 4001 || !ce.Remote {
+		t.Errorf("OnClose %v", ev.err)
+	}
 }
 
 // Certificates come from GetCertificate at every handshake, so they can be
@@ -383,7 +391,7 @@ func BenchmarkTLSStalledHandshake(b *testing.B) {
 // connections keep the largest record they read: this test says so.
 func TestTLSBuffersFound(t *testing.T) {
 	if !engine.TLSBuffersFound() {
-		t.Fatal("crypto/tls's Conn.rawInput and Conn.hand were not found: idle wss connections keep their record buffers (engine/tls.go, tlsConnBufs)")
+		t.Fatal("crypto/tls's Conn.rawInput and Conn.hand were not found: idle wss connections keep their record buffers (engine/internal/tlsbuf)")
 	}
 }
 

@@ -21,6 +21,7 @@ import (
 	"github.com/wsloop/wsloop/engine"
 	"github.com/wsloop/wsloop/engine/enginetest"
 	"github.com/wsloop/wsloop/handler"
+	"github.com/wsloop/wsloop/internal/testtool"
 )
 
 // wsloop's client (engine.Dial) against servers no one here wrote: Node's
@@ -293,42 +294,14 @@ func dialThirdParty(t *testing.T, argv ...string) {
 
 // TestDialNodeWS dials Node's ws server.
 func TestDialNodeWS(t *testing.T) {
-	node, err := exec.LookPath("node")
-	if err != nil {
-		t.Skip("node not installed; skipping the client's Node ws interop test")
-	}
 	dir := filepath.Join("testdata", "node")
-	if _, err := os.Stat(filepath.Join(dir, "node_modules", "ws", "package.json")); err != nil {
-		t.Skipf("Node's ws package is not installed: run `npm ci` in interop/%s; skipping", dir)
-	}
+	node, ws := testtool.NodeWS(t, dir)
+	t.Setenv("WS_MODULE", ws) // server.mjs loads ws from there
 	dialThirdParty(t, node, filepath.Join(dir, "server.mjs"))
 }
 
 // TestDialPythonWebsockets dials Python's websockets server.
 func TestDialPythonWebsockets(t *testing.T) {
-	py := pythonWithWebsockets()
-	if py == "" {
-		t.Skip("no python3 with the websockets module (apt-get install -y python3-websockets, or set $INTEROP_PYTHON); skipping")
-	}
+	py := testtool.PythonWebsockets(t, "INTEROP_PYTHON")
 	dialThirdParty(t, py, filepath.Join("testdata", "python", "server.py"))
-}
-
-// pythonWithWebsockets finds a python3 that can import websockets:
-// $INTEROP_PYTHON, python3 on PATH, or Debian's own interpreter (which a
-// PATH-first pyenv or venv python may hide).
-func pythonWithWebsockets() string {
-	var candidates []string
-	if p := os.Getenv("INTEROP_PYTHON"); p != "" {
-		candidates = append(candidates, p)
-	}
-	if p, err := exec.LookPath("python3"); err == nil {
-		candidates = append(candidates, p)
-	}
-	candidates = append(candidates, "/usr/bin/python3")
-	for _, p := range candidates {
-		if exec.Command(p, "-c", "import websockets").Run() == nil {
-			return p
-		}
-	}
-	return ""
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/wsloop/wsloop/engine"
+	"github.com/wsloop/wsloop/internal/testtool"
 	"github.com/wsloop/wsloop/engine/enginetest"
 	"github.com/wsloop/wsloop/handler"
 )
@@ -56,7 +57,7 @@ func haproxyPath() (string, bool) {
 func TestHAProxyProxyProtocol(t *testing.T) {
 	bin, ok := haproxyPath()
 	if !ok {
-		t.Skip("haproxy not installed (apt-get install -y haproxy); skipping the PROXY protocol interop test")
+		testtool.Skip(t, "haproxy", "apt-get install -y haproxy")
 	}
 	for _, mode := range []string{"send-proxy", "send-proxy-v2", "send-proxy-v2 proxy-v2-options crc32c"} {
 		t.Run(mode, func(t *testing.T) {

@@ -8,10 +8,13 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"math/big"
 	"net"
 	"testing"
 	"time"
+
+	"github.com/wsloop/wsloop/engine/internal/tlsbuf"
 )
 
 // Certificate returns a new self-signed ECDSA P-256 certificate for
@@ -54,4 +57,15 @@ func TLSConfig(tb testing.TB) *tls.Config {
 	tb.Helper()
 	cert, _ := Certificate(tb)
 	return &tls.Config{Certificates: []tls.Certificate{cert}}
+}
+
+// ForceTLSBridge makes the servers of this process serve wss:// as they do
+// when their check of crypto/tls fails (a Go release that changed what the
+// event loops rely on): every wss connection, accepted or dialed, goes
+// through a bridge of two goroutines, and the server logs once why. It is
+// for testing that fallback; call restore to end it. A server decides at
+// its first wss connection and keeps its road after restore. It changes
+// process-wide state: do not use it while parallel tests run.
+func ForceTLSBridge() (restore func()) {
+	return tlsbuf.Force(errors.New("forced by enginetest.ForceTLSBridge"))
 }

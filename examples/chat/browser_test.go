@@ -5,9 +5,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"github.com/wsloop/wsloop/engine"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -17,33 +15,19 @@ import (
 
 	"github.com/chromedp/chromedp"
 	"github.com/gobwas/ws"
+
+	"github.com/wsloop/wsloop/engine"
+	"github.com/wsloop/wsloop/internal/testtool"
 )
 
 var updateDocs = flag.Bool("update-docs", false, "also write the browser test's screenshot to docs/chat.png at the repository root")
-
-// chromiumPath finds a Chromium to drive: $CHROMIUM, else the usual names
-// on PATH.
-func chromiumPath() string {
-	if p := os.Getenv("CHROMIUM"); p != "" {
-		return p
-	}
-	for _, name := range []string{"chromium", "chromium-browser", "google-chrome", "google-chrome-stable"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	return ""
-}
 
 // newBrowser starts a headless Chromium with a fresh profile and returns
 // the context of its first tab. The flags keep it off the network: this
 // machine's is closed to everything but loopback.
 func newBrowser(t *testing.T, extra ...chromedp.ExecAllocatorOption) context.Context {
 	t.Helper()
-	path := chromiumPath()
-	if path == "" {
-		t.Skip("chromium not found (set $CHROMIUM or install it: apt-get install -y chromium); skipping the browser test")
-	}
+	path := testtool.Chromium(t)
 	opts := append([]chromedp.ExecAllocatorOption{
 		chromedp.ExecPath(path),
 		chromedp.Flag("headless", true),
@@ -236,6 +220,9 @@ func screenshot(t *testing.T, tab context.Context, name string) []byte {
 // 50 of them leave. The page keeps its list from the join and leave deltas
 // alone, and a page that joins afterwards gets the right list and count.
 func TestBrowserMemberListAfterChurn(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a browser with 100 members coming and going: skipped with -short")
+	}
 	browser := newBrowser(t)
 	app := startApp(t, Config{})
 	base := "http://" + app.Addr().String()
@@ -272,6 +259,9 @@ func TestBrowserMemberListAfterChurn(t *testing.T) {
 // WebSocket served by the engine over crypto/tls on its event loops, with a
 // test certificate the browser is told to accept, and permessage-deflate.
 func TestBrowserChatTLS(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a second browser session, over TLS: skipped with -short")
+	}
 	browser := newBrowser(t, chromedp.Flag("ignore-certificate-errors", true))
 	opts := engine.Options{Deflate: engine.Deflate{Enabled: true, Threshold: -1}, TLSConfig: testTLSConfig(t)}
 	app, stop := runApp(t, Config{Engine: opts})

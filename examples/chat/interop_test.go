@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"net"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -13,6 +12,7 @@ import (
 	"github.com/wsloop/wsloop/engine"
 	"github.com/wsloop/wsloop/engine/enginetest"
 	"github.com/wsloop/wsloop/handler"
+	"github.com/wsloop/wsloop/internal/testtool"
 )
 
 // echoHandler sends every message back as it came.
@@ -61,43 +61,15 @@ func runClient(t *testing.T, name string, argv ...string) {
 
 // TestInteropNodeWS drives the servers with Node's ws package.
 func TestInteropNodeWS(t *testing.T) {
-	node, err := exec.LookPath("node")
-	if err != nil {
-		t.Skip("node not installed; skipping the Node ws interop test")
-	}
 	dir := filepath.Join("testdata", "node")
-	if _, err := os.Stat(filepath.Join(dir, "node_modules", "ws", "package.json")); err != nil {
-		t.Skipf("Node's ws package is not installed: run `npm ci` in %s; skipping", dir)
-	}
+	node, ws := testtool.NodeWS(t, dir)
+	t.Setenv("WS_MODULE", ws) // client.mjs loads ws from there
 	runClient(t, "node", node, filepath.Join(dir, "client.mjs"))
 }
 
 // TestInteropPythonWebsockets drives the servers with Python's websockets
 // (Debian package python3-websockets).
 func TestInteropPythonWebsockets(t *testing.T) {
-	py := pythonWithWebsockets()
-	if py == "" {
-		t.Skip("no python3 with the websockets module (apt-get install -y python3-websockets, or set $CHAT_PYTHON); skipping")
-	}
+	py := testtool.PythonWebsockets(t, "CHAT_PYTHON")
 	runClient(t, "python", py, filepath.Join("testdata", "python", "client.py"))
-}
-
-// pythonWithWebsockets finds a python3 that can import websockets: $CHAT_PYTHON,
-// python3 on PATH, or Debian's own interpreter (which a PATH-first pyenv
-// or venv python may hide).
-func pythonWithWebsockets() string {
-	var candidates []string
-	if p := os.Getenv("CHAT_PYTHON"); p != "" {
-		candidates = append(candidates, p)
-	}
-	if p, err := exec.LookPath("python3"); err == nil {
-		candidates = append(candidates, p)
-	}
-	candidates = append(candidates, "/usr/bin/python3")
-	for _, p := range candidates {
-		if exec.Command(p, "-c", "import websockets").Run() == nil {
-			return p
-		}
-	}
-	return ""
 }

@@ -119,7 +119,14 @@ func (b *NATSBroker) Start(node string, h BrokerHandler) error {
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(500*time.Millisecond),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			b.log.Warn("nats disconnected", "err", err)
+			// nats.go calls this on our own Close too, with a nil
+			// error: only a lost connection is worth a warning.
+			if err != nil {
+				b.log.Warn("nats disconnected; reconnecting", "err", err)
+			}
+		}),
+		nats.ClosedHandler(func(*nats.Conn) {
+			b.log.Debug("nats connection closed") // after any disconnect callback
 		}),
 		nats.ReconnectHandler(func(c *nats.Conn) {
 			b.log.Info("nats reconnected; asking the other nodes about our rooms again", "url", c.ConnectedUrlRedacted())
@@ -138,6 +145,7 @@ func (b *NATSBroker) Start(node string, h BrokerHandler) error {
 		return fmt.Errorf("chat: nats flush: %w", err)
 	}
 	b.nc = nc
+	b.log.Info("nats connected", "url", nc.ConnectedUrlRedacted(), "node", node)
 	go b.writer()
 	return nil
 }

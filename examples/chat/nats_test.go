@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -264,6 +266,69 @@ func TestNATSFirstMembersAtOnce(t *testing.T) {
 				v := c.view()
 				return v.count == 2 && slices.Equal(v.sorted(), []string{"ann", "bob"})
 			})
+		}
+	}
+}
+
+// lineLog is a log destination that hands each line to a channel (and
+// drops lines nobody waits for any more).
+type lineLog chan string
+
+func (l lineLog) Write(p []byte) (int, error) {
+	select {
+	case l <- string(p):
+	default:
+	}
+	return len(p), nil
+}
+
+// next returns the next line that contains s, failing the test with every
+// line read so far when none comes within 10 s.
+func (l lineLog) next(t *testing.T, s string) (seen []string) {
+	t.Helper()
+	timeout := time.After(10 * time.Second)
+	for {
+		select {
+		case line := <-l:
+			seen = append(seen, line)
+			if strings.Contains(line, s) {
+				return seen
+			}
+		case <-timeout:
+			t.Fatalf("no log line with %q; got:\n%s", s, strings.Join(seen, ""))
+		}
+	}
+}
+
+// A node logs its NATS connection once; a clean shutdown logs no warning;
+// a NATS server that goes away does.
+func TestNATSLogLines(t *testing.T) {
+	for _, lost := range []bool{false, true} {
+		ns := startNATSServer(t)
+		lines := make(lineLog, 1024)
+		b := NewNATSBroker(ns.ClientURL(), NATSOptions{Logger: slog.New(slog.NewTextHandler(lines, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+		newTestHub(t, HubConfig{Node: "n1", Broker: b, Heartbeat: time.Hour})
+		var seen []string
+		if lost {
+			ns.Shutdown()
+			seen = lines.next(t, "level=WARN")
+			if !strings.Contains(seen[len(seen)-1], "nats disconnected") {
+				t.Errorf("warning when the NATS server went away: %s", seen[len(seen)-1])
+			}
+		}
+		_ = b.Close()
+		seen = append(seen, lines.next(t, "nats connection closed")...)
+		connected, warned := 0, 0
+		for _, l := range seen {
+			if strings.Contains(l, `msg="nats connected"`) {
+				connected++
+			}
+			if strings.Contains(l, "level=WARN") {
+				warned++
+			}
+		}
+		if want := map[bool]int{false: 0, true: 1}[lost]; connected != 1 || warned != want {
+			t.Errorf("server lost: %v; connection logged %d times, %d warnings (want 1, %d):\n%s", lost, connected, warned, want, strings.Join(seen, ""))
 		}
 	}
 }

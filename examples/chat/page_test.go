@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/wsloop/wsloop/handler"
+	"github.com/wsloop/wsloop/internal/testtool"
 )
 
 func TestFallbackServesThePage(t *testing.T) {
@@ -34,10 +35,7 @@ func TestFallbackServesThePage(t *testing.T) {
 // TestPageScriptParses checks the page's JavaScript with node --check, so a
 // syntax error is caught without a browser.
 func TestPageScriptParses(t *testing.T) {
-	node, err := exec.LookPath("node")
-	if err != nil {
-		t.Skip("node not installed; skipping the page script syntax check")
-	}
+	node := testtool.Node(t)
 	app := NewApp(Config{Logger: quietLogger()})
 	page := string(app.page)
 	start := strings.Index(page, "<script>")

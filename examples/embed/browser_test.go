@@ -2,37 +2,20 @@ package main
 
 import (
 	"context"
-	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
-)
 
-// chromium finds a Chromium to drive: $CHROMIUM, else the usual names on
-// PATH.
-func chromium() string {
-	if p := os.Getenv("CHROMIUM"); p != "" {
-		return p
-	}
-	for _, name := range []string{"chromium", "chromium-browser", "google-chrome", "google-chrome-stable"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	return ""
-}
+	"github.com/wsloop/wsloop/internal/testtool"
+)
 
 // TestBrowserEcho loads the page in a headless Chromium: the page comes
 // from net/http, its WebSocket is upgraded by the same server onto the
 // engine, and what the person types comes back.
 func TestBrowserEcho(t *testing.T) {
-	path := chromium()
-	if path == "" {
-		t.Skip("chromium not found (set $CHROMIUM or install it: apt-get install -y chromium); skipping the browser test")
-	}
+	path := testtool.Chromium(t)
 	app, _, _ := startApp(t, Config{})
 
 	// The flags keep the browser off every network but loopback.

@@ -100,7 +100,7 @@ func main() {
 	impls := flag.String("impls", "", "comma-separated implementations (default: every one the server binary has)")
 	reps := flag.Int("reps", 0, "repetitions per scenario (default 3, quick 1)")
 	scen := flag.String("scenarios", "idle,echo,broadcast", "scenarios to run")
-	out := flag.String("out", "", "output directory (default results, quick: results/quick)")
+	out := flag.String("out", "", "output directory (default results; quick: out/quick, which git ignores, so that trying it leaves a clone clean)")
 	idleN := flag.String("idle-n", "", "idle connection counts (default 5000,10000,19000; quick 500,2000)")
 	echoCases := flag.String("echo", "", "echo cases as CONNSxBYTES (default 1000x64,1000x1024,1000x16384,10000x1024; quick 200x64,200x1024)")
 	bcastN := flag.Int("bcast-n", 0, "broadcast receivers (default 10000, quick 1000)")
@@ -163,7 +163,10 @@ func main() {
 	if c.out == "" {
 		c.out = "results"
 		if c.quick {
-			c.out = filepath.Join("results", "quick")
+			// Not under results/: a quick run is for trying, and its
+			// noisy figures must not replace the published ones or
+			// show up as changes in a clone.
+			c.out = filepath.Join("out", "quick")
 		}
 	}
 	in := *idleN

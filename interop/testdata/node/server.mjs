@@ -5,9 +5,14 @@
 // carried, or 1006), "error MESSAGE" for every protocol error it sees in
 // what the client sent. It echoes every message with its type, and answers
 // the text "close-4001" by closing with 4001 "bye". dial_test.go runs it.
-import { WebSocketServer } from "ws";
+import { createRequire } from "node:module";
 import https from "node:https";
 import fs from "node:fs";
+
+// The ws package from where the test found it ($WS_MODULE: npm's
+// node_modules here, or Debian's node-ws in /usr/share/nodejs, which an ES
+// module's import would not search).
+const { WebSocketServer } = createRequire(import.meta.url)(process.env.WS_MODULE || "ws");
 
 const [mode, certFile, keyFile] = process.argv.slice(2);
 const say = (line) => process.stdout.write(line + "\n");

@@ -2,7 +2,12 @@
 // Usage: node client.mjs URL echo|echo-deflate|chat
 // It exchanges text and binary, pings, closes with 4000, and exits 0 only if
 // every step behaved and no protocol error was seen. interop_test.go runs it.
-import WebSocket from "ws";
+import { createRequire } from "node:module";
+
+// The ws package from where the test found it ($WS_MODULE: npm's
+// node_modules here, or Debian's node-ws in /usr/share/nodejs, which an ES
+// module's import would not search).
+const WebSocket = createRequire(import.meta.url)(process.env.WS_MODULE || "ws");
 
 const [url, mode] = process.argv.slice(2);
 const fail = (why) => { console.error("FAIL: " + why); process.exit(1); };
