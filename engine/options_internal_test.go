@@ -12,10 +12,12 @@ func TestEventLoopsDefaultGOMAXPROCS(t *testing.T) {
 	want := runtime.NumCPU() + 1
 	prev := runtime.GOMAXPROCS(want)
 	defer runtime.GOMAXPROCS(prev)
-	for _, n := range []int{0, -1} {
-		if got := (&Options{EventLoops: n}).withDefaults().EventLoops; got != want {
-			t.Errorf("EventLoops %d defaults to %d loops, want GOMAXPROCS %d (NumCPU %d)", n, got, want, runtime.NumCPU())
-		}
+	if got := (&Options{}).withDefaults().EventLoops; got != want {
+		t.Errorf("EventLoops 0 defaults to %d loops, want GOMAXPROCS %d (NumCPU %d)", got, want, runtime.NumCPU())
+	}
+	// Negative is not a default: Start refuses it (TestStartRejectsInvalidOptions).
+	if err := (&Options{EventLoops: -1}).validate(); err == nil {
+		t.Error("EventLoops -1 is valid")
 	}
 	if got := (&Options{EventLoops: 3}).withDefaults().EventLoops; got != 3 {
 		t.Errorf("EventLoops 3 became %d", got)
