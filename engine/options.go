@@ -89,7 +89,9 @@ type Options struct {
 	//     listening sockets by a hash of their addresses.
 	//   - FreeBSD: SO_REUSEPORT_LB (FreeBSD 12 and later), which spreads
 	//     them as Linux does. FreeBSD's plain SO_REUSEPORT would not.
-	//   - DragonFly BSD: SO_REUSEPORT, which spreads them by hash as well.
+	//   - DragonFly BSD: SO_REUSEPORT, which spreads them by hash as well
+	//     (FreeBSD's SO_REUSEPORT_LB was ported from it); there it is a
+	//     system-wide behaviour, not chosen per socket.
 	//   - macOS, NetBSD, OpenBSD: SO_REUSEPORT, which lets the processes
 	//     share the port but does not spread: one listening socket gets
 	//     the new connections. Useful for handing a port over to a new
