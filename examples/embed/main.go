@@ -9,6 +9,7 @@
 //	websocat ws://localhost:8080/upper
 //	websocat -H 'Authorization: Bearer TOKEN' ws://localhost:8080/private
 //	curl localhost:8080/metrics
+//	go run . -debug-addr 127.0.0.1:6060                # also /debug/pprof/ and /debug/vars there
 //
 // SIGINT or SIGTERM drains both: every WebSocket client gets 1001 Going
 // Away while /healthz answers 503, then the HTTP server shuts down.
@@ -47,8 +48,17 @@ func main() {
 	token := flag.String("token", "", "token the in-process token service accepts for user \"demo\" (default: a random one, logged)")
 	cert := flag.String("tls-cert", "", "certificate file: serve HTTPS and wss:// (with -tls-key)")
 	key := flag.String("tls-key", "", "private key file of -tls-cert")
+	debugAddr := flag.String("debug-addr", "", "serve /debug/pprof/ and /debug/vars (Go runtime statistics) on this address, e.g. 127.0.0.1:6060; off by default")
 	flag.Parse()
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	if *debugAddr != "" {
+		a, err := serveDebug(*debugAddr, log)
+		if err != nil {
+			log.Error("debug listener", "err", err)
+			os.Exit(1)
+		}
+		log.Info("debug listener", "addr", a.String())
+	}
 
 	cfg := Config{Addr: *addr, AuthURL: *authURL, Logger: log}
 	if *authURL == "" {
