@@ -130,8 +130,12 @@ func main() {
 // writeHeapProfile records where the live heap was allocated, so that
 // the bytes behind "heap per connection" can be attributed (go tool pprof
 // -sample_index=inuse_space).
+//
+// The profile is written to a temporary name and renamed when complete, so
+// that a reader polling for path never sees half of it.
 func writeHeapProfile(path string) {
-	f, err := os.Create(path)
+	tmp := path + ".tmp"
+	f, err := os.Create(tmp)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "server: memprofile:", err)
 		return
@@ -140,7 +144,9 @@ func writeHeapProfile(path string) {
 	if err := pprof.WriteHeapProfile(f); err != nil {
 		fmt.Fprintln(os.Stderr, "server: memprofile:", err)
 	}
-	_ = f.Close()
+	if err := f.Close(); err == nil {
+		_ = os.Rename(tmp, path)
+	}
 }
 
 // writeStats writes the runtime's memory statistics, after a GC when

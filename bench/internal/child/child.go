@@ -283,31 +283,28 @@ func (s *Server) HeapProfile(path string) (*proc.ServerStats, error) {
 	}
 	_ = os.Remove(s.prof)
 	st := s.Stats(true)
-	// The server writes the profile after the statistics: wait for a
-	// complete file (its size stable for a moment).
-	var last int64 = -1
+	// The server writes the profile after the statistics, under a
+	// temporary name that it renames when the profile is complete.
 	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); {
-		time.Sleep(300 * time.Millisecond)
-		fi, err := os.Stat(s.prof)
+		time.Sleep(200 * time.Millisecond)
+		b, err := os.ReadFile(s.prof)
 		if err != nil {
 			continue
 		}
-		if fi.Size() > 0 && fi.Size() == last {
-			b, err := os.ReadFile(s.prof)
-			if err != nil {
-				return st, err
-			}
-			return st, os.WriteFile(path, b, 0o644)
-		}
-		last = fi.Size()
+		return st, os.WriteFile(path, b, 0o644)
 	}
 	return st, fmt.Errorf("%s wrote no heap profile", s.Spec.Label)
 }
 
-// Top runs go tool pprof -top on a heap profile (inuse_space) and returns
-// its rows: flat bytes per function, largest first.
-func Top(bin, profile string, n int) ([]TopRow, string, error) {
-	out, err := exec.Command("go", "tool", "pprof", "-sample_index=inuse_space", "-top", "-nodecount="+strconv.Itoa(n), bin, profile).CombinedOutput()
+// Top runs go tool pprof -top on a heap profile (inuse_space), less the
+// profile base when base is not "", and returns its rows: flat bytes per
+// function, largest first.
+func Top(bin, profile, base string, n int) ([]TopRow, string, error) {
+	args := []string{"tool", "pprof", "-sample_index=inuse_space", "-top", "-nodecount=" + strconv.Itoa(n)}
+	if base != "" {
+		args = append(args, "-base", base)
+	}
+	out, err := exec.Command("go", append(args, bin, profile)...).CombinedOutput()
 	if err != nil {
 		return nil, string(out), fmt.Errorf("pprof: %v", err)
 	}
