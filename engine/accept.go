@@ -340,7 +340,11 @@ func (wc *wsConn) adopted(a *adoption) {
 	if a.defl != nil {
 		wc.applyDeflate(a.defl)
 	}
-	wc.open(a.info, a.ctx)
+	info := a.info
+	if info != nil && info.remote == nil && info.local == nil {
+		info = wc.lp.internInfo(info) // made by Upgrade or Dial: share it with the loop's others (info.go)
+	}
+	wc.open(info, a.ctx)
 	// Decode what came with the handshake now: no read event will come
 	// for bytes that are not in the socket any more. For wss that
 	// includes whatever crypto/tls holds, decrypted or not.

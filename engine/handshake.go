@@ -158,10 +158,7 @@ func (wc *wsConn) accept(buf []byte, carried, n int, r *codec.Request, res *hand
 	ext := s.negotiateDeflate(wc, r) // permessage-deflate (deflate.go): nil when off or not offered
 	out := codec.AppendAccept(lp.scratch[:0], r.Key, res.Subprotocol, ext, res.Header)
 	lp.scratch = out[:0]
-	var info *connInfo
-	if string(r.Path) != "/" || len(r.RawQuery) > 0 || res.Subprotocol != "" {
-		info = &connInfo{subprotocol: res.Subprotocol, path: string(r.Path), rawQuery: string(r.RawQuery)}
-	}
+	info := lp.infoFor(res.Subprotocol, r.Path, r.RawQuery)
 	if !wc.write(out) {
 		return gnet.None
 	}
@@ -180,9 +177,7 @@ func (wc *wsConn) open(info *connInfo, ctx any) {
 	wc.mu.Lock()
 	wc.setPhase(phaseOpen)
 	wc.setContextLocked(ctx)
-	if info != nil {
-		wc.extra().info = info
-	}
+	wc.setInfoLocked(info)
 	wc.mu.Unlock()
 	wc.set(sHandlerRan, true)
 	s.stats.open.Add(1)

@@ -33,6 +33,7 @@ type loop struct {
 	tlsPlain []byte // plaintext decrypted for one wss connection at a time (tls.go)
 
 	locals []*net.TCPAddr // local addresses shared by this loop's connections (gnetconn.go)
+	infos  []*connInfo    // request details shared by this loop's connections (info.go)
 
 	bmu sync.Mutex     // guards bq.q, bq.spare and bq.running
 	bq  broadcastQueue // broadcasts waiting for the loop (broadcast.go)
