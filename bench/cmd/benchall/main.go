@@ -548,7 +548,11 @@ func (b *bencher) one(v variant, rep int, name string, args []string) run {
 	if b.c.serverCPUs != "" {
 		sargs = append(sargs, "-cpus", b.c.serverCPUs)
 	}
-	srv := exec.Command(filepath.Join(b.bin, "server"), append(sargs, v.Flags...)...)
+	bin := filepath.Join(b.bin, "server")
+	if v.Bin != "" {
+		bin = v.Bin
+	}
+	srv := exec.Command(bin, append(sargs, v.Flags...)...)
 	srv.Env = serverEnv(os.Environ(), v)
 	// If benchall is killed (a timeout around the whole run), the kernel
 	// kills its server and client too.

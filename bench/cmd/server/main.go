@@ -67,8 +67,8 @@ func main() {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
 	}
-	if len(set.Options) > 0 && *impl != "wsloop" {
-		fmt.Fprintln(os.Stderr, "server: -opt applies to wsloop only")
+	if len(set.Options) > 0 && *impl != "wsloop" && *impl != "wsloop-http" {
+		fmt.Fprintln(os.Stderr, "server: -opt applies to wsloop and wsloop-http only")
 		os.Exit(2)
 	}
 	if *useTLS || *tlsCert != "" || *tlsKey != "" {
