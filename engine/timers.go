@@ -185,7 +185,9 @@ func (wc *wsConn) onTimer() {
 		}
 		if since >= idle/2 && !wc.has(sProbeSent) {
 			wc.set(sProbeSent, true)
-			_ = wc.Ping(nil)
+			if !wc.pingOnLoop() {
+				return
+			}
 		}
 	}
 	if wc.msgStart != 0 && o.MessageTimeout > 0 && now-wc.msgStart >= s.ticks(o.MessageTimeout) {
@@ -202,7 +204,9 @@ func (wc *wsConn) onTimer() {
 		if !wc.has(sPongWait) && now-wc.pingAt >= s.ticks(o.PingInterval) {
 			wc.pingAt = now
 			wc.set(sPongWait, true)
-			_ = wc.Ping(nil)
+			if !wc.pingOnLoop() {
+				return
+			}
 		}
 	}
 	if x := wc.x.Load(); x != nil && x.stallSince != 0 {
@@ -224,6 +228,24 @@ func (wc *wsConn) onTimer() {
 	if wc.phase() == phaseOpen {
 		wc.armTimer()
 	}
+}
+
+// pingOnLoop sends a server ping from the loop (the idle probe, the
+// PingInterval ping) and reports whether the connection is still open.
+// Ping queues its frame the way a write from any goroutine does; between
+// beginCallbacks and endCallbacks the write path leaves the flush to the
+// loop instead of queueing a flush task on it, so a probe does not cost
+// every idle connection a task (and gnet's allocations for it) once per
+// probe period. Loop only, outside callbacks.
+func (wc *wsConn) pingOnLoop() bool {
+	if wc.has(sInLoop) {
+		_ = wc.Ping(nil) // inside a callback batch: its end flushes
+		return true
+	}
+	wc.beginCallbacks()
+	_ = wc.Ping(nil)
+	wc.endCallbacks()
+	return wc.phase() != phaseClosed
 }
 
 // wheel is a hashed timer wheel: one slot per tick modulo its size, each slot
