@@ -80,6 +80,7 @@ func main() {
 	out := flag.String("out", "", "write idlemem.md, idlemem.json and the heap profiles here")
 	serverCPUs := flag.String("server-cpus", "", "pin the servers to these CPUs (bench servers only)")
 	clientCPUs := flag.String("client-cpus", "", "pin the wsload process to these CPUs")
+	from := flag.String("from", "", "write the report of the runs saved in this idlemem.json instead of running (with the same -impls, -read-at and -n)")
 	flag.Parse()
 
 	var moments []time.Duration
@@ -96,6 +97,18 @@ func main() {
 		labels = append(labels, child.ParseSpec(s, "", "").Label)
 	}
 	ratios := parseRatios(*ratioList, labels)
+	if *from != "" {
+		b, err := os.ReadFile(*from)
+		if err != nil {
+			fatal("%v", err)
+		}
+		var runs []run
+		if err := json.Unmarshal(b, &runs); err != nil {
+			fatal("%s: %v", *from, err)
+		}
+		fmt.Println(report(labels, ratios, runs, moments, *n))
+		return
+	}
 	work, err := os.MkdirTemp("", "idlemem")
 	if err != nil {
 		fatal("%v", err)
@@ -314,7 +327,7 @@ var parts = []part{
 
 func report(labels []string, ratios [][2]string, runs []run, moments []time.Duration, n int) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%d idle connections. Bytes per connection = (value − the fresh process's value) ÷ connections; median (min–max) over the repetitions. Readings at the stated time after the ramp, without a GC; \"after a forced GC\" comes after the last one.\n\n", n)
+	fmt.Fprintf(&b, "%d idle connections. Bytes per connection = (value − the fresh process's value) ÷ connections; median (min–max) over the repetitions. Readings at the stated time after the ramp, without a GC; \"after a forced GC\" comes after the last one. The fresh process's heap is read without a GC too, so \"live heap after the forced GC\" is low for a server that starts with garbage (nbio); the profiles below give each one's live heap by site.\n\n", n)
 	cell := func(label string, get func(r run) (float64, bool), f string) (string, map[int]float64) {
 		vals := map[int]float64{}
 		for _, r := range runs {
@@ -437,11 +450,13 @@ func report(labels []string, ratios [][2]string, runs []run, moments []time.Dura
 		if !r.Profile || len(r.Top) == 0 {
 			continue
 		}
-		var live float64
-		if r.GC != nil && r.Base != nil {
-			live = perConn(r, float64(r.GC.HeapAlloc), float64(r.Base.HeapAlloc))
+		var sum float64
+		for _, t := range r.Top {
+			if pc := t.Flat / float64(max(1, r.Opened)); pc >= 1 {
+				sum += pc
+			}
 		}
-		fmt.Fprintf(&b, "\n### %s: live heap by allocation site after a forced GC (profiling run %d, every allocation sampled, less the fresh process's profile; %.0f B per connection over the baseline)\n\n| bytes per connection | function that allocated |\n|---|---|\n", r.Label, r.Rep, live)
+		fmt.Fprintf(&b, "\n### %s: live heap by allocation site after a forced GC (profiling run %d, every allocation sampled, less the fresh process's profile; the rows sum to %.0f B per connection)\n\n| bytes per connection | function that allocated |\n|---|---|\n", r.Label, r.Rep, sum)
 		for _, t := range r.Top {
 			if pc := t.Flat / float64(max(1, r.Opened)); pc >= 1 {
 				fmt.Fprintf(&b, "| %.1f | %s |\n", pc, t.Func)
