@@ -43,7 +43,7 @@ type wsConn struct {
 
 	dec codec.DecoderState // loop only; the limit is the server's (Options.MaxMessageSize)
 
-	// mu guards out and ctx, and orders the phase changes made together
+	// mu guards out and aux, and orders the phase changes made together
 	// with them (a close frame queued and the phase that follows it).
 	mu  connMutex
 	aux *connAux // the Context and the request details: nil until either is set, so a connection with neither pays 8 bytes
