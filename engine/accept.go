@@ -227,6 +227,7 @@ type adoption struct {
 	tracked bool      // counted by the per-client limits (Upgrade): uncounted when it closes
 	tls     *tlsState // wss from Dial: crypto/tls in its transport's direct mode, attached to the loop here
 
+	bridged bool        // the loop's socket is one end of a pair whose other end two goroutines copy to a TLS connection (upgrade.go)
 	restore *connRecord // a connection moved here from the predecessor (handoff.go)
 	retake  *moveRec    // a connection of ours whose move was called off (handoff.go)
 
@@ -285,6 +286,9 @@ func (s *Server) opened(c gnet.Conn) {
 	if _, tracked := c.Context().(acceptTracked); tracked || a != nil && a.tracked {
 		wc.set(sTracked, true)
 	}
+	if a != nil && a.bridged {
+		wc.set(sBridged, true)
+	}
 	c.SetContext(wc)
 	// EnrollContext also stored the adoption as gnet's SafeContext, which
 	// would keep it (and the bytes it carries) for the connection's life;
@@ -318,7 +322,9 @@ func (s *Server) opened(c gnet.Conn) {
 		// Bridged after its TLS handshake: plaintext from here on, and
 		// the client's addresses (the loop's socket is one end of a
 		// socketpair).
-		wc.extra().info = a.info
+		wc.mu.Lock()
+		wc.setInfoLocked(a.info) // this connection's own: it carries addresses
+		wc.mu.Unlock()
 	case len(s.opts.ProxyProtocol) > 0 && s.proxyTrusted(c.RemoteAddr()):
 		wc.setPhase(phaseProxy) // its PROXY protocol header first, then TLS (proxyproto.go)
 	case s.tlsConf != nil:
@@ -358,7 +364,11 @@ func (wc *wsConn) adopted(a *adoption) {
 	if a.defl != nil {
 		wc.applyDeflate(a.defl)
 	}
-	wc.open(a.info, a.ctx)
+	info := a.info
+	if info != nil && info.remote == nil && info.local == nil {
+		info = wc.lp.internInfo(info) // made by Upgrade or Dial: share it with the loop's others (info.go)
+	}
+	wc.open(info, a.ctx)
 	// Decode what came with the handshake now: no read event will come
 	// for bytes that are not in the socket any more. For wss that
 	// includes whatever crypto/tls holds, decrypted or not.

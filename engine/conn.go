@@ -30,8 +30,10 @@ const (
 // assembly buffers come from pools only while something is in flight,
 // timers are one entry in the loop's wheel, and state that most connections
 // never need (a request header that arrived in pieces, a fragmented message,
-// a close in progress, a stalled writer, permessage-deflate, a non-root
-// path) lives in a connExtra allocated on first use.
+// a close in progress, a stalled writer, permessage-deflate) lives in a
+// connExtra allocated on first use. The Context and the request's path,
+// query and subprotocol share a small connAux, and connections that asked
+// for the same path share one connInfo (info.go).
 type wsConn struct {
 	c  gnet.Conn
 	lp *loop
@@ -43,11 +45,11 @@ type wsConn struct {
 
 	dec codec.DecoderState // loop only; the limit is the server's (Options.MaxMessageSize)
 
-	// mu guards out and ctx, and orders the phase changes made together
+	// mu guards out and aux, and orders the phase changes made together
 	// with them (a close frame queued and the phase that follows it).
 	mu  connMutex
-	ctx *any    // SetContext's value, boxed: nil until set, so a connection without one pays 8 bytes, not 16
-	out *outBuf // frames queued and not yet handed to gnet; nil when none
+	aux *connAux // the Context and the request details: nil until either is set, so a connection with neither pays 8 bytes
+	out *outBuf  // frames queued and not yet handed to gnet; nil when none
 
 	// st holds the phase and every flag in one word, so that the loop reads
 	// them without taking mu: the phase in the low bits, then the s* bits.
@@ -91,6 +93,7 @@ const (
 	sMoving       uint32 = 1 << 20 // loop only: a handoff takes it at its next message boundary; decoding stops there (handoff.go)
 	sHeld         uint32 = 1 << 21 // loop only: moved here and not resumed yet; nothing is decoded (handoff.go)
 	sCloseFlush   uint32 = 1 << 17 // loop only: close the TCP connection once gnet's outbound buffer is empty (closeWhenFlushed)
+	sBridged      uint32 = 1 << 18 // set before OnOpen, never cleared: the socket is the loop's end of a TLS bridge (upgrade.go)
 )
 
 func (wc *wsConn) phase() uint8 { return uint8(wc.st.Load() & phaseMask) }
@@ -149,7 +152,6 @@ type connExtra struct {
 
 	// Guarded by mu.
 	sentClose *handler.CloseError // what Conn.Close sent, reported to OnClose
-	info      *connInfo           // nil when the request was "/" with no query or subprotocol
 	hold      *heldOut            // a fragmented message's state and the data held behind it (write.go); nil until a NextWriter sends a fragment
 	deferred  int                 // bytes of writes deferred behind broadcasts, not yet applied (write.go)
 	drainMark int                 // NotifyBacklog's mark (readpause.go)
@@ -196,7 +198,16 @@ func (wc *wsConn) deflate() *connDeflate {
 	return nil
 }
 
-// connInfo holds the request details most connections do not need.
+// connAux is what a connection keeps of its Context and its request, behind
+// one pointer (wsConn.aux), guarded by the connection's mu.
+type connAux struct {
+	ctx  any       // SetContext's value
+	info *connInfo // nil when the request was "/" with no query or subprotocol; often shared (info.go)
+}
+
+// connInfo holds the request details most connections do not need. Once a
+// connection is open its connInfo is read-only, and connections on one
+// loop that asked for the same path share one (loop.internInfo).
 type connInfo struct {
 	subprotocol, path, rawQuery string
 	// remote and local, when set, are the addresses of a connection that
@@ -237,10 +248,10 @@ var _ handler.Conn = (*wsConn)(nil)
 func (wc *wsConn) Context() any {
 	wc.mu.Lock()
 	defer wc.mu.Unlock()
-	if wc.ctx == nil {
+	if wc.aux == nil {
 		return nil
 	}
-	return *wc.ctx
+	return wc.aux.ctx
 }
 
 // SetContext attaches v to the connection.
@@ -250,16 +261,28 @@ func (wc *wsConn) SetContext(v any) {
 	wc.mu.Unlock()
 }
 
-// setContextLocked stores v, under mu. The box is allocated on the first
-// non-nil value and then reused.
+// setContextLocked stores v, under mu. The connAux is allocated on the
+// first non-nil value (or request detail) and then reused.
 func (wc *wsConn) setContextLocked(v any) {
-	if wc.ctx == nil {
+	if wc.aux == nil {
 		if v == nil {
 			return
 		}
-		wc.ctx = new(any)
+		wc.aux = new(connAux)
 	}
-	*wc.ctx = v
+	wc.aux.ctx = v
+}
+
+// setInfoLocked records the request details, under mu; nil means "/" with
+// no query or subprotocol.
+func (wc *wsConn) setInfoLocked(info *connInfo) {
+	if info == nil {
+		return
+	}
+	if wc.aux == nil {
+		wc.aux = new(connAux)
+	}
+	wc.aux.info = info
 }
 
 // RemoteAddr returns gnet's copy of the peer's address while the connection
@@ -273,8 +296,8 @@ func (wc *wsConn) RemoteAddr() net.Addr {
 	if wc.gone() {
 		return nil
 	}
-	if x := wc.x.Load(); x != nil && x.info != nil && x.info.remote != nil {
-		return x.info.remote
+	if wc.aux != nil && wc.aux.info != nil && wc.aux.info.remote != nil {
+		return wc.aux.info.remote
 	}
 	return wc.c.RemoteAddr()
 }
@@ -286,34 +309,46 @@ func (wc *wsConn) LocalAddr() net.Addr {
 	if wc.gone() {
 		return nil
 	}
-	if x := wc.x.Load(); x != nil && x.info != nil && x.info.local != nil {
-		return x.info.local
+	if wc.aux != nil && wc.aux.info != nil && wc.aux.info.local != nil {
+		return wc.aux.info.local
 	}
 	return wc.c.LocalAddr()
 }
 
-// peerAddr is RemoteAddr for the loop, which needs no lock: the
-// connection's info is only written on the loop. Loop only.
+// peerAddr is RemoteAddr for the loop, also in the phases before the
+// connection opens and while it closes (gnet's address stays valid on the
+// loop until its OnClose returns). Loop only.
 func (wc *wsConn) peerAddr() net.Addr {
-	if x := wc.x.Load(); x != nil && x.info != nil && x.info.remote != nil {
-		return x.info.remote
+	if in := wc.infoOrNil(); in != nil && in.remote != nil {
+		return in.remote
 	}
 	return wc.c.RemoteAddr()
 }
 
 // localAddr is LocalAddr for the loop. Loop only.
 func (wc *wsConn) localAddr() net.Addr {
-	if x := wc.x.Load(); x != nil && x.info != nil && x.info.local != nil {
-		return x.info.local
+	if in := wc.infoOrNil(); in != nil && in.local != nil {
+		return in.local
 	}
 	return wc.c.LocalAddr()
+}
+
+// infoOrNil returns the connection's request details, nil when it has
+// none.
+func (wc *wsConn) infoOrNil() *connInfo {
+	wc.mu.Lock()
+	defer wc.mu.Unlock()
+	if wc.aux == nil {
+		return nil
+	}
+	return wc.aux.info
 }
 
 func (wc *wsConn) getInfo() *connInfo {
 	wc.mu.Lock()
 	defer wc.mu.Unlock()
-	if x := wc.x.Load(); x != nil && x.info != nil {
-		return x.info
+	if wc.aux != nil && wc.aux.info != nil {
+		return wc.aux.info
 	}
 	return &rootInfo
 }

@@ -441,13 +441,11 @@ func (wc *wsConn) immovable() string {
 	default:
 		return "closing"
 	}
-	if x := wc.x.Load(); x != nil {
-		if x.tls != nil {
-			return "tls"
-		}
-		if x.info != nil && x.info.remote != nil {
-			return "bridged"
-		}
+	if x := wc.x.Load(); x != nil && x.tls != nil {
+		return "tls"
+	}
+	if wc.has(sBridged) {
+		return "bridged"
 	}
 	if _, ok := wc.handler().(handler.Mover); !ok {
 		return "not a mover"
@@ -540,9 +538,8 @@ func (wc *wsConn) detachForMove(maxBuffered int) (*moveRec, string) {
 		r.in = append([]byte(nil), buf...)
 	}
 	x := wc.x.Load() // wc.id allocated it
-	if x.info != nil {
-		r.path, r.query, r.sub = x.info.path, x.info.rawQuery, x.info.subprotocol
-	}
+	in := wc.getInfo()
+	r.path, r.query, r.sub = in.path, in.rawQuery, in.subprotocol
 	r.maxMsg = x.maxMsg
 	// Writers stop here: a compressing writer holds cd.mu from
 	// compression to queueing, so the window and the queue agree.
@@ -1258,9 +1255,7 @@ func (wc *wsConn) restored(a *adoption) {
 	wc.set(sHeld, true)
 	wc.mu.Lock()
 	wc.setPhase(phaseOpen)
-	if info != nil {
-		x.info = info
-	}
+	wc.setInfoLocked(info)
 	wc.mu.Unlock()
 	lp.wheel.disarm(wc)
 

@@ -168,10 +168,7 @@ func (wc *wsConn) accept(buf []byte, carried, n int, r *codec.Request, res *hand
 	ext := s.negotiateDeflate(wc, r) // permessage-deflate (deflate.go): nil when off or not offered
 	out := codec.AppendAccept(lp.scratch[:0], r.Key, res.Subprotocol, ext, res.Header)
 	lp.scratch = out[:0]
-	var info *connInfo
-	if string(r.Path) != "/" || len(r.RawQuery) > 0 || res.Subprotocol != "" {
-		info = &connInfo{subprotocol: res.Subprotocol, path: string(r.Path), rawQuery: string(r.RawQuery)}
-	}
+	info := lp.infoFor(res.Subprotocol, r.Path, r.RawQuery)
 	if !wc.write(out) {
 		return gnet.None
 	}
@@ -190,16 +187,20 @@ func (wc *wsConn) open(info *connInfo, ctx any) {
 	wc.mu.Lock()
 	wc.setPhase(phaseOpen)
 	wc.setContextLocked(ctx)
-	if info != nil {
-		x := wc.extra()
-		if old := x.info; old != nil {
-			// Addresses set before the handshake stay: a PROXY
-			// protocol header's (proxyproto.go), or a bridged
-			// connection's client (tls.go).
-			info.remote, info.local = old.remote, old.local
+	if wc.aux != nil && wc.aux.info != nil && wc.aux.info.remote != nil {
+		// Addresses set before the handshake stay: a PROXY protocol
+		// header's (proxyproto.go), or a bridged connection's client
+		// (tls.go). They are this connection's, so its connInfo is a
+		// copy of the loop's shared one (info.go).
+		old := wc.aux.info
+		mine := connInfo{path: "/"}
+		if info != nil {
+			mine = *info
 		}
-		x.info = info
+		mine.remote, mine.local = old.remote, old.local
+		info = &mine
 	}
+	wc.setInfoLocked(info)
 	wc.mu.Unlock()
 	if lp.proxyHdrs != nil {
 		delete(lp.proxyHdrs, wc) // OnUpgrade has seen it

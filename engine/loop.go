@@ -37,6 +37,7 @@ type loop struct {
 	tlsPlain []byte // plaintext decrypted for one wss connection at a time (tls.go)
 
 	locals []*net.TCPAddr // local addresses shared by this loop's connections (gnetconn.go)
+	infos  []*connInfo    // request details shared by this loop's connections (info.go)
 
 	proxyHdrs map[*wsConn]*codec.ProxyHeader // PROXY protocol headers waiting for OnUpgrade (proxyproto.go); nil until one does
 

@@ -198,13 +198,12 @@ func (wc *wsConn) setPeer(remote, local *net.TCPAddr) {
 	if proxyAddrsInGnet && wc.lp.setGnetAddrs(wc.c, remote, local) {
 		return
 	}
-	x := wc.extra()
 	info := &connInfo{path: "/"}
-	if x.info != nil {
-		*info = *x.info
+	if wc.aux != nil && wc.aux.info != nil {
+		*info = *wc.aux.info // a copy: the loop's may be shared (info.go)
 	}
 	info.remote, info.local = remote, local
-	x.info = info
+	wc.setInfoLocked(info)
 }
 
 // proxyAddrsInGnet lets a test take the connInfo road that a gnet release

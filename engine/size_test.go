@@ -85,7 +85,7 @@ func TestPlainConnStaysSmall(t *testing.T) {
 	}
 	echo(codec.AppendMaskedFrame(nil, true, codec.OpBinary, 0, mask, msg), msg)
 	wc.mu.Lock()
-	out, ctx := wc.out, wc.ctx
+	out, ctx := wc.out, wc.aux
 	wc.mu.Unlock()
 	if ctx != nil {
 		t.Error("a connection that never set a context holds a context box")
@@ -113,7 +113,7 @@ func TestContextBox(t *testing.T) {
 		t.Fatalf("fresh connection: Context() = %v", v)
 	}
 	wc.SetContext(nil)
-	if wc.ctx != nil {
+	if wc.aux != nil {
 		t.Fatal("SetContext(nil) on a fresh connection allocated a box")
 	}
 	done := make(chan struct{})

@@ -212,7 +212,9 @@ func (wc *wsConn) onTimer() {
 		}
 		if since >= idle/2 && !wc.has(sProbeSent) {
 			wc.set(sProbeSent, true)
-			_ = wc.Ping(nil)
+			if !wc.pingOnLoop() {
+				return
+			}
 		}
 	}
 	if wc.acceptOrMsgAt != 0 && o.MessageTimeout > 0 && !paused && now-wc.acceptOrMsgAt >= s.ticks(o.MessageTimeout) {
@@ -229,7 +231,9 @@ func (wc *wsConn) onTimer() {
 		if !wc.has(sPongWait) && now-wc.pingOrCloseAt >= s.ticks(o.PingInterval) {
 			wc.pingOrCloseAt = now
 			wc.set(sPongWait, true)
-			_ = wc.Ping(nil)
+			if !wc.pingOnLoop() {
+				return
+			}
 		}
 	}
 	if since := wc.heldSince(); since != 0 && o.WriteStallTimeout > 0 && now-since >= s.ticks(o.WriteStallTimeout) {
@@ -258,6 +262,24 @@ func (wc *wsConn) onTimer() {
 	if wc.phase() == phaseOpen {
 		wc.armTimer()
 	}
+}
+
+// pingOnLoop sends a server ping from the loop (the idle probe, the
+// PingInterval ping) and reports whether the connection is still open.
+// Ping queues its frame the way a write from any goroutine does; between
+// beginCallbacks and endCallbacks the write path leaves the flush to the
+// loop instead of queueing a flush task on it, so a probe does not cost
+// every idle connection a task (and gnet's allocations for it) once per
+// probe period. Loop only, outside callbacks.
+func (wc *wsConn) pingOnLoop() bool {
+	if wc.has(sInLoop) {
+		_ = wc.Ping(nil) // inside a callback batch: its end flushes
+		return true
+	}
+	wc.beginCallbacks()
+	_ = wc.Ping(nil)
+	wc.endCallbacks()
+	return wc.phase() != phaseClosed
 }
 
 // wheel is a hashed timer wheel: one slot per tick modulo its size, each slot

@@ -369,6 +369,7 @@ func (s *Server) bridge(conn net.Conn, a *adoption) error {
 		a.info = &connInfo{path: "/"}
 	}
 	a.info.remote, a.info.local = conn.RemoteAddr(), conn.LocalAddr()
+	a.bridged = true
 	if err := s.adopt(loopEnd, a); err != nil {
 		pumpEnd.Close()
 		conn.Close()

@@ -18,7 +18,16 @@ func init() {
 	register(Info{
 		Name: "gws", Module: "github.com/lxzan/gws", Version: "v1.10.1",
 		Notes: "gws.NewServer, ParallelEnabled+Recovery+PermessageDeflate (README Best Practice), Broadcaster",
-	}, runGWS)
+	}, func(addr string, set Settings, ready func()) error { return runGWS(addr, set, ready, true) })
+	// gws-serial is gws with its default ParallelEnabled false: with it
+	// on, messages of one connection are handled concurrently, so echoes
+	// of several messages in flight on one connection can come back out of
+	// order (the open-loop echo, which keeps several in flight, sees them
+	// as mismatches).
+	register(Info{
+		Name: "gws-serial", Module: "github.com/lxzan/gws", Version: "v1.10.1",
+		Notes: "gws.NewServer, Recovery+PermessageDeflate, ParallelEnabled off (messages of a connection handled in order), Broadcaster",
+	}, func(addr string, set Settings, ready func()) error { return runGWS(addr, set, ready, false) })
 }
 
 type gwsHandler struct {
@@ -53,10 +62,10 @@ func (h *gwsHandler) OnMessage(c *gws.Conn, m *gws.Message) {
 	_ = c.WriteMessage(m.Opcode, m.Bytes())
 }
 
-func runGWS(addr string, set Settings, ready func()) error {
+func runGWS(addr string, set Settings, ready func(), parallel bool) error {
 	h := &gwsHandler{conns: newConnSet[*gws.Conn]()}
 	srv := gws.NewServer(h, &gws.ServerOption{
-		ParallelEnabled:   true,
+		ParallelEnabled:   parallel,
 		Recovery:          gws.Recovery,
 		PermessageDeflate: gws.PermessageDeflate{Enabled: true},
 	})

@@ -10,6 +10,7 @@
 //	websocat ws://localhost:8080/upper
 //	websocat -H 'Authorization: Bearer TOKEN' ws://localhost:8080/private
 //	curl localhost:8080/metrics
+//	go run . -debug-addr 127.0.0.1:6060                # also /debug/pprof/ and /debug/vars there
 //
 // SIGINT or SIGTERM drains both: every WebSocket client gets 1001 Going
 // Away while /healthz answers 503, then the HTTP server shuts down.
@@ -52,8 +53,17 @@ func main() {
 	proxyNets := flag.String("proxy-protocol", "", "comma-separated CIDRs of load balancers that send a PROXY protocol header (v1 or v2); their clients' addresses are used")
 	maxPerIP := flag.Int("max-conns-per-ip", 0, "most WebSocket connections one client address may hold (0: no limit)")
 	ratePerIP := flag.Int("handshakes-per-ip", 0, "most WebSocket handshakes one client address may start per second (0: no limit)")
+	debugAddr := flag.String("debug-addr", "", "serve /debug/pprof/ and /debug/vars (Go runtime statistics) on this address, e.g. 127.0.0.1:6060; off by default")
 	flag.Parse()
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	if *debugAddr != "" {
+		a, err := serveDebug(*debugAddr, log)
+		if err != nil {
+			log.Error("debug listener", "err", err)
+			os.Exit(1)
+		}
+		log.Info("debug listener", "addr", a.String())
+	}
 
 	cfg := Config{Addr: *addr, AuthURL: *authURL, Logger: log}
 	cfg.Engine.MaxConnsPerClient = *maxPerIP

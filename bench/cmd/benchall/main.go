@@ -20,6 +20,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"math"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -66,6 +67,14 @@ type config struct {
 	budget     time.Duration
 	bin        string
 	idleSample float64
+
+	// openloop scenario
+	openConns    []int
+	openLevels   []float64
+	openReps     int
+	openSize     int
+	openPeers    []string
+	openDuration time.Duration
 }
 
 type echoCase struct{ N, Size int }
@@ -129,6 +138,12 @@ func main() {
 	flag.DurationVar(&c.budget, "budget", 0, "skip runs that would not end within this much time from the start (0: no limit)")
 	flag.StringVar(&c.bin, "bin", "", "use the server and wsload binaries in this directory instead of building them")
 	noCharts := flag.Bool("no-charts", false, "do not write PNG charts")
+	openConns := flag.String("open-conns", "1000,10000", "openloop: connection counts")
+	openLevels := flag.String("open-levels", "0.25,0.5,0.8", "openloop: load levels, as fractions of the best peer's closed-loop maximum")
+	flag.IntVar(&c.openReps, "open-reps", 5, "openloop: repetitions of each open-loop level (the closed-loop maxima use -reps)")
+	flag.IntVar(&c.openSize, "open-size", 1024, "openloop: message bytes")
+	openPeers := flag.String("open-peers", "", "openloop: the peers whose best closed-loop maximum sets the levels (default: every implementation whose label does not start with wsloop)")
+	flag.DurationVar(&c.openDuration, "open-duration", 0, "openloop: measured time of each open-loop run (default -duration)")
 	flag.Float64Var(&c.busy, "busy", 0.3, "flag a run when other processes used more than this many cores")
 	flag.DurationVar(&c.pause, "pause", 300*time.Millisecond, "pause between runs")
 	flag.Parse()
@@ -227,6 +242,26 @@ func main() {
 		c.scaleCase = echoCase{n, sz}
 	}
 	c.scaleImpls = strings.Split(*scaleImpls, ",")
+	for _, f := range strings.Split(*openConns, ",") {
+		v, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || v <= 0 {
+			fatal("bad -open-conns %q", *openConns)
+		}
+		c.openConns = append(c.openConns, v)
+	}
+	for _, f := range strings.Split(*openLevels, ",") {
+		v, err := strconv.ParseFloat(strings.TrimSpace(f), 64)
+		if err != nil || v <= 0 {
+			fatal("bad -open-levels %q", *openLevels)
+		}
+		c.openLevels = append(c.openLevels, v)
+	}
+	if *openPeers != "" {
+		c.openPeers = strings.Split(*openPeers, ",")
+	}
+	if c.openDuration == 0 {
+		c.openDuration = c.duration
+	}
 	c.serverCPUs, c.clientCPUs = splitCPUs(*serverCPUs, *clientCPUs, runtime.NumCPU())
 	if c.loops <= 0 {
 		c.loops = max(1, countCPUs(c.clientCPUs))
@@ -327,6 +362,9 @@ func main() {
 			return b.one(v, rep, name, []string{"-scenario", "echo", "-n", fmt.Sprint(e.N), "-size", fmt.Sprint(e.Size),
 				"-warmup", c.warmup.String(), "-duration", c.duration.String()})
 		})...)
+	}
+	if c.scenarios["openloop"] {
+		runs = append(runs, b.openLoop()...)
 	}
 	if c.scenarios["broadcast"] {
 		name := fmt.Sprintf("broadcast %d x %s", c.bcastN, sizeName(c.bcastSize))
@@ -478,9 +516,12 @@ func summary(r run) string {
 	s := ""
 	switch x.Scenario {
 	case "idle":
-		s = fmt.Sprintf("%d conns at %.0f conn/s, RSS %.0f B/conn after the hold (%.0f after a server GC), live Go %.0f B/conn, allocated %.0f B/conn", x.Connected, x.ConnectRate, x.RSSPerConn, x.RSSPerConnGC, x.HeapPerConn, x.AllocPerConn)
+		s = fmt.Sprintf("%d conns at %.0f conn/s (server %.1f us CPU each), RSS %.0f B/conn after the hold (%.0f after a server GC), live Go %.0f B/conn, allocated %.0f B/conn", x.Connected, x.ConnectRate, x.AcceptCPUPerUS, x.RSSPerConn, x.RSSPerConnGC, x.HeapPerConn, x.AllocPerConn)
 	case "echo":
-		s = fmt.Sprintf("%.0f msg/s, p99 %.2f ms, server %.2f CPU-s per 1M msgs", x.MsgsPerSec, x.LatP99us/1000, x.ServerCPUPerM)
+		s = fmt.Sprintf("%.0f msg/s, p50 %.2f ms, p99 %.2f ms, p99.9 %.2f ms, server %.2f CPU-s per 1M msgs", x.MsgsPerSec, x.LatP50us/1000, x.LatP99us/1000, x.LatP999us/1000, x.ServerCPUPerM)
+		if x.OpenRate > 0 {
+			s += fmt.Sprintf(", open loop at %.0f msg/s (%d sends late by over 1 ms)", x.OpenRate, x.LateSends)
+		}
 	case "broadcast":
 		s = fmt.Sprintf("time-to-all p50 %.2f ms, %.0f deliveries/s", x.FanoutP50ms, x.FanoutRate)
 	}
@@ -510,7 +551,11 @@ func (b *bencher) one(v variant, rep int, name string, args []string) run {
 	if b.c.serverCPUs != "" {
 		sargs = append(sargs, "-cpus", b.c.serverCPUs)
 	}
-	srv := exec.Command(filepath.Join(b.bin, "server"), append(sargs, v.Flags...)...)
+	bin := filepath.Join(b.bin, "server")
+	if v.Bin != "" {
+		bin = v.Bin
+	}
+	srv := exec.Command(bin, append(sargs, v.Flags...)...)
 	srv.Env = serverEnv(os.Environ(), v)
 	// If benchall is killed (a timeout around the whole run), the kernel
 	// kills its server and client too.
@@ -615,6 +660,57 @@ func (b *bencher) one(v variant, rep int, name string, args []string) run {
 		}
 	}
 	return r
+}
+
+// openLoop runs the open-loop comparison: for each connection count, the
+// closed-loop echo of every implementation (-reps times) gives each one's
+// maximum; the best of the peers' medians sets the load levels; then every
+// implementation runs open-loop at each level (-open-reps times), with
+// latency measured from each message's scheduled send time.
+func (b *bencher) openLoop() []run {
+	c := b.c
+	var out []run
+	peers := c.openPeers
+	if len(peers) == 0 {
+		for _, l := range c.impls {
+			if !strings.HasPrefix(l, "wsloop") {
+				peers = append(peers, l)
+			}
+		}
+	}
+	for _, n := range c.openConns {
+		e := echoCase{n, c.openSize}
+		maxCase := "openloop-max " + e.String()
+		est := c.warmup + c.duration + 4*time.Second
+		closed := b.each(maxCase, c.impls, est, func(v variant, rep int) run {
+			return b.one(v, rep, maxCase, []string{"-scenario", "echo", "-n", fmt.Sprint(n), "-size", fmt.Sprint(c.openSize),
+				"-warmup", c.warmup.String(), "-duration", c.duration.String()})
+		})
+		out = append(out, closed...)
+		best, bestImpl := 0.0, ""
+		for _, p := range peers {
+			if st := collect(closed, p, maxCase, func(r *load.Result) float64 { return r.MsgsPerSec }); st.N > 0 && st.Med > best {
+				best, bestImpl = st.Med, p
+			}
+		}
+		if best == 0 {
+			fmt.Printf("[%s] no peer reached a closed-loop maximum; open-loop levels skipped\n", maxCase)
+			continue
+		}
+		fmt.Printf("[%s] best peer: %s at %.0f msg/s\n", maxCase, bestImpl, best)
+		saved := b.c.reps
+		b.c.reps = c.openReps
+		for _, lv := range c.openLevels {
+			rate := math.Round(best * lv)
+			name := fmt.Sprintf("openloop %s at %.0f%% of %s's maximum (%.0f msg/s)", e, lv*100, bestImpl, rate)
+			out = append(out, b.each(name, c.impls, c.warmup+c.openDuration+8*time.Second, func(v variant, rep int) run {
+				return b.one(v, rep, name, []string{"-scenario", "echo", "-n", fmt.Sprint(n), "-size", fmt.Sprint(c.openSize),
+					"-warmup", c.warmup.String(), "-duration", c.openDuration.String(), "-open-rate", fmt.Sprint(rate)})
+			})...)
+		}
+		b.c.reps = saved
+	}
+	return out
 }
 
 // tail returns the last n bytes of a file, for error messages.

@@ -139,8 +139,8 @@ func report(c config, runs []run, elapsed time.Duration, note string) string {
 		w("The ramp is paced at the stated rate (new connections per second; \"unpaced\": as fast as 256 handshakes in flight allow). RSS/conn = (server VmRSS − VmRSS of the fresh process) ÷ connections, read from /proc at the end of the ramp and after the %v hold, with no GC forced in the server before either (the only forced GC is in the load generator, for its own memory). Only then is a GC forced in the server (SIGUSR1) for its live heap (Go/conn = growth of live heap + goroutine stacks ÷ connections), and RSS read once more %s later (after GC). Alloc/conn = heap bytes the server allocated per connection during the ramp (runtime/metrics, read without a GC): what the accept and handshake path allocates, live or garbage. Total = the server's whole VmRSS after the hold, baseline included. × nbio = RSS/conn after the hold ÷ nbio's.\n\n", c.hold, "2s")
 		for _, k := range ic {
 			w("### %s\n\n", k)
-			w("| impl | connected | ramp conn/s | RSS/conn KiB at ramp end | **RSS/conn KiB after hold** | × nbio | RSS/conn KiB after server GC | Go heap+stacks/conn KiB | alloc/conn KiB in ramp | GCs in ramp | total RSS MiB | goroutines | handshake p99 ms | sample ok | notes |\n")
-			w("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+			w("| impl | connected | ramp conn/s | server CPU µs/conn in ramp | RSS/conn KiB at ramp end | **RSS/conn KiB after hold** | × nbio | RSS/conn KiB after server GC | Go heap+stacks/conn KiB | alloc/conn KiB in ramp | GCs in ramp | total RSS MiB | goroutines | handshake p99 ms | sample ok | notes |\n")
+			w("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
 			nb := collect(runs, "nbio", k, func(r *load.Result) float64 { return r.RSSPerConn })
 			for _, impl := range c.impls {
 				held := collect(runs, impl, k, func(r *load.Result) float64 { return r.RSSPerConn })
@@ -148,9 +148,10 @@ func report(c config, runs []run, elapsed time.Duration, note string) string {
 				if nb.N > 0 && held.N > 0 && nb.Med > 0 {
 					ratio = fmt.Sprintf("%.3f", held.Med/nb.Med)
 				}
-				w("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", impl,
+				w("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", impl,
 					collect(runs, impl, k, func(r *load.Result) float64 { return float64(r.Connected) }).fmt("%.0f"),
 					collect(runs, impl, k, func(r *load.Result) float64 { return r.ConnectRate }).fmt("%.0f"),
+					collect(runs, impl, k, func(r *load.Result) float64 { return r.AcceptCPUPerUS }).fmt("%.1f"),
 					collect(runs, impl, k, func(r *load.Result) float64 {
 						if len(r.Readings) == 0 {
 							return 0
@@ -215,6 +216,35 @@ func report(c config, runs []run, elapsed time.Duration, note string) string {
 					collect(runs, impl, k, func(r *load.Result) float64 { return r.LatP999us / 1000 }).fmt("%.2f"),
 					collect(runs, impl, k, func(r *load.Result) float64 { return r.ServerCPUPerM }).fmt("%.2f"),
 					collect(runs, impl, k, func(r *load.Result) float64 { return r.ClientCPU }).fmt("%.2f"),
+					notes(runs, impl, k, c.busy))
+			}
+			w("\n")
+		}
+	}
+
+	if oc := cases(runs, "openloop "); len(oc) > 0 {
+		w("\n## Open loop: latency at equal load\n\n")
+		w("Each connection sends a %d-byte message on a fixed schedule (the rate divided evenly over the connections, each with its own phase), whether or not its previous echo came back; latency runs from the message's *scheduled* send time to its complete echo, so a server that falls behind is charged for the whole delay (coordinated omission corrected, as wrk2 does). The levels are fractions of the best peer's closed-loop maximum (the `openloop-max` runs: median msg/s of the closed-loop echo, -reps repetitions) with the same connections; each level runs %d times. Late sends = messages the client itself sent more than 1 ms after their scheduled time (a client that cannot keep the schedule inflates every server's latency alike).\n\n", c.openSize, c.openReps)
+		for _, k := range cases(runs, "openloop-max ") {
+			w("Closed-loop maxima (%s): ", strings.TrimPrefix(k, "openloop-max "))
+			var parts []string
+			for _, impl := range c.impls {
+				parts = append(parts, fmt.Sprintf("%s %s msg/s", impl, collect(runs, impl, k, func(r *load.Result) float64 { return r.MsgsPerSec }).fmt("%.0f")))
+			}
+			w("%s.\n\n", strings.Join(parts, ", "))
+		}
+		for _, k := range oc {
+			w("### %s\n\n", strings.TrimPrefix(k, "openloop "))
+			w("| impl | achieved msg/s | p50 ms | p99 ms | p99.9 ms | max ms | server CPU s / 1M msgs | late sends | notes |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+			for _, impl := range c.impls {
+				w("| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", impl,
+					collect(runs, impl, k, func(r *load.Result) float64 { return r.MsgsPerSec }).fmt("%.0f"),
+					collect(runs, impl, k, func(r *load.Result) float64 { return r.LatP50us / 1000 }).fmt("%.3f"),
+					collect(runs, impl, k, func(r *load.Result) float64 { return r.LatP99us / 1000 }).fmt("%.3f"),
+					collect(runs, impl, k, func(r *load.Result) float64 { return r.LatP999us / 1000 }).fmt("%.3f"),
+					collect(runs, impl, k, func(r *load.Result) float64 { return r.LatMaxus / 1000 }).fmt("%.2f"),
+					collect(runs, impl, k, func(r *load.Result) float64 { return r.ServerCPUPerM }).fmt("%.2f"),
+					collect(runs, impl, k, func(r *load.Result) float64 { return float64(r.LateSends) }).fmt("%.0f"),
 					notes(runs, impl, k, c.busy))
 			}
 			w("\n")

@@ -12,15 +12,19 @@ import (
 type variant struct {
 	Label string   `json:"label"`
 	Impl  string   `json:"impl"`
+	Bin   string   `json:"bin,omitempty"` // another server binary (IMPL@PATH), e.g. a build of an older commit
 	Env   []string `json:"env,omitempty"`
 	Flags []string `json:"flags,omitempty"`
 }
 
 // parseVariant reads LABEL=SPEC, where SPEC is space-separated: KEY=VALUE
-// environment settings first, then the implementation, then server flags.
+// environment settings first, then the implementation (IMPL, or IMPL@PATH
+// for a server binary other than the one benchall built), then server
+// flags.
 //
 //	wsloop-rp=wsloop -reuseport
 //	wsloop-l4=GOMAXPROCS=4 wsloop -loops 4 -opt ReadBufferCap=16384
+//	wsloop-base=wsloop@bin/server-base
 func parseVariant(s string) (variant, error) {
 	label, spec, ok := strings.Cut(s, "=")
 	label = strings.TrimSpace(label)
@@ -36,7 +40,7 @@ func parseVariant(s string) (variant, error) {
 			if strings.HasPrefix(tok, "-") {
 				return variant{}, fmt.Errorf("variant %q: flag %s before the implementation", s, tok)
 			}
-			v.Impl = tok
+			v.Impl, v.Bin, _ = strings.Cut(tok, "@")
 		default:
 			v.Flags = append(v.Flags, tok)
 		}
@@ -49,7 +53,11 @@ func parseVariant(s string) (variant, error) {
 
 // String gives the variant back in the form parseVariant reads.
 func (v variant) String() string {
-	parts := append(append(append([]string(nil), v.Env...), v.Impl), v.Flags...)
+	impl := v.Impl
+	if v.Bin != "" {
+		impl += "@" + v.Bin
+	}
+	parts := append(append(append([]string(nil), v.Env...), impl), v.Flags...)
 	return v.Label + "=" + strings.Join(parts, " ")
 }
 

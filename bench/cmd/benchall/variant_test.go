@@ -53,3 +53,16 @@ func TestSplitCPUs(t *testing.T) {
 		t.Errorf("countCPUs = %d", n)
 	}
 }
+
+func TestParseVariantBinary(t *testing.T) {
+	v, err := parseVariant("wsloop-base=GOGC=50 wsloop@bin/server-base -loops 2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.Impl != "wsloop" || v.Bin != "bin/server-base" || len(v.Env) != 1 || len(v.Flags) != 2 {
+		t.Fatalf("parsed %+v", v)
+	}
+	if got := v.String(); got != "wsloop-base=GOGC=50 wsloop@bin/server-base -loops 2" {
+		t.Errorf("String() = %q", got)
+	}
+}

@@ -49,7 +49,7 @@ import (
 func main() {
 	serve := flag.String("serve", "", "child mode: run this server (wsloop or gws) and print READY <addr>")
 	cpuProfile := flag.String("cpuprofile", "", "child mode: write a CPU profile here until SIGTERM")
-	servers := flag.String("servers", "wsloop,gws", "servers to compare, alternated in each run")
+	servers := flag.String("servers", "wsloop,gws", "servers to compare, alternated in each run: wsloop, gws, or LABEL=BINARY:NAME (NAME served by another build of this command, e.g. wsloop-base=bin/deflateload-base:wsloop)")
 	sizes := flag.String("sizes", "1024,16384", "message sizes in bytes")
 	conns := flag.Int("conns", 8, "client connections, one message in flight on each")
 	dur := flag.Duration("dur", 5*time.Second, "measured time per server, size and run")
@@ -65,7 +65,7 @@ func main() {
 		}
 		return
 	}
-	names := strings.Split(*servers, ",")
+	names := strings.Split(*servers, ",") // a spec LABEL=BINARY:NAME is reported as LABEL
 	var szs []int
 	for _, s := range strings.Split(*sizes, ",") {
 		n, err := strconv.Atoi(s)
@@ -89,7 +89,7 @@ func main() {
 			for _, name := range order {
 				prof := ""
 				if *profDir != "" && r == *runs {
-					prof = fmt.Sprintf("%s/%s-%d.pprof", *profDir, name, size)
+					prof = fmt.Sprintf("%s/%s-%d.pprof", *profDir, label(name), size)
 				}
 				res, err := measure(name, size, *conns, *warm, *dur, prof)
 				if err != nil {
@@ -97,7 +97,7 @@ func main() {
 					os.Exit(1)
 				}
 				fmt.Printf("run %d size %6d %-7s echoes %8d  server CPU %6.2fs  wall %5.2fs  %8.0f echoes/CPU-s  %8.0f echoes/s\n",
-					r, size, name, res.echoes, res.cpu.Seconds(), res.wall.Seconds(), res.perCPU(), float64(res.echoes)/res.wall.Seconds())
+					r, size, label(name), res.echoes, res.cpu.Seconds(), res.wall.Seconds(), res.perCPU(), float64(res.echoes)/res.wall.Seconds())
 				results[size][name] = append(results[size][name], res.perCPU())
 			}
 		}
@@ -109,17 +109,23 @@ func main() {
 			v := slices.Clone(results[size][name])
 			slices.Sort(v)
 			meds = append(meds, median(v))
-			fmt.Printf("size %6d %-7s %8.0f [%.0f-%.0f]\n", size, name, median(v), v[0], v[len(v)-1])
+			fmt.Printf("size %6d %-7s %8.0f [%.0f-%.0f]\n", size, label(name), median(v), v[0], v[len(v)-1])
 		}
-		if len(names) == 2 {
+		for j := 1; j < len(names); j++ {
 			var ratios []float64
 			for i := range results[size][names[0]] {
-				ratios = append(ratios, results[size][names[0]][i]/results[size][names[1]][i])
+				ratios = append(ratios, results[size][names[0]][i]/results[size][names[j]][i])
 			}
 			slices.Sort(ratios)
-			fmt.Printf("size %6d %s/%s: %.2fx (ratio of medians); per run %.2f-%.2f\n", size, names[0], names[1], meds[0]/meds[1], ratios[0], ratios[len(ratios)-1])
+			fmt.Printf("size %6d %s/%s: %.2fx (ratio of medians); per run %.2f-%.2f\n", size, label(names[0]), label(names[j]), meds[0]/meds[j], ratios[0], ratios[len(ratios)-1])
 		}
 	}
+}
+
+// label is how a -servers entry is reported: LABEL of LABEL=BINARY:NAME.
+func label(spec string) string {
+	l, _, _ := strings.Cut(spec, "=")
+	return l
 }
 
 func median(v []float64) float64 {
@@ -156,11 +162,15 @@ func payloads(n int) [][]byte {
 // measure starts the server in a child process, loads it and returns what
 // it served and the CPU it used while measured.
 func measure(name string, size, conns int, warm, dur time.Duration, prof string) (result, error) {
+	bin := os.Args[0]
+	if _, spec, ok := strings.Cut(name, "="); ok {
+		bin, name, _ = strings.Cut(spec, ":")
+	}
 	args := []string{"-serve", name}
 	if prof != "" {
 		args = append(args, "-cpuprofile", prof)
 	}
-	cmd := exec.Command(os.Args[0], args...)
+	cmd := exec.Command(bin, args...)
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {

@@ -67,8 +67,8 @@ func main() {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(2)
 	}
-	if len(set.Options) > 0 && *impl != "wsloop" {
-		fmt.Fprintln(os.Stderr, "server: -opt applies to wsloop only")
+	if len(set.Options) > 0 && *impl != "wsloop" && *impl != "wsloop-http" {
+		fmt.Fprintln(os.Stderr, "server: -opt applies to wsloop and wsloop-http only")
 		os.Exit(2)
 	}
 	if *useTLS || *tlsCert != "" || *tlsKey != "" {
@@ -130,8 +130,12 @@ func main() {
 // writeHeapProfile records where the live heap was allocated, so that
 // the bytes behind "heap per connection" can be attributed (go tool pprof
 // -sample_index=inuse_space).
+//
+// The profile is written to a temporary name and renamed when complete, so
+// that a reader polling for path never sees half of it.
 func writeHeapProfile(path string) {
-	f, err := os.Create(path)
+	tmp := path + ".tmp"
+	f, err := os.Create(tmp)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "server: memprofile:", err)
 		return
@@ -140,7 +144,9 @@ func writeHeapProfile(path string) {
 	if err := pprof.WriteHeapProfile(f); err != nil {
 		fmt.Fprintln(os.Stderr, "server: memprofile:", err)
 	}
-	_ = f.Close()
+	if err := f.Close(); err == nil {
+		_ = os.Rename(tmp, path)
+	}
 }
 
 // writeStats writes the runtime's memory statistics, after a GC when

@@ -6,9 +6,16 @@
 //	idle       hold the connections; server RSS and heap per connection
 //	echo       closed-loop request/response, every echo checked byte for byte
 //	broadcast  server-side fan-out of "broadcast:" messages to every connection
-//	hold       hold the connections for a controller (cmd/million): prints
-//	           "OPENED n failed", then answers "check" on stdin with
-//	           "CHECKED sent ok" and ends on "quit" or end of input
+//	hold       hold the connections for a controller (cmd/million,
+//	           cmd/storm): prints "OPENED n failed", then answers "check"
+//	           on stdin with "CHECKED sent ok", "storm" (drop every
+//	           connection at once and reconnect them) with "BACK opened
+//	           failed secs t50ms t90ms t99ms hsp99ms", and ends on "quit"
+//	           or end of input
+//
+// With -open-rate, echo is open-loop: each connection sends on a fixed
+// schedule whether or not its last echo came back, and latency runs from
+// the scheduled send time (coordinated omission corrected, as in wrk2).
 //
 // -rate paces the ramp (new connections per second). With -server-pid it
 // reads the server's RSS and CPU time from /proc and, with -stats, asks it
@@ -41,6 +48,8 @@ func main() {
 	loops := flag.Int("loops", 1, "client event loops")
 	rampTimeout := flag.Duration("ramp-timeout", 2*time.Minute, "give up waiting for the ramp after this long")
 	inflight := flag.Int("inflight", 256, "most handshakes in flight while ramping")
+	stormInflight := flag.Int("storm-inflight", 0, "hold: most handshakes in flight while a storm's connections come back (0: -inflight)")
+	openRate := flag.Float64("open-rate", 0, "echo: open loop at this many messages per second in all (0: closed loop)")
 	src := flag.String("src", "127.0.0.2", "first source address")
 	srcCount := flag.Int("src-count", 4, "number of consecutive source addresses to spread connections over")
 	rate := flag.Float64("rate", 0, "ramp at this many new connections per second (0: as fast as -inflight allows)")
@@ -93,7 +102,8 @@ func main() {
 	if uint64(*n)+32 > limit {
 		fatal("-n %d needs more descriptors than RLIMIT_NOFILE allows (%d); split the connections over more processes", *n, limit)
 	}
-	cfg := load.Config{Target: target, Path: *path, Sources: sources, Loops: *loops, Inflight: *inflight}
+	cfg := load.Config{Target: target, Path: *path, Sources: sources, Loops: *loops, Inflight: *inflight,
+		MaxInflight: max(*inflight, *stormInflight)}
 	var moments []time.Duration
 	for _, f := range strings.Split(*readAt, ",") {
 		if f = strings.TrimSpace(f); f == "" {
@@ -111,7 +121,7 @@ func main() {
 	o := load.Options{Scenario: *scenario, N: *n, Size: *size, Rate: *rate, ReadAt: moments, Hold: *hold,
 		ServerGC: *serverGC, GCWait: *gcWait, BaseGC: *baseGC, EchoAll: *echoAll, Sample: *sample, Warmup: *warmup,
 		Duration: *duration, Rounds: *rounds, Window: max(1, *window), ServerPID: *pid, StatsFile: *stats, Label: *label,
-		Control: os.Stdin, Out: os.Stdout, RampTimeout: *rampTimeout}
+		Control: os.Stdin, Out: os.Stdout, RampTimeout: *rampTimeout, OpenRate: *openRate, StormInflight: *stormInflight}
 	if !*quiet {
 		o.Progress = os.Stderr
 	}

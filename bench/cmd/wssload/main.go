@@ -12,6 +12,14 @@
 //	echo  closed loop: -echo-n connections, each sending its next
 //	      -size message when the previous echo came back; msg/s, p50/p99,
 //	      and the server's CPU time per million messages (/proc/PID/stat)
+//	storm ramp -n connections (the server's CPU per handshake), then
+//	      -storms times drop every one at once (a reset each) and dial
+//	      them all again, -storm-inflight handshakes at once: the time
+//	      until all are back (and half, and 90%), the server's CPU per
+//	      reconnection
+//
+// An implementation may carry its own server arguments, e.g.
+// 'wsloop-h16=wsloop -opt MaxTLSHandshakes=16' (MaxTLSHandshakes curves).
 //
 // Every echoed byte is compared with what was sent. Implementations
 // alternate: in each repetition every scenario runs once per
@@ -48,8 +56,10 @@ import (
 
 func main() {
 	serverBin := flag.String("server", "bin/server", "the bench server binary (go build -o bin/server ./cmd/server)")
-	impls := flag.String("impls", "wsloop,gws,nbio", "implementations, comma-separated, each NAME or LABEL=NAME@BINARY (another server build, e.g. wsloop-new=wsloop@bin/server-new); ratios are of the first to each other")
-	scenarios := flag.String("scenarios", "idle,echo", "idle, echo or both")
+	impls := flag.String("impls", "wsloop,gws,nbio", "implementations, comma-separated, each NAME or LABEL=NAME[@BINARY][ SERVER-ARGS] (another server build, e.g. wsloop-new=wsloop@bin/server-new, or other settings, e.g. 'wsloop-h16=wsloop -opt MaxTLSHandshakes=16'); ratios are of the first to each other")
+	scenarios := flag.String("scenarios", "idle,echo", "idle, echo, storm, comma-separated")
+	storms := flag.Int("storms", 3, "storm: drops and reconnections per run")
+	stormInflight := flag.Int("storm-inflight", 1024, "storm: handshakes in flight while the connections come back")
 	reps := flag.Int("reps", 3, "repetitions")
 	n := flag.Int("n", 5000, "idle: connections")
 	big := flag.Int("big", 16384, "idle: the message every connection echoes once before the second reading")
@@ -109,7 +119,8 @@ func main() {
 	}
 	defer os.RemoveAll(work)
 	p := params{n: *n, rate: *rate, inflight: *inflight, hold: *hold, bigSize: *big, echoInflight: *bigInflight,
-		gcWait: *gcWait, size: *size, warmup: *warmup, duration: *duration, rampTimeout: 2 * time.Minute, progress: os.Stderr}
+		gcWait: *gcWait, size: *size, warmup: *warmup, duration: *duration, rampTimeout: 2 * time.Minute, progress: os.Stderr,
+		storms: *storms, stormInfl: *stormInflight}
 	if *quiet {
 		p.progress = io.Discard
 	}
@@ -138,15 +149,18 @@ func main() {
 			r.Size = q.size
 		}
 		bin, name := *serverBin, impl
+		var own []string
 		if label, spec, ok := strings.Cut(impl, "="); ok {
-			name, bin, _ = strings.Cut(spec, "@")
+			f := strings.Fields(spec)
+			name, bin, _ = strings.Cut(f[0], "@")
+			own = f[1:]
 			impl = label
 			if bin == "" {
 				bin = *serverBin
 			}
 		}
 		r.Impl = impl
-		srv, err := startServer(bin, name, strings.Fields(*serverArgs), work, prof != "")
+		srv, err := startServer(bin, name, append(strings.Fields(*serverArgs), own...), work, prof != "")
 		if err != nil {
 			r.errf("server: %v", err)
 			return r
@@ -163,6 +177,8 @@ func main() {
 			runIdle(d, q, t, r)
 		case "echo":
 			runEcho(d, q, t, r)
+		case "storm":
+			runStorm(d, q, t, r)
 		default:
 			fatal("unknown scenario %q", scen)
 		}
@@ -205,6 +221,9 @@ func printRun(r *Result) {
 	case "idle":
 		fmt.Printf("run %d %-7s idle  %5d conns (%s)  hs %.2f ms CPU  RSS/conn after handshake %6.0f B, after %d B echo %6.0f B (%6.0f B after GC)  heap/conn %6.0f / %6.0f B  goroutines %d\n",
 			r.Rep, r.Impl, r.Connected, r.TLS, r.HandshakeCPUms, r.PerConnHS, r.Size, r.PerConnBig, r.PerConnBigGC, r.HeapPerConnHS, r.HeapPerConnBig, r.Goroutines)
+	case "storm":
+		fmt.Printf("run %d %-7s storm %5d conns (%s)  ramp: hs %.3f ms CPU; storm: all back in %.3f s (half %.0f ms, 90%% %.0f ms), server %.3f ms CPU per reconnection, client %.3f\n",
+			r.Rep, r.Impl, r.Connected, r.TLS, r.HandshakeCPUms, r.StormSecs, r.StormT50ms, r.StormT90ms, r.StormCPUms, r.StormClient)
 	case "echo":
 		fmt.Printf("run %d %-7s echo  %5d x %d B  %8.0f msg/s  p50 %6.0f us  p99 %6.0f us  server %.3f CPU-s/1M msgs  client %.1fs  other %.2f cores\n",
 			r.Rep, r.Impl, r.Connected, r.Size, r.MsgsPerSec, r.LatP50us, r.LatP99us, r.ServerCPUPerM, r.ClientCPU, r.OtherCores)

@@ -31,6 +31,8 @@ type params struct {
 	rampTimeout  time.Duration
 	progress     io.Writer
 	profile      string // idle: copy the server's heap profile to profile+"-{handshake,16k}.pprof"
+	storms       int    // storm: how many times every connection drops and comes back
+	stormInfl    int    // storm: handshakes in flight while they come back
 }
 
 // target is the server a run measures.
@@ -79,6 +81,16 @@ type Result struct {
 	ServerCPUPerM float64 `json:"server_cpu_secs_per_million"`
 	ClientCPU     float64 `json:"client_cpu_secs"`
 	OtherCores    float64 `json:"other_cpu_cores"`
+
+	// Reconnect storm (medians over the run's storms): from dropping every
+	// connection at once to the last one back, when half and 90% were
+	// back, and the server's CPU per reconnection (the drop's close and
+	// the new handshake).
+	StormSecs   float64 `json:"storm_secs,omitempty"`
+	StormT50ms  float64 `json:"storm_t50_ms,omitempty"`
+	StormT90ms  float64 `json:"storm_t90_ms,omitempty"`
+	StormCPUms  float64 `json:"storm_server_cpu_ms_per_conn,omitempty"`
+	StormClient float64 `json:"storm_client_cpu_ms_per_conn,omitempty"`
 
 	Failed int      `json:"failed"`
 	Errors []string `json:"errors,omitempty"`
@@ -161,6 +173,81 @@ func ramp(d *dialer, p params, t target, r *Result) []*conn {
 		r.errf("%d of %d connections failed (first: %v)", n, p.n, firstErr.Load())
 	}
 	return open
+}
+
+// runStorm ramps p.n connections, then p.storms times drops them all at
+// once (each closed with a reset, as a network failure does) and dials
+// them again at once, p.stormInfl handshakes in flight, until all are back.
+func runStorm(d *dialer, p params, t target, r *Result) {
+	conns := ramp(d, p, t, r)
+	defer func() { closeAll(conns) }()
+	var secs, t50, t90, cpu, ccpu []float64
+	for k := 0; k < p.storms; k++ {
+		time.Sleep(time.Second)
+		w0 := takeWindow(t.pid)
+		start := time.Now()
+		closeAll(conns)
+		n := len(conns)
+		q := p
+		q.inflight = p.stormInfl
+		q.rate = 0
+		q.progress = io.Discard
+		var back []time.Duration
+		conns, back = redial(d, q, n, start)
+		w1 := takeWindow(t.pid)
+		if len(conns) < n {
+			r.errf("storm %d: %d of %d connections came back", k+1, len(conns), n)
+			r.Failed += n - len(conns)
+		}
+		if len(back) == 0 {
+			continue
+		}
+		slices.Sort(back)
+		at := func(f float64) float64 { return back[min(len(back)-1, int(f*float64(len(back))))].Seconds() * 1e3 }
+		secs = append(secs, back[len(back)-1].Seconds())
+		t50 = append(t50, at(0.5))
+		t90 = append(t90, at(0.9))
+		cpu = append(cpu, (w1.server-w0.server).Seconds()*1e3/float64(len(back)))
+		ccpu = append(ccpu, (w1.self-w0.self).Seconds()*1e3/float64(len(back)))
+		fmt.Fprintf(p.progress, "  storm %d: %d back in %.3f s (half %.0f ms, 90%% %.0f ms), server %.3f ms CPU each\n",
+			k+1, len(back), secs[len(secs)-1], t50[len(t50)-1], t90[len(t90)-1], cpu[len(cpu)-1])
+	}
+	r.StormSecs, r.StormT50ms, r.StormT90ms = median(secs), median(t50), median(t90)
+	r.StormCPUms, r.StormClient = median(cpu), median(ccpu)
+}
+
+// redial opens n connections at once (p.inflight handshakes in flight) and
+// returns the open ones and when each was open, measured from start.
+func redial(d *dialer, p params, n int, start time.Time) ([]*conn, []time.Duration) {
+	conns := make([]*conn, n)
+	back := make([]time.Duration, n)
+	sem := make(chan struct{}, max(1, p.inflight))
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			c, err := d.dial(i)
+			<-sem
+			if err != nil {
+				return
+			}
+			back[i] = time.Since(start)
+			conns[i] = c
+			go c.run()
+		}(i)
+	}
+	wg.Wait()
+	var open []*conn
+	var at []time.Duration
+	for i, c := range conns {
+		if c != nil {
+			open = append(open, c)
+			at = append(at, back[i])
+		}
+	}
+	return open, at
 }
 
 // closeAll ends every connection's goroutine, which closes it, and waits

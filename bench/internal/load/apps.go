@@ -45,12 +45,15 @@ type EchoApp struct {
 
 	Replies    atomic.Int64 // echoes received while not continuous
 	BadReplies atomic.Int64
+
+	open *openSchedule // open-loop mode when set (set before any send)
 }
 
 // EchoLoopStats is one loop's share of an echo measurement.
 type EchoLoopStats struct {
 	Msgs        int64
 	Outstanding int64
+	Late        int64 // open loop: sends more than 1 ms behind their schedule
 	Hist        hist.H
 }
 
@@ -123,6 +126,10 @@ func (a *EchoApp) Message(c *Conn, op byte, n int) {
 		return
 	}
 	c.Recv++
+	if a.open != nil {
+		a.openMessage(c, st)
+		return
+	}
 	if !a.Continuous.Load() {
 		a.Replies.Add(1)
 		c.Seq++
@@ -226,5 +233,80 @@ func (a *BroadcastApp) Message(c *Conn, op byte, n int) {
 	if a.Counts[seq].Add(1) == a.Expect.Load() {
 		a.DoneAt[seq].Store(a.Client.Now())
 		a.Done <- seq
+	}
+}
+
+// openSchedule is the open-loop echo's timetable, in client time (ns): a
+// connection with phase p sends message k at start + p + k*period; only
+// messages scheduled in [from, to) are measured, and none are scheduled
+// from `to` on.
+type openSchedule struct {
+	start, period, from, to int64
+}
+
+// openLoopState walks one loop's connections in phase order: cursor j in
+// cycle k.
+type openLoopState struct {
+	conns []*Conn
+	j     int
+	k     int64
+	late  int64
+}
+
+func (a *EchoApp) fillSeq(c *Conn, seq uint32) func(p []byte) {
+	return func(p []byte) {
+		putTag(p, uint32(c.ID), seq)
+		r := rot(seq)
+		copy(p[tagLen:], a.tmpl[r+tagLen:r+len(p)])
+	}
+}
+
+// openTick sends every message of l's connections that is due by now, in
+// schedule order, then arms the loop's timer for the next one. A message
+// is sent even while earlier ones are still unanswered: the schedule does
+// not wait for the server. Loop only.
+func (a *EchoApp) openTick(l *Loop, s *openLoopState) {
+	sc := a.open
+	now := a.Client.Now()
+	st := &a.Stats[l.Index]
+	for len(s.conns) > 0 {
+		cn := s.conns[s.j]
+		due := sc.start + cn.phase + s.k*sc.period
+		if due >= sc.to {
+			l.SetTimer(0, nil)
+			return
+		}
+		if due > now {
+			l.SetTimer(due, func() { a.openTick(l, s) })
+			return
+		}
+		if cn.IsOpen() {
+			if now-due > int64(time.Millisecond) {
+				s.late++
+				st.Late++
+			}
+			seq := uint32(cn.sendK)
+			cn.sendK++
+			st.Outstanding++
+			l.SendFunc(cn, OpBinary, a.Size, a.fillSeq(cn, seq))
+		}
+		s.j++
+		if s.j == len(s.conns) {
+			s.j = 0
+			s.k++
+		}
+	}
+}
+
+// openMessage accounts for an echo in open-loop mode: its latency runs
+// from the time it was scheduled to be sent.
+func (a *EchoApp) openMessage(c *Conn, st *EchoLoopStats) {
+	sc := a.open
+	due := sc.start + c.phase + c.recvK*sc.period
+	c.recvK++
+	c.Seq = uint32(c.recvK)
+	if due >= sc.from && due < sc.to {
+		st.Msgs++
+		st.Hist.Record(time.Duration(a.Client.Now() - due))
 	}
 }

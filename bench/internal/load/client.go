@@ -85,6 +85,11 @@ type Conn struct {
 	// T0 and Seq are free for the App (send time, message counter).
 	T0  int64
 	Seq uint32
+	// Open-loop echo (EchoApp in open mode): the connection's phase in the
+	// schedule (ns after the schedule's start) and its next message to
+	// send and to receive.
+	phase        int64
+	sendK, recvK int64
 	// Tag accumulates the first bytes of a message for the App.
 	Tag  [8]byte
 	Recv uint32
@@ -98,8 +103,11 @@ type Config struct {
 	Sources  []netip.Addr   // source addresses, used round-robin
 	Loops    int            // event loops; default 1
 	Inflight int            // most connects/handshakes in flight; default 256
-	MaxSize  int            // largest message the App sends; default 64 KiB
-	App      App
+	// MaxInflight is the most SetInflight may allow later (a reconnect
+	// storm); default Inflight.
+	MaxInflight int
+	MaxSize     int // largest message the App sends; default 64 KiB
+	App         App
 }
 
 // Client owns the loops and the connection table.
@@ -108,8 +116,14 @@ type Client struct {
 	loops []*Loop
 	table []atomic.Pointer[Conn] // by fd
 	start time.Time
+	mono  int64 // CLOCK_MONOTONIC at start, ns: Now() + mono is an absolute timerfd time
 	sem   chan struct{}
-	seed  uint64
+	// held is how many of sem's slots the dialing goroutine holds itself,
+	// so that the handshakes in flight can be capped below cap(sem)
+	// (SetInflight).
+	held int
+	seed uint64
+	ids  int // connections dialed so far: the next connection's ID
 
 	Opened       atomic.Int64
 	Failed       atomic.Int64
@@ -120,6 +134,7 @@ type Client struct {
 	firstErr     error
 	handshakeMu  sync.Mutex
 	handshakeLat []int64 // ns
+	openedAt     []int64 // Now() when each handshake completed
 
 	conns []*Conn
 }
@@ -139,6 +154,8 @@ type Loop struct {
 	Conns  []*Conn // connections of this loop, in dial order
 	closed atomic.Bool
 	hsLat  []int64
+	tfd    int    // timerfd (CLOCK_MONOTONIC) for schedules, e.g. the open-loop echo
+	timer  func() // runs on the loop when tfd fires
 }
 
 // New creates a client and starts its loops.
@@ -148,6 +165,9 @@ func New(cfg Config) (*Client, error) {
 	}
 	if cfg.Inflight <= 0 {
 		cfg.Inflight = 256
+	}
+	if cfg.MaxInflight < cfg.Inflight {
+		cfg.MaxInflight = cfg.Inflight
 	}
 	if cfg.MaxSize <= 0 {
 		cfg.MaxSize = 64 << 10
@@ -168,7 +188,11 @@ func New(cfg Config) (*Client, error) {
 		size = 1 << 16
 	}
 	c := &Client{cfg: cfg, table: make([]atomic.Pointer[Conn], size), start: time.Now(),
-		sem: make(chan struct{}, cfg.Inflight), seed: uint64(time.Now().UnixNano()) | 1}
+		sem: make(chan struct{}, cfg.MaxInflight), seed: uint64(time.Now().UnixNano()) | 1}
+	var ts unix.Timespec
+	_ = unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts)
+	c.mono = ts.Nano() - int64(time.Since(c.start))
+	c.SetInflight(cfg.Inflight)
 	for i := 0; i < cfg.Loops; i++ {
 		l, err := newLoop(c, i)
 		if err != nil {
@@ -218,6 +242,64 @@ func (c *Client) HandshakeLatencies() []int64 {
 	return all
 }
 
+// OpenedSince returns the handshake latencies and the completion times
+// (Now()) of the handshakes completed after the first `from` ones.
+func (c *Client) OpenedSince(from int) (lat, at []int64) {
+	c.handshakeMu.Lock()
+	defer c.handshakeMu.Unlock()
+	if from > len(c.handshakeLat) {
+		from = len(c.handshakeLat)
+	}
+	return append([]int64(nil), c.handshakeLat[from:]...), append([]int64(nil), c.openedAt[from:]...)
+}
+
+// HandshakesDone is how many handshakes have completed so far.
+func (c *Client) HandshakesDone() int {
+	c.handshakeMu.Lock()
+	defer c.handshakeMu.Unlock()
+	return len(c.handshakeLat)
+}
+
+// SetInflight caps the handshakes in flight at n (at most
+// Config.MaxInflight) for the dials that follow. Call it from the dialing
+// goroutine while no handshake is in flight.
+func (c *Client) SetInflight(n int) {
+	n = max(1, min(n, cap(c.sem)))
+	for want := cap(c.sem) - n; c.held != want; {
+		if c.held < want {
+			c.sem <- struct{}{}
+			c.held++
+		} else {
+			<-c.sem
+			c.held--
+		}
+	}
+}
+
+// DropAll closes every connection at once with a reset (SO_LINGER 0), as
+// a network failure or a client restart does, and forgets them: they are
+// counted neither as failed nor as closed. It returns how many were open.
+func (c *Client) DropAll() int {
+	n := 0
+	for _, l := range c.loops {
+		l.Exec(func() {
+			for _, cn := range l.Conns {
+				if cn.state == stOpen {
+					n++
+				}
+				l.drop(cn)
+			}
+			l.Conns = l.Conns[:0]
+		})
+	}
+	c.conns = c.conns[:0]
+	return n
+}
+
+// NextID returns the ID the next dialed connection should get: IDs stay
+// unique across DropAll.
+func (c *Client) NextID() int { return c.ids }
+
 func newLoop(c *Client, i int) (*Loop, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
@@ -232,8 +314,27 @@ func newLoop(c *Client, i int) (*Loop, error) {
 	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, evfd, &ev); err != nil {
 		return nil, err
 	}
-	return &Loop{c: c, Index: i, epfd: epfd, evfd: evfd, rbuf: make([]byte, 256<<10),
+	tfd, err := unix.TimerfdCreate(unix.CLOCK_MONOTONIC, unix.TFD_NONBLOCK|unix.TFD_CLOEXEC)
+	if err != nil {
+		return nil, err
+	}
+	ev = unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(tfd)}
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, tfd, &ev); err != nil {
+		return nil, err
+	}
+	return &Loop{c: c, Index: i, epfd: epfd, evfd: evfd, tfd: tfd, rbuf: make([]byte, 256<<10),
 		wbuf: make([]byte, 14+c.cfg.MaxSize+64), rng: c.seed + uint64(i)*0x9E3779B97F4A7C15}, nil
+}
+
+// SetTimer makes f run on the loop at client time at (Now() units, ns);
+// at <= 0 disarms it. Loop only; f replaces the previous one.
+func (l *Loop) SetTimer(at int64, f func()) {
+	l.timer = f
+	var spec unix.ItimerSpec
+	if at > 0 {
+		spec.Value = unix.NsecToTimespec(at + l.c.mono)
+	}
+	_ = unix.TimerfdSettime(l.tfd, unix.TFD_TIMER_ABSTIME, &spec, nil)
 }
 
 // Exec runs f on the loop and waits for it to finish.
@@ -287,6 +388,14 @@ func (l *Loop) run() {
 				l.runTasks()
 				continue
 			}
+			if fd == l.tfd {
+				var b [8]byte
+				_, _ = unix.Read(l.tfd, b[:])
+				if l.timer != nil {
+					l.timer()
+				}
+				continue
+			}
 			cn := l.c.table[fd].Load()
 			if cn == nil || cn.state == stClosed {
 				continue
@@ -302,6 +411,7 @@ func (l *Loop) run() {
 	}
 	unix.Close(l.epfd)
 	unix.Close(l.evfd)
+	unix.Close(l.tfd)
 }
 
 func (l *Loop) runTasks() {
@@ -320,6 +430,7 @@ func (l *Loop) runTasks() {
 // blocks while Inflight handshakes are in progress.
 func (c *Client) Dial(id int) error {
 	c.sem <- struct{}{}
+	c.ids = max(c.ids, id+1)
 	l := c.loops[id%len(c.loops)]
 	src := c.cfg.Sources[id%len(c.cfg.Sources)]
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
@@ -394,6 +505,23 @@ func (l *Loop) fail(cn *Conn, err error) {
 	}
 	if err != nil {
 		l.c.noteErr(fmt.Errorf("conn %d: %w", cn.ID, err))
+	}
+}
+
+// drop closes a connection for DropAll, counting it nowhere; a handshake
+// in flight gives its slot back.
+func (l *Loop) drop(cn *Conn) {
+	if cn.state == stClosed {
+		return
+	}
+	was := cn.state
+	cn.state = stClosed
+	l.c.table[cn.fd].Store(nil)
+	_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, cn.fd, nil)
+	unix.Close(cn.fd)
+	cn.wbuf, cn.hs, cn.ctl = nil, nil, nil
+	if was != stOpen {
+		<-l.c.sem
 	}
 }
 
@@ -622,9 +750,11 @@ func (l *Loop) handshake(cn *Conn, b []byte) ([]byte, bool) {
 	}
 	cn.hs = nil
 	cn.state = stOpen
-	lat := l.c.Now() - cn.T0
+	now := l.c.Now()
+	lat := now - cn.T0
 	l.c.handshakeMu.Lock()
 	l.c.handshakeLat = append(l.c.handshakeLat, lat)
+	l.c.openedAt = append(l.c.openedAt, now)
 	l.c.handshakeMu.Unlock()
 	l.c.Opened.Add(1)
 	<-l.c.sem

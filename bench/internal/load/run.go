@@ -53,10 +53,21 @@ type Options struct {
 	Rounds      int           // broadcast: one-at-a-time rounds for latency
 	Window      int           // broadcast: broadcasts in flight in the rate phase
 	RampTimeout time.Duration
-	ServerPID   int
-	StatsFile   string
-	Label       string
-	Progress    io.Writer
+	// OpenRate, when positive, makes echo open-loop: every connection
+	// sends on a fixed schedule (OpenRate messages per second in all,
+	// spread evenly over the connections and their phases) whether or not
+	// its previous echo has come back, and latency runs from each
+	// message's scheduled send time, so a server that falls behind is
+	// charged for the whole delay (coordinated omission corrected, as
+	// wrk2 does).
+	OpenRate float64
+	// StormInflight is how many handshakes a "storm" command (hold) keeps
+	// in flight while the connections come back (0: Inflight).
+	StormInflight int
+	ServerPID     int
+	StatsFile     string
+	Label         string
+	Progress      io.Writer
 }
 
 // Result is what one scenario run measured. Sizes are bytes, times seconds
@@ -74,6 +85,12 @@ type Result struct {
 	HandshakeP50  float64 `json:"handshake_p50_ms"`
 	HandshakeP99  float64 `json:"handshake_p99_ms"`
 	HandshakeMax  float64 `json:"handshake_max_ms"`
+	// Server CPU (utime+stime) from the first dial to the last handshake
+	// of the ramp, and per connection: what accepting and upgrading one
+	// connection costs the server.
+	RampServerCPU  float64 `json:"ramp_server_cpu_secs,omitempty"`
+	RampClientCPU  float64 `json:"ramp_client_cpu_secs,omitempty"`
+	AcceptCPUPerUS float64 `json:"server_cpu_us_per_conn,omitempty"`
 
 	RateTarget    float64            `json:"rate_target"`
 	ServerRSSBase int64              `json:"server_rss_base"`
@@ -101,6 +118,9 @@ type Result struct {
 	LatP50us       float64 `json:"lat_p50_us"`
 	LatP99us       float64 `json:"lat_p99_us"`
 	LatP999us      float64 `json:"lat_p999_us"`
+	LatMaxus       float64 `json:"lat_max_us,omitempty"`
+	OpenRate       float64 `json:"open_rate,omitempty"`  // open loop: the scheduled rate, messages/s
+	LateSends      int64   `json:"late_sends,omitempty"` // open loop: sends that left more than 1 ms after their scheduled time
 	ServerCPU      float64 `json:"server_cpu_secs"`
 	ServerCPUPerM  float64 `json:"server_cpu_per_million"`
 	ClientCPU      float64 `json:"client_cpu_secs"`
@@ -207,6 +227,7 @@ func Run(cfg Config, o Options) (*Result, error) {
 
 	// Ramp.
 	r.RateTarget = o.Rate
+	ramp0 := takeWindow(o.ServerPID)
 	start := time.Now()
 	stopProg := progress(o.Progress, c, o.N, start)
 	var series *sampler
@@ -230,6 +251,13 @@ func Run(cfg Config, o Options) (*Result, error) {
 	}
 	stopProg()
 	rampEnd := time.Now()
+	if ramp1 := takeWindow(o.ServerPID); o.ServerPID > 0 {
+		r.RampServerCPU = (ramp1.server - ramp0.server).Seconds()
+		r.RampClientCPU = (ramp1.self - ramp0.self).Seconds()
+		if n := c.Opened.Load(); n > 0 {
+			r.AcceptCPUPerUS = r.RampServerCPU / float64(n) * 1e6
+		}
+	}
 	r.ConnectSecs = rampEnd.Sub(start).Seconds()
 	r.Connected = c.Opened.Load()
 	r.ConnectFailed = int64(o.N) - r.Connected
@@ -255,7 +283,11 @@ func Run(cfg Config, o Options) (*Result, error) {
 	case "hold":
 		runHold(c, echo, o, r)
 	case "echo":
-		runEcho(c, echo, o, r)
+		if o.OpenRate > 0 {
+			runOpenEcho(c, echo, o, r)
+		} else {
+			runEcho(c, echo, o, r)
+		}
 	case "broadcast":
 		runBroadcast(c, bc, o, r)
 	}
@@ -464,10 +496,55 @@ func runHold(c *Client, a *EchoApp, o Options, r *Result) {
 			r.SampleOK += cr.SampleOK
 			r.Errors = append(r.Errors, cr.Errors...)
 			fmt.Fprintf(o.Out, "CHECKED %d %d\n", cr.SampleSent, cr.SampleOK)
+		case "storm":
+			fmt.Fprintln(o.Out, runStorm(c, o))
 		case "quit":
 			return
 		}
 	}
+}
+
+// runStorm drops every connection at once (a reset each, as a network
+// failure or a client restart does) and dials the same number again at
+// once, with o.StormInflight handshakes in flight, until all are back or
+// failed. It answers "BACK opened failed secs t50 t90 t99 hsp99" where
+// secs is from the first drop to the last handshake, t50..t99 (ms) are when
+// that share of the connections was back, and hsp99 (ms) is the 99th
+// percentile of one reconnection's connect-to-101 time.
+func runStorm(c *Client, o Options) string {
+	t0 := c.Now()
+	n := c.DropAll()
+	base := c.HandshakesDone()
+	failed0 := c.Failed.Load()
+	if o.StormInflight > 0 {
+		c.SetInflight(o.StormInflight)
+	}
+	id := c.NextID()
+	for i := 0; i < n; i++ {
+		_ = c.Dial(id + i)
+	}
+	deadline := time.Now().Add(o.RampTimeout)
+	for c.HandshakesDone()-base+int(c.Failed.Load()-failed0) < n && time.Now().Before(deadline) {
+		time.Sleep(2 * time.Millisecond)
+	}
+	lat, at := c.OpenedSince(base)
+	failed := c.Failed.Load() - failed0
+	c.SetInflight(c.cfg.Inflight)
+	slices.Sort(lat)
+	slices.Sort(at)
+	ms := func(v int64) float64 { return float64(v) / 1e6 }
+	q := func(xs []int64, p float64) int64 {
+		if len(xs) == 0 {
+			return 0
+		}
+		return xs[min(len(xs)-1, int(p*float64(len(xs))))]
+	}
+	var secs float64
+	if len(at) > 0 {
+		secs = float64(at[len(at)-1]-t0) / 1e9
+	}
+	return fmt.Sprintf("BACK %d %d %.6f %.3f %.3f %.3f %.3f", len(at), failed, secs,
+		ms(q(at, 0.5)-t0), ms(q(at, 0.9)-t0), ms(q(at, 0.99)-t0), ms(q(lat, 0.99)))
 }
 
 // sampler reads a process's RSS at a fixed interval in the background.
@@ -552,6 +629,92 @@ func runEcho(c *Client, a *EchoApp, o Options, r *Result) {
 	}
 	us := func(d time.Duration) float64 { return float64(d) / 1e3 }
 	r.LatP50us, r.LatP99us, r.LatP999us = us(h.Quantile(0.5)), us(h.Quantile(0.99)), us(h.Quantile(0.999))
+	if r.Messages > 0 {
+		r.ServerCPUPerM = r.ServerCPU / float64(r.Messages) * 1e6
+	}
+}
+
+// runOpenEcho is the open-loop echo: o.OpenRate messages per second in
+// all, each connection on a fixed schedule with its own phase, latency
+// from the scheduled send time. Messages scheduled during the warmup are
+// sent but not measured; after the measured window nothing more is sent
+// and the run waits up to 5 s for the echoes still outstanding.
+func runOpenEcho(c *Client, a *EchoApp, o Options, r *Result) {
+	var conns []*Conn
+	for _, cn := range c.Conns() {
+		if cn.IsOpen() {
+			conns = append(conns, cn)
+		}
+	}
+	if len(conns) == 0 {
+		r.errf("no open connection")
+		return
+	}
+	n := int64(len(conns))
+	period := int64(float64(n) / o.OpenRate * 1e9)
+	start := c.Now() + int64(50*time.Millisecond)
+	sc := &openSchedule{start: start, period: period, from: start + int64(o.Warmup)}
+	sc.to = sc.from + int64(o.Duration)
+	// Phases spread evenly over one period, in dial order, so that the
+	// loops' shares interleave.
+	for i, cn := range conns {
+		cn.phase = int64(i) * period / n
+	}
+	a.open = sc
+	r.OpenRate = o.OpenRate
+	fmt.Fprintf(o.Progress, "  open-loop echo %d conns x %d B at %.0f msg/s (%.2f ms per connection): warmup %v, measure %v\n",
+		n, o.Size, o.OpenRate, float64(period)/1e6, o.Warmup, o.Duration)
+	states := make([]*openLoopState, len(c.Loops()))
+	for _, l := range c.Loops() {
+		st := &openLoopState{}
+		states[l.Index] = st
+		l.Exec(func() {
+			for _, cn := range l.Conns {
+				if cn.IsOpen() {
+					st.conns = append(st.conns, cn)
+				}
+			}
+			slices.SortFunc(st.conns, func(x, y *Conn) int { return int(x.phase - y.phase) })
+			if len(st.conns) > 0 {
+				l.SetTimer(sc.start+st.conns[0].phase, func() { a.openTick(l, st) })
+			}
+		})
+	}
+	time.Sleep(time.Duration(sc.from - c.Now()))
+	w0 := takeWindow(o.ServerPID)
+	time.Sleep(time.Duration(sc.to - c.Now()))
+	w1 := takeWindow(o.ServerPID)
+	r.cpu(w0, w1)
+	r.Seconds = w1.t.Sub(w0.t).Seconds()
+
+	var h hist.H
+	var outstanding int64
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		outstanding = 0
+		for _, l := range c.Loops() {
+			l.Exec(func() { outstanding += a.Stats[l.Index].Outstanding })
+		}
+		if outstanding <= 0 || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for _, l := range c.Loops() {
+		l.Exec(func() {
+			st := &a.Stats[l.Index]
+			r.Messages += st.Msgs
+			r.LateSends += st.Late
+			h.Merge(&st.Hist)
+		})
+	}
+	if outstanding > 0 {
+		r.errf("%d echoes still missing 5 s after the end", outstanding)
+	}
+	r.MsgsPerSec = float64(r.Messages) / (float64(o.Duration) / 1e9)
+	r.MBPerSec = r.MsgsPerSec * float64(a.Size) / 1e6
+	us := func(d time.Duration) float64 { return float64(d) / 1e3 }
+	r.LatP50us, r.LatP99us, r.LatP999us, r.LatMaxus = us(h.Quantile(0.5)), us(h.Quantile(0.99)), us(h.Quantile(0.999)), us(h.Max())
 	if r.Messages > 0 {
 		r.ServerCPUPerM = r.ServerCPU / float64(r.Messages) * 1e6
 	}

@@ -2,6 +2,7 @@ package load_test
 
 import (
 	"bytes"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -89,5 +90,66 @@ func TestIdleReadsAtEachMomentWithoutStats(t *testing.T) {
 	// 30 echoes right after the ramp (EchoAll) and 20 after the hold.
 	if r.SampleSent != 20 || r.SampleOK != 20 {
 		t.Errorf("sample %d/%d", r.SampleOK, r.SampleSent)
+	}
+}
+
+// A storm drops every connection and brings the same number back; the
+// answer says how many and when, and the connections echo afterwards.
+func TestHoldStormReconnectsEveryConnection(t *testing.T) {
+	target := startServer(t)
+	var out bytes.Buffer
+	const n = 40
+	r, err := load.Run(load.Config{Target: target, Inflight: 8, MaxInflight: n}, load.Options{
+		Scenario: "hold", N: n, Size: 64, Sample: 1, StormInflight: n,
+		Control: strings.NewReader("storm\nstorm\ncheck\nquit\n"), Out: &out,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != 4 || lines[0] != "OPENED 40 0" || lines[3] != "CHECKED 40 40" {
+		t.Fatalf("control answers %q", lines)
+	}
+	for _, l := range lines[1:3] {
+		f := strings.Fields(l)
+		if len(f) != 8 || f[0] != "BACK" || f[1] != "40" || f[2] != "0" {
+			t.Fatalf("storm answer %q, want BACK 40 0 ...", l)
+		}
+		var secs, t50, t90 float64
+		fmt.Sscan(f[3], &secs)
+		fmt.Sscan(f[4], &t50)
+		fmt.Sscan(f[5], &t90)
+		if secs <= 0 || t50 <= 0 || t50 > t90 || t90 > secs*1000+1 {
+			t.Errorf("storm times out of order: %q", l)
+		}
+	}
+	if r.ClosedEarly != 0 || len(r.Errors) != 0 {
+		t.Errorf("closed early %d, errors %v", r.ClosedEarly, r.Errors)
+	}
+}
+
+// The open-loop echo sends what the schedule says, whether or not echoes
+// came back, and measures every echo of the window.
+func TestOpenLoopKeepsTheSchedule(t *testing.T) {
+	target := startServer(t)
+	const n, rate = 20, 400.0
+	dur := 500 * time.Millisecond
+	r, err := load.Run(load.Config{Target: target}, load.Options{
+		Scenario: "echo", N: n, Size: 128, OpenRate: rate, Warmup: 100 * time.Millisecond, Duration: dur,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Errors) != 0 || r.Mismatches != 0 {
+		t.Fatalf("errors %v, mismatches %d", r.Errors, r.Mismatches)
+	}
+	// The window holds rate*dur scheduled messages, give or take one
+	// per connection at its edges.
+	want := int64(rate * dur.Seconds())
+	if r.Messages < want-n || r.Messages > want+n {
+		t.Errorf("%d messages measured, want about %d", r.Messages, want)
+	}
+	if r.LatP50us <= 0 || r.LatP99us < r.LatP50us || r.LatP999us < r.LatP99us {
+		t.Errorf("latencies p50 %.0f p99 %.0f p99.9 %.0f us", r.LatP50us, r.LatP99us, r.LatP999us)
 	}
 }
