@@ -169,11 +169,8 @@ func measure(loops, writers, conns, size int, dur time.Duration, cpuProf string)
 	h := &opener{got: make(chan struct{}, conns)}
 	srv := engine.New(h, engine.Options{Addr: "127.0.0.1:0", EventLoops: loops, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		Deflate: engine.Deflate{Enabled: true, Level: 1, Threshold: 128}, MaxOutboundBytes: 64 << 20})
-	errc := make(chan error, 1)
-	go func() { errc <- srv.ListenAndServe(context.Background()) }()
-	<-srv.Ready()
-	if srv.Addr() == nil {
-		return r, <-errc
+	if err := srv.Start(context.Background()); err != nil {
+		return r, err
 	}
 	defer func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
