@@ -12,6 +12,7 @@ import (
 	"os"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -324,8 +325,37 @@ func (s *Server) moveConns(ctx context.Context, g *handoff.Giver, o *HandOffOpti
 		s.testHookMarked()
 	}
 
-	// 2. Detach, again and again, and send as they come.
 	deadline := s.clock.Now().Add(o.MoveTimeout)
+	// 2. Wait until every marked connection has finished the message it
+	// was receiving, on every loop, before any leaves: the handler's
+	// answer to such a message (a broadcast to the room) may go to a
+	// connection of another loop, and must reach it here, before it
+	// leaves with what it has queued, not after. Marked connections start
+	// no new message, so once all are at a boundary, they stay there.
+	for {
+		var busy atomic.Bool
+		onLoops(loops, func(lp *loop) {
+			for _, wc := range lp.moving {
+				if wc.has(sMoving) && wc.phase() == phaseOpen && wc.dec.InMessage() {
+					busy.Store(true)
+					return
+				}
+			}
+		})
+		if !busy.Load() || !s.clock.Now().Before(deadline) || ctx.Err() != nil {
+			break
+		}
+		t := time.NewTimer(2 * time.Millisecond)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+		}
+	}
+
+	// 3. Detach, again and again, and send as they come. A loop whose
+	// broadcast queue holds a write for a connection keeps it until the
+	// write is applied (detachForMove).
 	var all, batch []*moveRec
 	var first time.Time
 	size, batches, passes := 0, 0, 0
