@@ -41,4 +41,3 @@ func bridgePair() (loopEnd, pumpEnd net.Conn, err error) {
 	}
 	return loopEnd, pumpEnd, nil
 }
-
