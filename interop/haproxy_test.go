@@ -16,9 +16,9 @@ import (
 	"github.com/gorilla/websocket"
 
 	"github.com/wsloop/wsloop/engine"
-	"github.com/wsloop/wsloop/internal/testtool"
 	"github.com/wsloop/wsloop/engine/enginetest"
 	"github.com/wsloop/wsloop/handler"
+	"github.com/wsloop/wsloop/internal/testtool"
 )
 
 // addrRecorder echoes and reports the addresses of each connection it
