@@ -297,3 +297,63 @@ func TestGnetPollerFound(t *testing.T) {
 		t.Fatal("gnet's poller is not found in its connection (fields loop, poller, fd): PauseReading falls back to closing a paused connection at its bound; update gnetpoll_unix.go for this gnet release")
 	}
 }
+
+// A producer that waits for the backlog to fall to a low-water mark never
+// trips the slow-consumer policy against a client that reads slowly, and
+// every message arrives in order; the same producer without waiting is
+// dropped by the policy (the control: the test would fail without the
+// waits).
+func TestProducerWaitsForBacklog(t *testing.T) {
+	t.Parallel()
+	for _, wait := range []bool{true, false} {
+		h := &wholeEcho{opened: make(chan handler.Conn, 1), closed: make(chan error, 1)}
+		const limit = 1 << 20
+		srv, _ := startServer(t, h, engine.Options{MaxOutboundBytes: limit})
+		c := dialWS(t, srv.Addr().String(), "/")
+		conn := <-h.opened
+
+		const msgs, size = 200, 64 << 10 // 12.5 MiB through a 1 MiB cap
+		produced := make(chan error, 1)
+		go func() {
+			payload := make([]byte, size)
+			for i := range msgs {
+				if wait && conn.Backlog() > limit/2 {
+					drained := make(chan struct{})
+					conn.NotifyBacklog(limit/8, func() { close(drained) })
+					<-drained
+				}
+				binary.BigEndian.PutUint32(payload, uint32(i))
+				if err := conn.WriteMessage(handler.Binary, payload); err != nil {
+					produced <- err
+					return
+				}
+			}
+			produced <- nil
+		}()
+		// The client reads slowly: a little at a time.
+		c.rbuf = make([]byte, 4<<10)
+		got := 0
+		for got < msgs {
+			f, err := c.read(readTimeout)
+			if err != nil {
+				break
+			}
+			if f.op == codec.OpClose {
+				break
+			}
+			if n := binary.BigEndian.Uint32(f.data); int(n) != got {
+				t.Fatalf("message %d arrived as number %d", n, got)
+			}
+			got++
+		}
+		err := <-produced
+		switch {
+		case wait && (err != nil || got != msgs):
+			t.Fatalf("waiting producer: %d of %d messages, producer error %v, slow consumers %d", got, msgs, err, srv.Stats().SlowConsumers)
+		case wait && srv.Stats().SlowConsumers != 0:
+			t.Fatalf("the waiting producer tripped the slow-consumer policy")
+		case !wait && !errors.Is(err, handler.ErrSlowConsumer):
+			t.Fatalf("the producer that does not wait got %v (%d messages read), want ErrSlowConsumer: the control does not trip the policy", err, got)
+		}
+	}
+}
