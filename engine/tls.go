@@ -274,7 +274,7 @@ func (wc *wsConn) tlsStart() {
 	wc.setPhase(phaseTLS)
 }
 
-// tlsState returns the connection's TLS state, nil for ws://.
+// tls returns the connection's TLS state (a *tlsState), nil for ws://.
 func (wc *wsConn) tls() *tlsState {
 	if x := wc.x.Load(); x != nil {
 		return x.tls

@@ -47,6 +47,7 @@ import (
 // which crypto/tls passes on without storing (behaviour A).
 var ErrWouldBlock net.Error = wouldBlock{}
 
+// wouldBlock is ErrWouldBlock's type: a timeout that is temporary.
 type wouldBlock struct{}
 
 func (wouldBlock) Error() string   { return "wsloop: no TLS bytes buffered" }
