@@ -12,6 +12,9 @@ type Event struct {
 	Type string `json:"type"`
 	// Node is the id of the node that published the event.
 	Node string `json:"node"`
+	// Inc tells this process of Node from an earlier or later one of the
+	// same name (see [EvHello]).
+	Inc string `json:"inc,omitempty"`
 	// Room and Name say who joined or left (EvJoin, EvLeave).
 	Room string `json:"room,omitempty"`
 	Name string `json:"name,omitempty"`
@@ -28,7 +31,7 @@ const (
 	EvMessage  = "message"  // a chat message, to be stored and fanned out
 	EvJoin     = "join"     // Name joined Room on Node
 	EvLeave    = "leave"    // Name left Room on Node
-	EvHello    = "hello"    // Node started: forget what an earlier process of that name had
+	EvHello    = "hello"    // Node started: forget what a process of that name with another Inc had
 	EvPresence = "presence" // heartbeat: Node is alive (constant size)
 	EvBye      = "bye"      // Node is shutting down: forget its members
 )
@@ -39,6 +42,7 @@ const (
 // have members in the room (so the asker knows whose answers to wait for).
 type RoomState struct {
 	Node    string          `json:"node"`
+	Inc     string          `json:"inc,omitempty"` // as in [Event]
 	Room    string          `json:"room"`
 	Members []string        `json:"members,omitempty"`
 	History []StoredMessage `json:"history,omitempty"`
@@ -94,7 +98,10 @@ type Broker interface {
 	Subscribe(room string, done func([]RoomState))
 	// Sync asks the other nodes about a room already subscribed to, as
 	// Subscribe does, to repair what a lost connection may have missed.
-	Sync(room string, done func([]RoomState))
+	// It waits for the answers of the nodes in known too (those the
+	// asker already knows to serve the room), so that an early answer
+	// naming fewer nodes cannot end the wait before them.
+	Sync(room string, known []string, done func([]RoomState))
 	// Unsubscribe stops delivering room's events. It does not block.
 	Unsubscribe(room string)
 	// Close stops delivery and releases the broker's resources.
@@ -143,7 +150,7 @@ func (b *LocalBroker) Publish(ev *Event) error {
 func (b *LocalBroker) Subscribe(_ string, done func([]RoomState)) { done(nil) }
 
 // Sync implements [Broker]; see Subscribe.
-func (b *LocalBroker) Sync(_ string, done func([]RoomState)) { done(nil) }
+func (b *LocalBroker) Sync(_ string, _ []string, done func([]RoomState)) { done(nil) }
 
 // Unsubscribe implements [Broker]; there is nothing to stop.
 func (b *LocalBroker) Unsubscribe(string) {}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"slices"
@@ -78,6 +79,13 @@ type Hub struct {
 	seq    atomic.Uint64
 	frozen atomic.Bool // a handoff is on: pending notices wait (handoff.go)
 
+	// inc names this process among those that ever ran as cfg.Node. A
+	// node's hello travels on another subject than its room events, and
+	// NATS orders only the messages of one subject: a hello may reach the
+	// others after this process's first joins. They forget only the
+	// members of another incarnation, so the order does not matter.
+	inc string
+
 	mu    sync.Mutex
 	rooms map[string]*room
 	nodes map[string]time.Time // other nodes, last heard from
@@ -110,6 +118,7 @@ type room struct {
 	// Everyone in the room, on every node: each name's number of places
 	// (normally 1) and the names sorted, so a joiner's list is a prefix.
 	remote map[string]map[string]struct{} // node -> names connected there
+	incs   map[string]string              // node -> the Inc its names in remote came from
 	refs   map[string]int
 	names  []string
 
@@ -170,6 +179,7 @@ func NewHub(cfg HubConfig) *Hub {
 	}
 	return &Hub{
 		cfg:   cfg,
+		inc:   strconv.FormatUint(rand.Uint64(), 36),
 		log:   cfg.Logger.With("node", cfg.Node),
 		rooms: make(map[string]*room),
 		nodes: make(map[string]time.Time),
@@ -186,7 +196,7 @@ func (h *Hub) Start() error {
 	if err := h.cfg.Broker.Start(h.cfg.Node, brokerLink{h}); err != nil {
 		return err
 	}
-	return h.cfg.Broker.Publish(&Event{Type: EvHello, Node: h.cfg.Node})
+	return h.cfg.Broker.Publish(&Event{Type: EvHello, Node: h.cfg.Node, Inc: h.inc})
 }
 
 // Run announces this node every heartbeat and forgets nodes that went
@@ -213,7 +223,7 @@ func (h *Hub) Run(ctx context.Context) {
 		h.mu.Unlock()
 		for _, n := range gone {
 			h.log.Warn("chat node went silent; dropping its members", "peer", n)
-			h.forgetNode(n)
+			h.forgetNode(n, "")
 		}
 	}
 }
@@ -329,6 +339,7 @@ func (h *Hub) synced(r *room, gen uint64, states []RoomState) {
 	}
 	if r.state == roomSyncing {
 		r.remote = map[string]map[string]struct{}{}
+		r.incs = map[string]string{}
 		r.refs = map[string]int{}
 		r.names = r.names[:0]
 		var best []StoredMessage
@@ -336,7 +347,7 @@ func (h *Hub) synced(r *room, gen uint64, states []RoomState) {
 			if st.Node == h.cfg.Node || st.Room != r.name {
 				continue
 			}
-			r.setRemoteLocked(st.Node, st.Members)
+			r.setRemoteLocked(st.Node, st.Inc, st.Members)
 			if len(st.History) > len(best) {
 				best = st.History
 			}
@@ -375,12 +386,12 @@ func (h *Hub) synced(r *room, gen uint64, states []RoomState) {
 				continue
 			}
 			seen[st.Node] = true
-			changes = append(changes, r.setRemoteLocked(st.Node, st.Members)...)
+			changes = append(changes, r.setRemoteLocked(st.Node, st.Inc, st.Members)...)
 		}
 		// A node that did not answer has no members here any more.
 		for node := range r.remote {
 			if !seen[node] {
-				changes = append(changes, r.setRemoteLocked(node, nil)...)
+				changes = append(changes, r.setRemoteLocked(node, "", nil)...)
 			}
 		}
 		h.announceLocked(r, changes)
@@ -529,14 +540,14 @@ func (h *Hub) deliver(ev *Event) {
 		}
 	case EvHello:
 		if !self {
-			h.forgetNode(ev.Node) // a restart: the old process's members are gone
+			h.forgetNode(ev.Node, ev.Inc) // a restart: the old process's members are gone
 		}
 	case EvBye:
 		if !self {
 			h.mu.Lock()
 			delete(h.nodes, ev.Node)
 			h.mu.Unlock()
-			h.forgetNode(ev.Node)
+			h.forgetNode(ev.Node, "")
 		}
 	}
 }
@@ -571,6 +582,12 @@ func (h *Hub) applyLocked(r *room, ev *Event) {
 		h.noticesLocked(r) // whoever joined before the message is listed before it
 		h.send(r.conns, raw)
 	case EvJoin:
+		if inc, ok := r.incs[ev.Node]; ok && inc != ev.Inc {
+			// The first join of a new process of ev.Node, before its
+			// hello: what the old one had is gone.
+			h.announceLocked(r, r.setRemoteLocked(ev.Node, "", nil))
+		}
+		r.incs[ev.Node] = ev.Inc
 		set := r.remote[ev.Node]
 		if set == nil {
 			set = make(map[string]struct{})
@@ -585,12 +602,13 @@ func (h *Hub) applyLocked(r *room, ev *Event) {
 		}
 	case EvLeave:
 		set := r.remote[ev.Node]
-		if _, ok := set[ev.Name]; !ok {
+		if _, ok := set[ev.Name]; !ok || r.incs[ev.Node] != ev.Inc {
 			return
 		}
 		delete(set, ev.Name)
 		if len(set) == 0 {
 			delete(r.remote, ev.Node)
+			delete(r.incs, ev.Node)
 		}
 		if r.removeNameLocked(ev.Name) {
 			h.changedLocked(r, ev.Name, true, r.conns)
@@ -598,12 +616,13 @@ func (h *Hub) applyLocked(r *room, ev *Event) {
 	}
 }
 
-// forgetNode drops what the hub knows of node's members.
-func (h *Hub) forgetNode(node string) {
+// forgetNode drops what the hub knows of node's members, except those
+// that came from the process whose Inc is keep.
+func (h *Hub) forgetNode(node, keep string) {
 	for _, r := range h.allRooms() {
 		r.mu.Lock()
-		if r.state == roomLive {
-			h.announceLocked(r, r.setRemoteLocked(node, nil))
+		if inc, ok := r.incs[node]; r.state == roomLive && ok && (keep == "" || inc != keep) {
+			h.announceLocked(r, r.setRemoteLocked(node, "", nil))
 		}
 		r.mu.Unlock()
 	}
@@ -620,14 +639,15 @@ func (h *Hub) resyncAll() {
 		r.resyncing = true
 		r.gen++
 		gen := r.gen
+		known := slices.Collect(maps.Keys(r.remote))
 		r.mu.Unlock()
-		h.cfg.Broker.Sync(r.name, func(states []RoomState) { h.synced(r, gen, states) })
+		h.cfg.Broker.Sync(r.name, known, func(states []RoomState) { h.synced(r, gen, states) })
 	}
 }
 
 // roomState is this node's answer to another node's question about a room.
 func (h *Hub) roomState(name string) RoomState {
-	st := RoomState{Node: h.cfg.Node, Room: name}
+	st := RoomState{Node: h.cfg.Node, Inc: h.inc, Room: name}
 	r := h.room(name, false)
 	if r == nil {
 		return st
@@ -668,7 +688,7 @@ func (h *Hub) room(name string, create bool) *room {
 	r := h.rooms[name]
 	if r == nil && create && validRoom(name) && len(h.rooms) < h.cfg.MaxRooms {
 		r = &room{name: name, local: map[string]*member{},
-			remote: map[string]map[string]struct{}{}, refs: map[string]int{}}
+			remote: map[string]map[string]struct{}{}, incs: map[string]string{}, refs: map[string]int{}}
 		h.rooms[name] = r
 	}
 	return r
@@ -692,6 +712,7 @@ func (h *Hub) send(conns []handler.Conn, payload []byte) {
 }
 
 func (h *Hub) publish(ev *Event) {
+	ev.Inc = h.inc
 	if err := h.cfg.Broker.Publish(ev); err != nil {
 		h.log.Warn("broker publish failed", "type", ev.Type, "err", err)
 	}

@@ -418,3 +418,41 @@ func TestRoomNameCheckedBeforeCreation(t *testing.T) {
 		t.Fatalf("%d rooms exist after events for rooms nobody joined", n)
 	}
 }
+
+// TestHelloForgetsOnlyAnotherProcess: a node's hello and its room events
+// travel on different subjects, so a hello may arrive after the first joins
+// of the process that sent it. It must forget only what another process of
+// that node name had, whichever comes first.
+func TestHelloForgetsOnlyAnotherProcess(t *testing.T) {
+	h := newTestHub(t, HubConfig{PresenceInterval: -1})
+	ann := connect(t, h, "lobby", "ann")
+	members := func() []string { return ann.view().sorted() }
+
+	h.deliver(&Event{Type: EvJoin, Node: "n2", Inc: "b", Room: "lobby", Name: "bob"})
+	h.deliver(&Event{Type: EvHello, Node: "n2", Inc: "b"}) // late hello of bob's process
+	if got := members(); !slices.Equal(got, []string{"ann", "bob"}) {
+		t.Fatalf("after a late hello of bob's own process: members %v, want [ann bob]", got)
+	}
+
+	h.deliver(&Event{Type: EvHello, Node: "n2", Inc: "c"}) // n2 restarted
+	if got := members(); !slices.Equal(got, []string{"ann"}) {
+		t.Fatalf("after the hello of a new process of n2: members %v, want [ann]", got)
+	}
+
+	// A new process's first join may also beat its hello: the old
+	// process's members go at that join.
+	h.deliver(&Event{Type: EvJoin, Node: "n2", Inc: "c", Room: "lobby", Name: "bob"})
+	h.deliver(&Event{Type: EvJoin, Node: "n2", Inc: "d", Room: "lobby", Name: "cy"})
+	if got := members(); !slices.Equal(got, []string{"ann", "cy"}) {
+		t.Fatalf("after a join of a newer process of n2: members %v, want [ann cy]", got)
+	}
+	// A late leave from the old process changes nothing.
+	h.deliver(&Event{Type: EvLeave, Node: "n2", Inc: "c", Room: "lobby", Name: "cy"})
+	if got := members(); !slices.Equal(got, []string{"ann", "cy"}) {
+		t.Fatalf("after a late leave of the old process: members %v, want [ann cy]", got)
+	}
+	h.deliver(&Event{Type: EvLeave, Node: "n2", Inc: "d", Room: "lobby", Name: "cy"})
+	if got := members(); !slices.Equal(got, []string{"ann"}) {
+		t.Fatalf("after cy's leave: members %v, want [ann]", got)
+	}
+}

@@ -243,7 +243,7 @@ func (b *NATSBroker) Subscribe(room string, done func([]RoomState)) {
 			nr.events = sub
 		}
 		b.smu.Unlock()
-		b.gather(room, func(states []RoomState) {
+		b.gather(room, nil, func(states []RoomState) {
 			// Answer the others' questions only now: before, this node
 			// would have been a responder to its own question.
 			b.smu.Lock()
@@ -255,6 +255,15 @@ func (b *NATSBroker) Subscribe(room string, done func([]RoomState)) {
 				nr.sync = sub
 			}
 			b.smu.Unlock()
+			// Subscribe only buffers the SUB. Wait until the server has
+			// it before the room's members are announced: a node that
+			// hears of them from a member (not from this room's events,
+			// which it may have subscribed to too late) must find this
+			// node among the responders of its own sync, or it will
+			// never list this node as serving the room.
+			if err := b.nc.FlushTimeout(b.syncWait); err != nil {
+				b.log.Warn("nats flush failed", "room", room, "err", err)
+			}
 			done(states)
 		})
 	}})
@@ -264,8 +273,8 @@ func (b *NATSBroker) Subscribe(room string, done func([]RoomState)) {
 }
 
 // Sync implements [Broker].
-func (b *NATSBroker) Sync(room string, done func([]RoomState)) {
-	if err := b.enqueue(natsOp{fn: func() { b.gather(room, done) }}); err != nil {
+func (b *NATSBroker) Sync(room string, known []string, done func([]RoomState)) {
+	if err := b.enqueue(natsOp{fn: func() { b.gather(room, known, done) }}); err != nil {
 		done(nil)
 	}
 }
@@ -307,9 +316,10 @@ func (b *NATSBroker) onSync(m *nats.Msg) {
 }
 
 // gather asks the nodes serving room for their state and calls done once
-// with the answers: when every node named in an answer has answered, when
-// NATS reports that nobody serves the room, or after syncWait.
-func (b *NATSBroker) gather(room string, done func([]RoomState)) {
+// with the answers: when every node in known and every node named in an
+// answer has answered, when NATS reports that nobody serves the room, or
+// after syncWait.
+func (b *NATSBroker) gather(room string, known []string, done func([]RoomState)) {
 	var (
 		mu     sync.Mutex
 		states = map[string]RoomState{}
@@ -337,6 +347,11 @@ func (b *NATSBroker) gather(room string, done func([]RoomState)) {
 		}
 		mu.Unlock()
 		done(list)
+	}
+	for _, n := range known {
+		if n != b.node {
+			want[n] = true
+		}
 	}
 	mu.Lock()
 	defer mu.Unlock()

@@ -125,7 +125,7 @@ func (r *room) heardLocked(self string) ([]string, int) {
 
 // setRemoteLocked replaces what the room knows of node's members (nil:
 // none) and returns the names that entered or left the member list.
-func (r *room) setRemoteLocked(node string, names []string) []nameChange {
+func (r *room) setRemoteLocked(node, inc string, names []string) []nameChange {
 	old := r.remote[node]
 	next := make(map[string]struct{}, len(names))
 	for _, n := range names {
@@ -146,8 +146,10 @@ func (r *room) setRemoteLocked(node string, names []string) []nameChange {
 	}
 	if len(next) == 0 {
 		delete(r.remote, node)
+		delete(r.incs, node)
 	} else {
 		r.remote[node] = next
+		r.incs[node] = inc
 	}
 	return changes
 }
@@ -185,6 +187,7 @@ func (r *room) idleIfEmptyLocked() bool {
 	r.resyncing = false
 	r.backlog = nil
 	r.remote = map[string]map[string]struct{}{}
+	r.incs = map[string]string{}
 	r.refs = map[string]int{}
 	r.names = nil
 	r.conns = nil
