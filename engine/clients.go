@@ -201,6 +201,33 @@ func (t *clientTable) admit(k clientKey, now int64) clientVerdict {
 	return clientAdmitted
 }
 
+// count counts a connection of client k that is open already (moved here
+// by a handoff), past any limit: refusing it would close a connection the
+// deploy promised to keep. Its handshake was paid for in the old process,
+// so the rate is not charged. The entry may take a shard past its share of
+// MaxTrackedClients; every such entry holds an open connection, so the
+// excess is bounded by the connections moved.
+func (t *clientTable) count(k clientKey, now int64) {
+	sh := t.shard(k)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	e := sh.m[k]
+	if e == nil {
+		if len(sh.m) >= t.perShard {
+			sh.sweep(t, now)
+		}
+		e = sh.alloc()
+		e.key = k
+		sh.m[k] = e
+		sh.peak = max(sh.peak, len(sh.m))
+		t.tracked.Add(1)
+	}
+	if e.conns == 0 && e.prev != nil {
+		sh.idleRemove(e)
+	}
+	e.conns++
+}
+
 // release uncounts a connection of client k that closed at now.
 func (t *clientTable) release(k clientKey, now int64) {
 	sh := t.shard(k)
@@ -345,6 +372,24 @@ func (s *Server) clientRefused(v clientVerdict, peer net.Addr) {
 		s.log.Warn("wsloop: per-client limit reached, refusing connections", "limit", label, "client", peer,
 			"max_conns_per_client", s.opts.MaxConnsPerClient, "max_handshakes_per_client", s.opts.MaxHandshakesPerClient,
 			"refused_since_last_log", n)
+	}
+}
+
+// countMoved counts a connection a handoff moved here under the client it
+// was counted under before (wc.peerAddr: the PROXY header's client, or the
+// socket's peer), so that the limits hold across a deploy. A dialed
+// connection, or one from a trusted balancer that named no client, is not
+// a client's and is not counted. Loop only (restored).
+func (s *Server) countMoved(wc *wsConn) {
+	if s.clients == nil || wc.has(sClient) {
+		return
+	}
+	if in := wc.infoOrNil(); (in == nil || in.remote == nil) && s.proxyTrusted(wc.c.RemoteAddr()) {
+		return
+	}
+	if k, ok := s.clients.keyOf(wc.peerAddr()); ok {
+		s.clients.count(k, s.sinceStart())
+		wc.set(sTracked, true)
 	}
 }
 

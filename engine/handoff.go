@@ -1288,6 +1288,7 @@ func (wc *wsConn) restored(a *adoption) {
 	wc.setInfoLocked(info)
 	wc.mu.Unlock()
 	lp.wheel.disarm(wc)
+	s.countMoved(wc) // released when it closes, refused below included
 
 	refused := func(why string) {
 		s.log.Warn("wsloop: a moved connection could not be restored; closing it with 1012", "why", why)

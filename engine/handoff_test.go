@@ -1011,3 +1011,42 @@ func (a *movingApp) count(p string) int {
 	}
 	return c.Context().(*connState).Count
 }
+
+// TestHandOffKeepsPerClientCounts: the new server counts the connections
+// it took over against MaxConnsPerClient, so a client at its limit before
+// the deploy is still at it after; a moved connection that closes frees
+// its place.
+func TestHandOffKeepsPerClientCounts(t *testing.T) {
+	const src = "127.0.9.1"
+	opts := engine.Options{MaxConnsPerClient: 2}
+	oldApp, newApp := newMovingApp("A"), newMovingApp("B")
+	old := startOld(t, oldApp, opts)
+	addr := old.Addr().String()
+	var moved []*wsClient
+	for _, p := range []string{"/a", "/b"} {
+		c := dialFrom(t, src, addr)
+		if err := c.request(upgradeRequest(addr, p)); err != nil {
+			t.Fatal(err)
+		}
+		expectStatus(t, c, http.StatusSwitchingProtocols, "", "")
+		moved = append(moved, c)
+	}
+	expectStatus(t, tryUpgrade(t, src, addr), http.StatusTooManyRequests, "5", "too many connections")
+
+	d := deploy(t, old, newApp, nil, opts)
+	if d.restored.Restored != 2 {
+		t.Fatalf("restored %d connections, want 2", d.restored.Restored)
+	}
+	if st := d.new.Stats(); st.TrackedClients != 1 {
+		t.Fatalf("the new server tracks %d clients, want 1 (the moved connections' client)", st.TrackedClients)
+	}
+	// Still at its limit on the new server.
+	expectStatus(t, tryUpgrade(t, src, addr), http.StatusTooManyRequests, "5", "too many connections")
+	if st := d.new.Stats(); st.ClientConnLimited != 1 {
+		t.Fatalf("ClientConnLimited %d on the new server, want 1", st.ClientConnLimited)
+	}
+
+	moved[0].closeCleanly(t)
+	waitFor(t, "the moved connection's close", func() bool { return d.new.Stats().Open == 1 })
+	expectStatus(t, tryUpgrade(t, src, addr), http.StatusSwitchingProtocols, "", "")
+}
