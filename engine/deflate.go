@@ -2,6 +2,7 @@ package engine
 
 import (
 	"cmp"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"unicode/utf8"
@@ -21,7 +22,8 @@ import (
 //
 // Memory. A flate writer costs about 0.8 MB and a reader about 50 KB, so
 // neither belongs to a connection: each event loop owns one compressor and
-// one decompressor. By default every connection is answered with
+// one decompressor, and the server at most GOMAXPROCS spare compressors
+// for writers that meet on one loop (takeDeflater). By default every connection is answered with
 // server_no_context_takeover and client_no_context_takeover, and each
 // message is compressed and decompressed on its own; an idle connection
 // then costs nothing more than without compression. Context takeover (a
@@ -46,6 +48,13 @@ import (
 // compressed from Threshold bytes on; NextWriter sends its fragments
 // uncompressed. A message that does not shrink is sent uncompressed unless
 // the connection keeps its compression context.
+//
+// A message is compressed on the goroutine that writes it, with its loop's
+// compressor. Goroutines that write to connections of one loop at the same
+// time do not wait for each other: one that finds the loop's compressor
+// busy takes a spare, of which the server makes at most GOMAXPROCS, on
+// first need, and keeps (about 0.8 MB each at level 1). Compressors thus
+// never exceed EventLoops + GOMAXPROCS, whatever the number of writers.
 type Deflate struct {
 	// Enabled accepts the first acceptable permessage-deflate offer of
 	// each client (see codec.NegotiateDeflate for what is accepted).
@@ -125,6 +134,13 @@ type serverDeflate struct {
 	takeover   atomic.Int64 // open connections holding a reservation
 	downgraded atomic.Int64 // connections refused takeover by the budget
 	negotiated atomic.Int64 // handshakes that accepted permessage-deflate
+
+	// spares are compressors for a writer that finds its loop's busy
+	// (takeDeflater). At most cap(spares) are ever made, lazily, so a
+	// server whose writers never meet on one loop makes none.
+	spareOnce sync.Once
+	spares    chan *codec.Deflater
+	spareMade atomic.Int32
 }
 
 // reserve takes n bytes from the budget if they fit.
@@ -156,33 +172,73 @@ type DeflateStats struct {
 // loopDeflate is one event loop's compressor and decompressor.
 type loopDeflate struct {
 	// mu guards def: messages written from other goroutines are
-	// compressed on the writing goroutine, with the loop's compressor.
-	// It serves the loop's context-takeover connections too, primed with
-	// each one's history.
+	// compressed on the writing goroutine, with the loop's compressor
+	// when it is free (takeDeflater). It serves the loop's
+	// context-takeover connections too, primed with each one's history.
 	mu       sync.Mutex
 	def      codec.Deflater
-	compress func(dst, payload []byte) ([]byte, error) // def under mu, for PreparedFrame.Deflated
+	compress func(dst, payload []byte) ([]byte, error) // takeDeflater's, for PreparedFrame.Deflated
 
 	inf     codec.Inflater // loop only
 	charged int            // loop only: inbound budget bytes charged for inf's output
 	resp    []byte         // loop only: the Sec-WebSocket-Extensions value being written
+
+	once sync.Once // makes compress: not under mu, which a writer may hold
 }
 
 // compressor returns the loop's shared compression function.
 func (lp *loop) compressor() func(dst, payload []byte) ([]byte, error) {
 	d := &lp.defl
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.compress == nil {
-		level := lp.srv.opts.Deflate.level()
+	d.once.Do(func() {
 		d.compress = func(dst, payload []byte) ([]byte, error) {
-			d.mu.Lock()
-			defer d.mu.Unlock()
-			d.def.Level = level
-			return d.def.Deflate(dst, payload, false)
+			def, spare := lp.takeDeflater()
+			c, err := def.Deflate(dst, payload, false)
+			lp.putDeflater(def, spare)
+			return c, err
 		}
-	}
+	})
 	return d.compress
+}
+
+// takeDeflater returns a compressor set to the server's level, for one
+// message: the loop's own when it is free; else, so that goroutines
+// writing to one loop's connections compress in parallel rather than
+// queue on its lock, one of the server's spares (at most GOMAXPROCS at
+// Start, each made on first need and kept: a level-1 flate writer holds
+// about 0.8 MB); else, every spare being in use, the loop's own once it
+// is free. Every message is compressed on its own (RFC 7692 §7.1.1.1: no
+// context takeover) or against a history given with it (DeflateDict), so
+// any compressor will do. putDeflater gives it back. Safe from any
+// goroutine.
+func (lp *loop) takeDeflater() (def *codec.Deflater, spare bool) {
+	d, sd := &lp.defl, &lp.srv.defl
+	level := lp.srv.opts.Deflate.level()
+	if d.mu.TryLock() {
+		d.def.Level = level
+		return &d.def, false
+	}
+	sd.spareOnce.Do(func() { sd.spares = make(chan *codec.Deflater, max(runtime.GOMAXPROCS(0), 1)) })
+	select {
+	case def = <-sd.spares:
+		return def, true
+	default:
+	}
+	if sd.spareMade.Add(1) <= int32(cap(sd.spares)) {
+		return &codec.Deflater{Level: level}, true
+	}
+	sd.spareMade.Add(-1)
+	d.mu.Lock()
+	d.def.Level = level
+	return &d.def, false
+}
+
+// putDeflater gives back what takeDeflater returned.
+func (lp *loop) putDeflater(def *codec.Deflater, spare bool) {
+	if !spare {
+		lp.defl.mu.Unlock()
+		return
+	}
+	lp.srv.defl.spares <- def // never blocks: no more are made than it holds
 }
 
 // connDeflate is a connection's permessage-deflate state. Connections
@@ -433,7 +489,6 @@ func (wc *wsConn) writeDeflate(op codec.OpCode, payload []byte, applying bool) e
 		return wc.enqueueFrame(nil, true, op, payload, true, applying)
 	}
 	buf := getBuf(deflateBufSize(len(payload)))[:codec.MaxHeaderSize]
-	d := &wc.lp.defl
 	if cd.serverTakeover {
 		// The client's window is the compressed messages in the order
 		// it gets them: compressing against sent, adding to it and
@@ -460,10 +515,9 @@ func (wc *wsConn) writeDeflate(op codec.OpCode, payload []byte, applying bool) e
 		// Decided under cd.mu: from here the message goes where it is
 		// compressed, in order, without waiting.
 		applying = byQueue
-		d.mu.Lock()
-		d.def.Level = s.opts.Deflate.level()
-		c, err := d.def.DeflateDict(buf, payload, cd.sent.Bytes())
-		d.mu.Unlock()
+		def, spare := wc.lp.takeDeflater()
+		c, err := def.DeflateDict(buf, payload, cd.sent.Bytes())
+		wc.lp.putDeflater(def, spare)
 		if err != nil || len(c)-codec.MaxHeaderSize >= len(payload) {
 			// No gain: plain, and out of the window, since the client
 			// decompresses only what has RSV1 (RFC 7692 §6, §7.2.2).
@@ -475,10 +529,9 @@ func (wc *wsConn) writeDeflate(op codec.OpCode, payload []byte, applying bool) e
 		putBuf(c)
 		return err
 	}
-	d.mu.Lock()
-	d.def.Level = s.opts.Deflate.level()
-	c, err := d.def.Deflate(buf, payload, false)
-	d.mu.Unlock()
+	def, spare := wc.lp.takeDeflater()
+	c, err := def.Deflate(buf, payload, false)
+	wc.lp.putDeflater(def, spare)
 	if err != nil || len(c)-codec.MaxHeaderSize >= len(payload) {
 		// No gain: send it plain (RFC 7692 §6 allows any message to
 		// go uncompressed; there is no shared context to keep in step).

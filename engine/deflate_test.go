@@ -691,3 +691,62 @@ func BenchmarkDeflateEcho(b *testing.B) {
 		}
 	}
 }
+
+// TestDeflateWriterSkipsBusyCompressor: a goroutine writing to a
+// connection whose loop's compressor is busy compresses with a spare, and
+// does not wait; the spare is kept for the next such writer; what it
+// compressed decompresses right, with context takeover and without.
+func TestDeflateWriterSkipsBusyCompressor(t *testing.T) {
+	for _, ext := range []string{"permessage-deflate; server_no_context_takeover", "permessage-deflate"} {
+		t.Run(ext, func(t *testing.T) {
+			h := newDflHandler(false)
+			s := dflStart(t, h, Options{EventLoops: 1, Deflate: Deflate{Enabled: true, Threshold: -1, ContextTakeoverBudget: 4 << 20}})
+			cl := dflDial(t, s.Addr().String(), ext)
+			conn := <-h.opened
+			lp := conn.(*wsConn).lp
+			lp.defl.mu.Lock() // the loop's compressor is busy
+			unlocked := false
+			defer func() {
+				if !unlocked {
+					lp.defl.mu.Unlock()
+				}
+			}()
+			msgs := []string{strings.Repeat("a spare compressor, ", 20), strings.Repeat("the same spare again, ", 20), strings.Repeat("prepared, ", 30)}
+			done := make(chan error, 1)
+			go func() {
+				for _, m := range msgs[:2] {
+					if err := conn.WriteMessage(codec.OpText, []byte(m)); err != nil {
+						done <- err
+						return
+					}
+				}
+				// A prepared frame's compressed variant too (compressed
+				// here without context takeover, else on the loop).
+				done <- conn.WritePrepared(codec.NewPreparedFrame(codec.OpText, []byte(msgs[2])))
+			}()
+			select {
+			case err := <-done:
+				if err != nil {
+					t.Fatal(err)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("the writer waited for the loop's busy compressor")
+			}
+			if n := s.defl.spareMade.Load(); n != 1 {
+				t.Fatalf("%d spare compressors made for one writer at a time, want 1", n)
+			}
+			lp.defl.mu.Unlock()
+			unlocked = true
+			msgs = append(msgs, strings.Repeat("the loop's own again, ", 20))
+			if err := conn.WriteMessage(codec.OpText, []byte(msgs[3])); err != nil {
+				t.Fatal(err)
+			}
+			for i, want := range msgs {
+				_, got, comp, err := cl.read(10 * time.Second)
+				if err != nil || !comp || string(got) != want {
+					t.Fatalf("message %d: compressed=%v err=%v, got %q, want %q", i, comp, err, got, want)
+				}
+			}
+		})
+	}
+}

@@ -19,7 +19,8 @@ import (
 // needs no lock. The exceptions: the broadcast queue (bmu), its fence and
 // the tick flags (atomics), the counters (atomics, read by Stats), and the
 // compressor (defl.mu), which goroutines writing to this loop's
-// connections share.
+// connections share (a writer that finds it busy takes one of the
+// server's spares: deflate.go, takeDeflater).
 type loop struct {
 	srv     *Server
 	el      gnet.EventLoop
