@@ -22,8 +22,17 @@
 //	lost       messages sent on a socket and never echoed
 //	dup        messages echoed more than once
 //	unsent     messages a client could not send: it was disconnected
-//	max gap    the longest time any connection went without an echo
-//	max lat    the longest any echo took
+//	max gap    the longest time any connection went without an echo,
+//	           over the gaps that end after the deploy began (the one
+//	           across its start included): the interval plus what the
+//	           deploy delayed
+//	max lat    the longest any echo took, from its send
+//	late       the longest from a message's scheduled send time to its
+//	           echo, for the messages due from the deploy on: what the
+//	           deploy delayed, the client's own lateness in sending
+//	           included (as wrk2 corrects for coordinated omission)
+//	late_before the same for the messages due before the deploy: what
+//	           this machine's steady state costs without a deploy
 //	deploy     SIGHUP to the successor's "restored" / SIGTERM to the last
 //	           client reconnected
 //	pause      handoff: the old server's own count, first connection taken
@@ -46,6 +55,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"math/rand/v2"
 	"net"
 	"net/netip"
@@ -162,6 +172,8 @@ type result struct {
 	Unsent        int64   `json:"unsent"`
 	MaxGapMs      float64 `json:"max_gap_ms"`
 	MaxLatMs      float64 `json:"max_latency_ms"`
+	LateMs        float64 `json:"late_ms"`
+	LateBeforeMs  float64 `json:"late_before_ms"`
 	DeployMs      float64 `json:"deploy_ms"`
 	PauseMs       float64 `json:"pause_ms,omitempty"`
 	RestoreMs     float64 `json:"restore_ms,omitempty"`
@@ -173,16 +185,16 @@ type result struct {
 }
 
 func (r *result) print(w io.Writer) {
-	fmt.Fprintf(w, "%-7s n=%-6d sent=%d dropped=%d lost=%d dup=%d unsent=%d max_gap=%.0fms max_lat=%.0fms deploy=%.0fms pause=%.0fms restore=%.0fms cpu_old=%.0fms cpu_new=%.0fms per_conn=%.1fµs\n",
-		r.Mode, r.N, r.Sent, r.Dropped, r.Lost, r.Dup, r.Unsent, r.MaxGapMs, r.MaxLatMs, r.DeployMs, r.PauseMs, r.RestoreMs, r.CPUOldMs, r.CPUNewMs, r.CPUPerConnUs)
+	fmt.Fprintf(w, "%-7s n=%-6d sent=%d dropped=%d lost=%d dup=%d unsent=%d max_gap=%.0fms max_lat=%.0fms late=%.0fms late_before=%.0fms deploy=%.0fms pause=%.0fms restore=%.0fms cpu_old=%.0fms cpu_new=%.0fms per_conn=%.1fµs\n",
+		r.Mode, r.N, r.Sent, r.Dropped, r.Lost, r.Dup, r.Unsent, r.MaxGapMs, r.MaxLatMs, r.LateMs, r.LateBeforeMs, r.DeployMs, r.PauseMs, r.RestoreMs, r.CPUOldMs, r.CPUNewMs, r.CPUPerConnUs)
 }
 
 func printTable(w io.Writer, rs []*result) {
-	fmt.Fprintln(w, "| mode | conns | dropped | lost | dup | unsent | longest gap | deploy | CPU old | CPU new | CPU per conn |")
-	fmt.Fprintln(w, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+	fmt.Fprintln(w, "| mode | conns | dropped | lost | dup | unsent | longest gap | longest echo | late (before) | deploy | CPU old | CPU new | CPU per conn |")
+	fmt.Fprintln(w, "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
 	for _, r := range rs {
-		fmt.Fprintf(w, "| %s | %d | %d | %d | %d | %d | %.0f ms | %.0f ms | %.0f ms | %.0f ms | %.1f µs |\n",
-			r.Mode, r.N, r.Dropped, r.Lost, r.Dup, r.Unsent, r.MaxGapMs, r.DeployMs, r.CPUOldMs, r.CPUNewMs, r.CPUPerConnUs)
+		fmt.Fprintf(w, "| %s | %d | %d | %d | %d | %d | %.0f ms | %.0f ms | %.0f ms (%.0f ms) | %.0f ms | %.0f ms | %.0f ms | %.1f µs |\n",
+			r.Mode, r.N, r.Dropped, r.Lost, r.Dup, r.Unsent, r.MaxGapMs, r.MaxLatMs, r.LateMs, r.LateBeforeMs, r.DeployMs, r.CPUOldMs, r.CPUNewMs, r.CPUPerConnUs)
 	}
 }
 
@@ -383,11 +395,14 @@ type cconn struct {
 	down     bool
 	attempt  int
 	sent     []int64 // ns since t0 per sequence number, 0 if never sent
+	sched    []int64 // ns since t0 each sequence number was due
 	got      []uint8 // echoes per sequence number
 	next     int     // next sequence number
 	lastRecv int64
 	maxGap   int64
 	maxLat   int64
+	late     int64 // longest scheduled-send-to-echo, messages due from the deploy on
+	lateBase int64 // the same, messages due before it
 	dropped  int64
 	unsent   int64
 	wbuf     []byte
@@ -395,10 +410,13 @@ type cconn struct {
 
 func newClients(rc runConfig, target netip.AddrPort) *clients {
 	cl := &clients{rc: rc, target: target, t0: time.Now(), stop: make(chan struct{})}
+	// Nothing counts before markWindow: the wait for each connection's
+	// first echo after connecting is not a gap the deploy caused.
+	cl.window.Store(math.MaxInt64)
 	slots := int((rc.warm+rc.after+time.Minute)/rc.interval) + 16
 	for i := 0; i < rc.n; i++ {
 		cl.conns = append(cl.conns, &cconn{id: i, cl: cl, src: rc.sources[i%len(rc.sources)],
-			sent: make([]int64, slots), got: make([]uint8, slots), wbuf: make([]byte, 0, 14+rc.size)})
+			sent: make([]int64, slots), sched: make([]int64, slots), got: make([]uint8, slots), wbuf: make([]byte, 0, 14+rc.size)})
 	}
 	return cl
 }
@@ -540,8 +558,13 @@ func (c *cconn) echoed(p []byte) {
 	c.got[seq]++
 	if c.got[seq] == 1 && c.sent[seq] != 0 {
 		c.maxLat = max(c.maxLat, now-c.sent[seq])
+		if c.sched[seq] >= c.cl.window.Load() {
+			c.late = max(c.late, now-c.sched[seq])
+		} else {
+			c.lateBase = max(c.lateBase, now-c.sched[seq])
+		}
 	}
-	if c.lastRecv >= c.cl.window.Load() {
+	if now >= c.cl.window.Load() { // a gap that ends once the deploy began, the one across its start included
 		c.maxGap = max(c.maxGap, now-c.lastRecv)
 	}
 	c.lastRecv = now
@@ -571,8 +594,9 @@ func (c *cconn) writeLocked(op byte, p []byte) bool {
 	return true
 }
 
-// send sends the next numbered message, or counts it unsent.
-func (c *cconn) send() {
+// send sends the next numbered message, due at sched (ns since t0), or
+// counts it unsent.
+func (c *cconn) send(sched int64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	seq := c.next
@@ -583,6 +607,7 @@ func (c *cconn) send() {
 	var p [125]byte
 	binary.BigEndian.PutUint64(p[:], uint64(seq))
 	c.sent[seq] = c.cl.now()
+	c.sched[seq] = sched
 	if !c.writeLocked(0x2, p[:c.cl.rc.size]) {
 		c.sent[seq] = 0
 		c.unsent++
@@ -612,8 +637,9 @@ func (cl *clients) startSending() {
 				due := int(time.Since(start) / tick)
 				for ; done < due; done++ {
 					b := done % buckets
+					sched := int64(start.Sub(cl.t0)) + int64(done)*int64(tick)
 					for i := b*senders + s; i < len(cl.conns); i += buckets * senders {
-						cl.conns[i].send()
+						cl.conns[i].send(sched)
 					}
 				}
 			}
@@ -668,6 +694,8 @@ func (cl *clients) report(r *result) {
 		r.Unsent += c.unsent
 		gaps = append(gaps, c.maxGap)
 		r.MaxLatMs = max(r.MaxLatMs, ms(time.Duration(c.maxLat)))
+		r.LateMs = max(r.LateMs, ms(time.Duration(c.late)))
+		r.LateBeforeMs = max(r.LateBeforeMs, ms(time.Duration(c.lateBase)))
 		c.mu.Unlock()
 	}
 	sort.Slice(gaps, func(i, j int) bool { return gaps[i] < gaps[j] })
