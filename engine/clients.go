@@ -163,7 +163,19 @@ func (t *clientTable) shard(k clientKey) *clientShard {
 
 // admit counts a new connection of client k at now (ns since the server
 // started), unless a limit refuses it.
-func (t *clientTable) admit(k clientKey, now int64) clientVerdict {
+func (t *clientTable) admit(k clientKey, now int64) clientVerdict { return t.add(k, now, false) }
+
+// count counts a connection of client k that is open already (moved here
+// by a handoff), past any limit: refusing it would close a connection the
+// deploy promised to keep. Its handshake was paid for in the old process,
+// so the rate is not charged. With no client without connections to push
+// out, the entry takes a shard past its share of MaxTrackedClients; every
+// such entry holds an open connection, so the excess is bounded by the
+// connections moved.
+func (t *clientTable) count(k clientKey, now int64) { t.add(k, now, true) }
+
+// add is admit, and count when moved.
+func (t *clientTable) add(k clientKey, now int64, moved bool) clientVerdict {
 	sh := t.shard(k)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
@@ -174,7 +186,7 @@ func (t *clientTable) admit(k clientKey, now int64) clientVerdict {
 			if len(sh.m) >= t.perShard {
 				if old := sh.idle.next; old != &sh.idle {
 					sh.drop(t, old) // the client whose connections closed longest ago
-				} else {
+				} else if !moved {
 					return clientTableFull
 				}
 			}
@@ -184,10 +196,10 @@ func (t *clientTable) admit(k clientKey, now int64) clientVerdict {
 		sh.m[k] = e
 		sh.peak = max(sh.peak, len(sh.m))
 		t.tracked.Add(1)
-	} else if t.maxConns > 0 && e.conns >= t.maxConns {
+	} else if !moved && t.maxConns > 0 && e.conns >= t.maxConns {
 		return clientOverConns
 	}
-	if t.interval > 0 {
+	if t.interval > 0 && !moved {
 		tat := max(e.tat, now)
 		if tat-now > t.tolerance {
 			return clientOverRate // (a new entry never is: its tat is 0)
@@ -199,33 +211,6 @@ func (t *clientTable) admit(k clientKey, now int64) clientVerdict {
 	}
 	e.conns++
 	return clientAdmitted
-}
-
-// count counts a connection of client k that is open already (moved here
-// by a handoff), past any limit: refusing it would close a connection the
-// deploy promised to keep. Its handshake was paid for in the old process,
-// so the rate is not charged. The entry may take a shard past its share of
-// MaxTrackedClients; every such entry holds an open connection, so the
-// excess is bounded by the connections moved.
-func (t *clientTable) count(k clientKey, now int64) {
-	sh := t.shard(k)
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	e := sh.m[k]
-	if e == nil {
-		if len(sh.m) >= t.perShard {
-			sh.sweep(t, now)
-		}
-		e = sh.alloc()
-		e.key = k
-		sh.m[k] = e
-		sh.peak = max(sh.peak, len(sh.m))
-		t.tracked.Add(1)
-	}
-	if e.conns == 0 && e.prev != nil {
-		sh.idleRemove(e)
-	}
-	e.conns++
 }
 
 // release uncounts a connection of client k that closed at now.
