@@ -75,16 +75,7 @@ func (h *Hub) OnMoved(c handler.Conn) {
 	r := m.room
 	r.mu.Lock()
 	if r.local[m.name] == m {
-		delete(r.local, m.name)
-		last := len(r.conns) - 1
-		if m.idx != last {
-			moved := r.conns[last]
-			r.conns[m.idx] = moved
-			moved.Context().(*member).idx = m.idx
-		}
-		r.conns[last] = nil
-		r.conns = r.conns[:last]
-		r.removeNameLocked(m.name)
+		r.removeLocalLocked(m) // no notice: for the others it never left
 	}
 	idle := r.idleIfEmptyLocked()
 	r.mu.Unlock()
@@ -116,10 +107,7 @@ func (h *Hub) OnRestore(c handler.Conn, state []byte) (handler.Handler, any, err
 	}
 	subscribe := r.state == roomIdle
 	r.state = roomLive
-	m.idx = len(r.conns)
-	r.conns = append(r.conns, c)
-	r.local[m.name] = m
-	r.addNameLocked(m.name)
+	r.addLocalLocked(m) // no notice: for the others it never left
 	m.joined.Store(true)
 	h.schedulePendingLocked(r)
 	r.mu.Unlock()

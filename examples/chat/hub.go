@@ -304,10 +304,7 @@ func (h *Hub) OnOpen(c handler.Conn) {
 // member list, the others one join delta.
 func (h *Hub) admitLocked(r *room, m *member) {
 	others := r.conns
-	m.idx = len(r.conns)
-	r.conns = append(r.conns, m.conn)
-	r.local[m.name] = m
-	if r.addNameLocked(m.name) {
+	if r.addLocalLocked(m) {
 		h.changedLocked(r, m.name, false, others)
 	}
 	m.joined.Store(true)
@@ -492,16 +489,7 @@ func (h *Hub) OnClose(c handler.Conn, err error) {
 		r.mu.Unlock()
 		return
 	}
-	delete(r.local, m.name)
-	last := len(r.conns) - 1
-	if m.idx != last {
-		moved := r.conns[last]
-		r.conns[m.idx] = moved
-		moved.Context().(*member).idx = m.idx
-	}
-	r.conns[last] = nil
-	r.conns = r.conns[:last]
-	if r.removeNameLocked(m.name) {
+	if r.removeLocalLocked(m) {
 		h.changedLocked(r, m.name, true, r.conns)
 	}
 	idle := r.idleIfEmptyLocked()

@@ -41,6 +41,31 @@ func (r *room) addNameLocked(name string) bool {
 	return true
 }
 
+// addLocalLocked makes m one of the room's local members and reports
+// whether its name is new to the member list.
+func (r *room) addLocalLocked(m *member) bool {
+	m.idx = len(r.conns)
+	r.conns = append(r.conns, m.conn)
+	r.local[m.name] = m
+	return r.addNameLocked(m.name)
+}
+
+// removeLocalLocked takes m out of the room's local members (m.idx moves
+// the last connection into its place) and reports whether its name left
+// the member list.
+func (r *room) removeLocalLocked(m *member) bool {
+	delete(r.local, m.name)
+	last := len(r.conns) - 1
+	if m.idx != last {
+		moved := r.conns[last]
+		r.conns[m.idx] = moved
+		moved.Context().(*member).idx = m.idx
+	}
+	r.conns[last] = nil
+	r.conns = r.conns[:last]
+	return r.removeNameLocked(m.name)
+}
+
 // removeNameLocked counts one place less for name and reports whether it
 // left the member list.
 func (r *room) removeNameLocked(name string) bool {
