@@ -47,14 +47,7 @@ type broadcastQueue struct {
 func (s *Server) Broadcast(conns []handler.Conn, f *codec.PreparedFrame) {
 	var groups [][]*wsConn // by loop index; loops may be added meanwhile
 	for _, c := range conns {
-		for {
-			u, ok := c.(interface{ Unwrap() handler.Conn })
-			if !ok {
-				break
-			}
-			c = u.Unwrap()
-		}
-		wc, ok := c.(*wsConn)
+		wc, ok := unwrapConn(c)
 		if !ok || wc.lp.srv != s {
 			continue
 		}
@@ -68,6 +61,20 @@ func (s *Server) Broadcast(conns []handler.Conn, f *codec.PreparedFrame) {
 			s.loopAt(i).enqueueBroadcast(bcast{conns: g, f: f})
 		}
 	}
+}
+
+// unwrapConn returns the connection of this package that c is, or wraps
+// (through Unwrap() handler.Conn methods, as a middleware's wrapper has).
+func unwrapConn(c handler.Conn) (*wsConn, bool) {
+	for {
+		u, ok := c.(interface{ Unwrap() handler.Conn })
+		if !ok {
+			break
+		}
+		c = u.Unwrap()
+	}
+	wc, ok := c.(*wsConn)
+	return wc, ok
 }
 
 // BroadcastAll writes f to every open connection of the server, from the

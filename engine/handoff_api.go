@@ -154,14 +154,7 @@ var errHandedOff = errors.New("wsloop: listener handed off")
 // across a handoff. It returns 0 for anything else. The first call
 // allocates the connection's extra state.
 func ConnID(c handler.Conn) uint64 {
-	for {
-		u, ok := c.(interface{ Unwrap() handler.Conn })
-		if !ok {
-			break
-		}
-		c = u.Unwrap()
-	}
-	wc, ok := c.(*wsConn)
+	wc, ok := unwrapConn(c)
 	if !ok {
 		return 0
 	}
