@@ -83,6 +83,42 @@ func newPairs(t *testing.T, n int) *pairs {
 	return p
 }
 
+// clientFDs returns the descriptors of the pairs' client ends, which the
+// pairs still own.
+func (p *pairs) clientFDs(t *testing.T) []int {
+	t.Helper()
+	fds := make([]int, len(p.clients))
+	for i, c := range p.clients {
+		fds[i] = rawFD(t, c)
+	}
+	return fds
+}
+
+// giveTakenBack offers n new pairs to a taker spawned as role, gives them
+// (the first doubling as the listener) and takes them back, as the engine
+// does when a transfer fails; it checks that the giver then holds the
+// descriptors it held before the offer, and returns the transfer's error.
+func giveTakenBack(t *testing.T, n int, role string, cfg Config) (p *pairs, ch *child, err error) {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "ho")
+	p = newPairs(t, n)
+	fds := p.clientFDs(t)
+	ch = spawn(t, role, "HANDOFF_DIR="+dir)
+	ctx := testCtx(t)
+	before := fdCount()
+	cfg.Version, cfg.Logger = testVersion, quietLogger(nil)
+	g, oerr := Offer(ctx, dir, cfg)
+	if oerr != nil {
+		t.Fatal(oerr)
+	}
+	err = give(ctx, g, p, fds, fds[0])
+	g.TakeBack()
+	if got := fdCount(); got != before {
+		t.Errorf("giver holds %d descriptors after taking back, had %d", got, before)
+	}
+	return p, ch, err
+}
+
 // rawFD returns the descriptor of a Go connection, which stays its owner.
 func rawFD(t *testing.T, c syscall.Conn) int {
 	t.Helper()
@@ -234,10 +270,7 @@ func TestTransferCommit(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer lsn.Close()
-	fds := make([]int, n)
-	for i, c := range p.clients {
-		fds[i] = rawFD(t, c)
-	}
+	fds := p.clientFDs(t)
 	ch := spawn(t, "taker", "HANDOFF_DIR="+dir)
 	ctx := testCtx(t)
 	before := fdCount()
@@ -488,27 +521,9 @@ func runRole(role string) int {
 // every connection still works, with the giver's descriptor count as
 // before.
 func TestTakerDiesGiverKeepsAll(t *testing.T) {
-	const n = 700
-	dir := filepath.Join(t.TempDir(), "ho")
-	p := newPairs(t, n)
-	fds := make([]int, n)
-	for i, c := range p.clients {
-		fds[i] = rawFD(t, c)
-	}
-	ch := spawn(t, "taker:die", "HANDOFF_DIR="+dir)
-	ctx := testCtx(t)
-	before := fdCount()
-	g, err := Offer(ctx, dir, Config{Version: testVersion, Logger: quietLogger(nil)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = give(ctx, g, p, fds, fds[0])
+	p, ch, err := giveTakenBack(t, 700, "taker:die", Config{})
 	if !errors.Is(err, ErrTakerGone) {
 		t.Fatalf("transfer to a taker that died: %v, want ErrTakerGone", err)
-	}
-	g.TakeBack()
-	if got := fdCount(); got != before {
-		t.Errorf("giver holds %d descriptors after taking back, had %d", got, before)
 	}
 	if _, code := ch.wait(t); code != 3 {
 		t.Fatalf("taker exited %d, want 3", code)
@@ -519,29 +534,11 @@ func TestTakerDiesGiverKeepsAll(t *testing.T) {
 // A batch whose checksum fails is refused: the giver takes everything back
 // and the taker closes all it received.
 func TestRefusedBatchTakesBack(t *testing.T) {
-	const n = 600
-	dir := filepath.Join(t.TempDir(), "ho")
-	p := newPairs(t, n)
-	fds := make([]int, n)
-	for i, c := range p.clients {
-		fds[i] = rawFD(t, c)
-	}
-	ch := spawn(t, "taker", "HANDOFF_DIR="+dir)
-	ctx := testCtx(t)
-	before := fdCount()
 	// seq 1 is the listeners, 2 and 3 the first batches.
-	g, err := Offer(ctx, dir, Config{Version: testVersion, Logger: quietLogger(nil), corruptSeq: 3})
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = give(ctx, g, p, fds, fds[0])
+	p, ch, err := giveTakenBack(t, 600, "taker", Config{corruptSeq: 3})
 	var re *RefusedError
 	if !errors.As(err, &re) || re.Seq != 3 || !strings.Contains(re.Reason, "checksum") {
 		t.Fatalf("transfer with a damaged batch: %v, want a refusal of message 3 for its checksum", err)
-	}
-	g.TakeBack()
-	if got := fdCount(); got != before {
-		t.Errorf("giver holds %d descriptors after taking back, had %d", got, before)
 	}
 	kv, _ := ch.wait(t)
 	if !strings.HasPrefix(kv["err"], "refused checksum") {
@@ -557,28 +554,10 @@ func TestRefusedBatchTakesBack(t *testing.T) {
 // refuses the batch instead of serving part of it, closes what did
 // arrive, and the giver keeps everything.
 func TestTruncatedBatchRefused(t *testing.T) {
-	const n = 300
-	dir := filepath.Join(t.TempDir(), "ho")
-	p := newPairs(t, n)
-	fds := make([]int, n)
-	for i, c := range p.clients {
-		fds[i] = rawFD(t, c)
-	}
-	ch := spawn(t, "taker:lowlimit", "HANDOFF_DIR="+dir)
-	ctx := testCtx(t)
-	before := fdCount()
-	g, err := Offer(ctx, dir, Config{Version: testVersion, Logger: quietLogger(nil)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = give(ctx, g, p, fds, fds[0])
+	p, ch, err := giveTakenBack(t, 300, "taker:lowlimit", Config{})
 	var re *RefusedError
 	if !errors.As(err, &re) || !strings.Contains(re.Reason, "MSG_CTRUNC") {
 		t.Fatalf("transfer to a taker at its limit: %v, want a refusal for MSG_CTRUNC", err)
-	}
-	g.TakeBack()
-	if got := fdCount(); got != before {
-		t.Errorf("giver holds %d descriptors after taking back, had %d", got, before)
 	}
 	kv, _ := ch.wait(t)
 	if kv["leak"] != "0" {
@@ -614,13 +593,20 @@ func TestVersionMismatchMovesNothing(t *testing.T) {
 // final error.
 func giverCase(t *testing.T, mode string, n int) (servers []net.Conn, fds []int, idx []uint32, err error, ch *child, before int) {
 	t.Helper()
+	return giverCaseStdin(t, mode, n, nil)
+}
+
+// giverCaseStdin is giverCase with the child's stdin set (nil: none), so
+// that the child stays alive until the test closes it.
+func giverCaseStdin(t *testing.T, mode string, n int, stdin *os.File) (servers []net.Conn, fds []int, idx []uint32, err error, ch *child, before int) {
+	t.Helper()
 	dir := filepath.Join(t.TempDir(), "ho")
 	ln, lerr := net.Listen("tcp", "127.0.0.1:0")
 	if lerr != nil {
 		t.Fatal(lerr)
 	}
 	defer ln.Close()
-	ch = spawn(t, "giver:"+mode, "HANDOFF_DIR="+dir, "HANDOFF_N="+strconv.Itoa(n), "HANDOFF_ADDR="+ln.Addr().String())
+	ch = spawnIn(t, "giver:"+mode, stdin, "HANDOFF_DIR="+dir, "HANDOFF_N="+strconv.Itoa(n), "HANDOFF_ADDR="+ln.Addr().String())
 	servers = make([]net.Conn, n)
 	for i := 0; i < n; i++ {
 		c, aerr := ln.Accept()
@@ -718,47 +704,6 @@ func TestGiverTakesBack(t *testing.T) {
 			pr.Close()
 			ch.wait(t)
 		})
-	}
-}
-
-// giverCaseStdin is giverCase with the child's stdin set, so that the child
-// stays alive until the test closes it.
-func giverCaseStdin(t *testing.T, mode string, n int, stdin *os.File) ([]net.Conn, []int, []uint32, error, *child, int) {
-	t.Helper()
-	dir := filepath.Join(t.TempDir(), "ho")
-	ln, lerr := net.Listen("tcp", "127.0.0.1:0")
-	if lerr != nil {
-		t.Fatal(lerr)
-	}
-	defer ln.Close()
-	ch := spawnIn(t, "giver:"+mode, stdin, "HANDOFF_DIR="+dir, "HANDOFF_N="+strconv.Itoa(n), "HANDOFF_ADDR="+ln.Addr().String())
-	servers := make([]net.Conn, n)
-	for i := 0; i < n; i++ {
-		c, err := ln.Accept()
-		if err != nil {
-			t.Fatal(err)
-		}
-		var j int
-		if _, err := fmt.Fscanf(c, "%d\n", &j); err != nil || j < 0 || j >= n {
-			t.Fatalf("accepted connection sent %d, %v", j, err)
-		}
-		servers[j] = c
-		t.Cleanup(func() { c.Close() })
-	}
-	ln.Close()
-	ctx := testCtx(t)
-	before := fdCount()
-	tk, err := Connect(ctx, dir, Config{Version: testVersion, Logger: quietLogger(nil)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var fds []int
-	for {
-		m, err := tk.Next(ctx, nil)
-		if err != nil {
-			return servers, fds, nil, err, ch, before
-		}
-		fds = append(fds, m.FDs...)
 	}
 }
 
