@@ -849,19 +849,26 @@ func TestHandOffTLSStays(t *testing.T) {
 	opts := engine.Options{TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}}}
 	old := startOld(t, newMovingApp("A"), opts)
 	addr := old.Addr().String()
-	tc, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true})
-	if err != nil {
-		t.Fatal(err)
+	// say opens a wss connection on path and checks the echo of one
+	// message: which process answers, and how many it counted.
+	say := func(path, msg, want string) *wsClient {
+		t.Helper()
+		tc, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := upgrade(tc, addr, path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.conn.Close() })
+		if err := c.send(codec.OpText, []byte(msg)); err != nil {
+			t.Fatal(err)
+		}
+		c.expect(t, codec.OpText, want)
+		return c
 	}
-	c, err := upgrade(tc, addr, "/secure")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.conn.Close()
-	if err := c.send(codec.OpText, []byte("w")); err != nil {
-		t.Fatal(err)
-	}
-	c.expect(t, codec.OpText, "A 1 w")
+	c := say("/secure", "w", "A 1 w")
 	d := beginDeploy(t, old, nil)
 	d.finish(t, newMovingApp("B"), opts)
 	if d.restored.Restored != 0 {
@@ -873,19 +880,7 @@ func TestHandOffTLSStays(t *testing.T) {
 	}
 	c.expect(t, codec.OpText, "A 2 x")
 	// New wss clients reach the new process.
-	tc2, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	c2, err := upgrade(tc2, addr, "/late")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c2.conn.Close()
-	if err := c2.send(codec.OpText, []byte("y")); err != nil {
-		t.Fatal(err)
-	}
-	c2.expect(t, codec.OpText, "B 1 y")
+	say("/late", "y", "B 1 y")
 	c.closeCleanly(t)
 	d.waitHandOff(t)
 	if d.handErr != nil || d.handed.Moved != 0 || d.handed.Stayed["tls"] != 1 || d.handed.Drained != 0 {
