@@ -286,8 +286,7 @@ func TestClientLimitsUpgrade(t *testing.T) {
 	if err := srv.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Wait() }()
+	serveUntilCleanup(t, srv)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -302,13 +301,7 @@ func TestClientLimitsUpgrade(t *testing.T) {
 		ErrorLog: log.New(io.Discard, "", 0),
 	}
 	go func() { _ = hs.Serve(srv.ProxyListener(ln)) }()
-	t.Cleanup(func() {
-		_ = hs.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(ctx)
-		<-served
-	})
+	t.Cleanup(func() { _ = hs.Close() }) // before the server's Shutdown
 	connect := func(client string) *wsClient {
 		c := dialFrom(t, "127.0.0.10", addr)
 		if err := c.request(string(header(1, client, "198.51.100.1:80", nil)) + upgradeRequest(addr, "/")); err != nil {

@@ -220,14 +220,7 @@ func (d *deployment) finish(t *testing.T, app handler.Handler, opts engine.Optio
 	if err := d.new.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	errc := make(chan error, 1)
-	go func() { errc <- d.new.Wait() }()
-	t.Cleanup(func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = d.new.Shutdown(sctx)
-		<-errc
-	})
+	serveUntilCleanup(t, d.new)
 	var err error
 	d.restored, err = d.tk.Restore(d.ctx, d.new)
 	if err != nil {
@@ -729,14 +722,7 @@ func TestHandOffOldDies(t *testing.T) {
 	if err := srv.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Wait() }()
-	defer func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Shutdown(sctx)
-		<-served
-	}()
+	serveUntilCleanup(t, srv)
 	res, err := tk.Restore(ctx, srv)
 	if err != nil {
 		t.Fatal(err)

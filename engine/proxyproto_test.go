@@ -309,8 +309,7 @@ func TestProxyListener(t *testing.T) {
 			if err := srv.Start(context.Background()); err != nil {
 				t.Fatal(err)
 			}
-			served := make(chan error, 1)
-			go func() { served <- srv.Wait() }()
+			serveUntilCleanup(t, srv)
 			ln, err := net.Listen("tcp", "127.0.0.1:0")
 			if err != nil {
 				t.Fatal(err)
@@ -336,13 +335,7 @@ func TestProxyListener(t *testing.T) {
 				pln = tls.NewListener(pln, enginetest.TLSConfig(t))
 			}
 			go func() { _ = hs.Serve(pln) }()
-			t.Cleanup(func() {
-				_ = hs.Close()
-				ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-				defer cancel()
-				_ = srv.Shutdown(ctx)
-				<-served
-			})
+			t.Cleanup(func() { _ = hs.Close() }) // before the server's Shutdown
 			wrap := func(c *wsClient) net.Conn {
 				if !useTLS {
 					return c.conn
