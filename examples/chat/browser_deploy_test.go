@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"strconv"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -118,19 +117,7 @@ func TestBrowserDeploy(t *testing.T) {
 	eval[bool](t, bob, talkJS("bob", n, 30))
 	do(t, ann, "the conversation is going", until(`window.__sent >= 10`))
 
-	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
-		t.Fatal(err)
-	}
-	took := p.waitLine(t, "chat took over")
-	m := pidRE.FindStringSubmatch(took)
-	if m == nil {
-		t.Fatalf("no pid in %q", took)
-	}
-	newPid, _ := strconv.Atoi(m[1])
-	t.Cleanup(func() { reapOrphan(t, newPid) })
-	if err := p.cmd.Wait(); err != nil {
-		t.Fatalf("the old process: %v", err)
-	}
+	p.redeploy(t)
 
 	for name, tab := range map[string]context.Context{"ann": ann, "bob": bob} {
 		do(t, tab, name+" sent everything", until(`window.__sent === `+strconv.Itoa(n)))

@@ -120,6 +120,30 @@ func (p *chatProcess) waitLine(t *testing.T, s string) string {
 	}
 }
 
+// redeploy sends the chat process SIGHUP and waits until its successor
+// took over and the old process exited cleanly; the successor is stopped
+// when the test ends.
+func (p *chatProcess) redeploy(t *testing.T) {
+	t.Helper()
+	oldPid := p.cmd.Process.Pid
+	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	took := p.waitLine(t, "chat took over")
+	m := pidRE.FindStringSubmatch(took)
+	if m == nil {
+		t.Fatalf("no pid in %q", took)
+	}
+	newPid, _ := strconv.Atoi(m[1])
+	if newPid == oldPid {
+		t.Fatalf("the successor has the old pid %d", newPid)
+	}
+	t.Cleanup(func() { reapOrphan(t, newPid) })
+	if err := p.cmd.Wait(); err != nil {
+		t.Fatalf("the old process: %v", err)
+	}
+}
+
 // reapOrphan stops a successor that this process adopted as subreaper.
 func reapOrphan(t *testing.T, pid int) {
 	t.Helper()
@@ -236,23 +260,7 @@ func TestDeployOnSIGHUP(t *testing.T) {
 	// Deploy once the conversation is going.
 	<-started
 	<-started
-	oldPid := p.cmd.Process.Pid
-	if err := p.cmd.Process.Signal(syscall.SIGHUP); err != nil {
-		t.Fatal(err)
-	}
-	took := p.waitLine(t, "chat took over")
-	m := pidRE.FindStringSubmatch(took)
-	if m == nil {
-		t.Fatalf("no pid in %q", took)
-	}
-	newPid, _ := strconv.Atoi(m[1])
-	if newPid == oldPid {
-		t.Fatalf("the successor has the old pid %d", newPid)
-	}
-	t.Cleanup(func() { reapOrphan(t, newPid) })
-	if err := p.cmd.Wait(); err != nil {
-		t.Fatalf("the old process: %v", err)
-	}
+	p.redeploy(t)
 	for _, c := range []*wsClient{ann, bob} {
 		checkOnceInOrder(t, c.name, collect(t, c, want), []string{"ann", "bob"}, n)
 	}
