@@ -24,7 +24,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand"
 	"net"
 	"os"
 	"os/exec"
@@ -41,7 +40,9 @@ import (
 	"github.com/gorilla/websocket"
 	"github.com/lxzan/gws"
 
+	"github.com/wsloop/wsloop/bench/internal/payload"
 	"github.com/wsloop/wsloop/bench/internal/proc"
+	"github.com/wsloop/wsloop/bench/internal/stat"
 	"github.com/wsloop/wsloop/engine"
 	"github.com/wsloop/wsloop/handler"
 )
@@ -108,8 +109,8 @@ func main() {
 		for _, name := range names {
 			v := slices.Clone(results[size][name])
 			slices.Sort(v)
-			meds = append(meds, median(v))
-			fmt.Printf("size %6d %-7s %8.0f [%.0f-%.0f]\n", size, label(name), median(v), v[0], v[len(v)-1])
+			meds = append(meds, stat.Median(v))
+			fmt.Printf("size %6d %-7s %8.0f [%.0f-%.0f]\n", size, label(name), stat.Median(v), v[0], v[len(v)-1])
 		}
 		for j := 1; j < len(names); j++ {
 			var ratios []float64
@@ -128,13 +129,6 @@ func label(spec string) string {
 	return l
 }
 
-func median(v []float64) float64 {
-	if len(v)%2 == 1 {
-		return v[len(v)/2]
-	}
-	return (v[len(v)/2-1] + v[len(v)/2]) / 2
-}
-
 type result struct {
 	echoes int64
 	cpu    time.Duration
@@ -142,22 +136,6 @@ type result struct {
 }
 
 func (r result) perCPU() float64 { return float64(r.echoes) / r.cpu.Seconds() }
-
-// payloads returns a few different JSON-like messages of n bytes: records
-// of one shape with random values, compressible about 4:1.
-func payloads(n int) [][]byte {
-	rng := rand.New(rand.NewSource(int64(n)))
-	var out [][]byte
-	for range 16 {
-		var b []byte
-		for len(b) < n {
-			b = fmt.Appendf(b, `{"id":%d,"user":"user%d","price":%d.%02d,"side":"%s","tags":["fx","eu"]},`,
-				rng.Intn(1e6), rng.Intn(500), rng.Intn(1000), rng.Intn(100), [2]string{"buy", "sell"}[rng.Intn(2)])
-		}
-		out = append(out, b[:n])
-	}
-	return out
-}
 
 // measure starts the server in a child process, loads it and returns what
 // it served and the CPU it used while measured.
@@ -191,7 +169,7 @@ func measure(name string, size, conns int, warm, dur time.Duration, prof string)
 	if !ok {
 		return result{}, fmt.Errorf("server said %q", line)
 	}
-	msgs := payloads(size)
+	msgs := payload.JSON(size)
 	var clients []*websocket.Conn
 	for range conns {
 		d := websocket.Dialer{EnableCompression: true, HandshakeTimeout: 5 * time.Second}

@@ -30,7 +30,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand"
 	"net"
 	"net/http"
 	"os"
@@ -44,7 +43,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/wsloop/wsloop/bench/internal/payload"
 	"github.com/wsloop/wsloop/bench/internal/proc"
+	"github.com/wsloop/wsloop/bench/internal/stat"
 	"github.com/wsloop/wsloop/engine"
 	"github.com/wsloop/wsloop/handler"
 )
@@ -108,18 +109,11 @@ func main() {
 				v = append(v, f(r))
 			}
 			slices.Sort(v)
-			return fmt.Sprintf(fm+" ("+fm+"–"+fm+")", med(v), v[0], v[len(v)-1])
+			return fmt.Sprintf(fm+" ("+fm+"–"+fm+")", stat.Median(v), v[0], v[len(v)-1])
 		}
 		fmt.Printf("| %d | %d | %s | %s | %s | %s | %s |\n", k.loops, k.writers, col(result.rate, "%.0f"), col(result.cpuPerMsg, "%.2f"),
 			col(result.waitPerMsg, "%.2f"), col(result.deflWaitPerMsg, "%.2f"), col(func(r result) float64 { return r.cpu.Seconds() / r.wall.Seconds() }, "%.2f"))
 	}
-}
-
-func med(v []float64) float64 {
-	if len(v)%2 == 1 {
-		return v[len(v)/2]
-	}
-	return (v[len(v)/2-1] + v[len(v)/2]) / 2
 }
 
 type result struct {
@@ -133,22 +127,6 @@ func (r result) rate() float64           { return float64(r.msgs) / r.wall.Secon
 func (r result) cpuPerMsg() float64      { return r.cpu.Seconds() * 1e6 / float64(max(1, r.msgs)) }
 func (r result) waitPerMsg() float64     { return r.wait.Seconds() * 1e6 / float64(max(1, r.msgs)) }
 func (r result) deflWaitPerMsg() float64 { return r.deflWait.Seconds() * 1e6 / float64(max(1, r.msgs)) }
-
-// payloads returns JSON-like messages of n bytes (records of one shape with
-// random values, about 4:1), as cmd/deflateload sends.
-func payloads(n int) [][]byte {
-	rng := rand.New(rand.NewSource(int64(n)))
-	var out [][]byte
-	for range 16 {
-		var b []byte
-		for len(b) < n {
-			b = fmt.Appendf(b, `{"id":%d,"user":"user%d","price":%d.%02d,"side":"%s","tags":["fx","eu"]},`,
-				rng.Intn(1e6), rng.Intn(500), rng.Intn(1000), rng.Intn(100), [2]string{"buy", "sell"}[rng.Intn(2)])
-		}
-		out = append(out, b[:n])
-	}
-	return out
-}
 
 type opener struct {
 	handler.Base
@@ -217,7 +195,7 @@ func measure(loops, writers, conns, size int, dur time.Duration, cpuProf string)
 	h.mu.Lock()
 	all := slices.Clone(h.conns)
 	h.mu.Unlock()
-	msgs := payloads(size)
+	msgs := payload.JSON(size)
 	var stop atomic.Bool
 	var sent atomic.Int64
 	var wg sync.WaitGroup
