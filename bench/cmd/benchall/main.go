@@ -15,7 +15,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"flag"
@@ -31,6 +30,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/wsloop/wsloop/bench/internal/child"
 	"github.com/wsloop/wsloop/bench/internal/load"
 	"github.com/wsloop/wsloop/bench/internal/proc"
 )
@@ -575,20 +575,7 @@ func (b *bencher) one(v variant, rep int, name string, args []string) run {
 		return r
 	}
 	exited := make(chan error, 1)
-	ready := make(chan bool, 1)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		sent := false
-		for sc.Scan() {
-			if !sent && strings.HasPrefix(sc.Text(), "READY ") {
-				ready <- true
-				sent = true
-			}
-		}
-		if !sent {
-			ready <- false
-		}
-	}()
+	ready := child.ScanReady(stdout)
 	go func() { exited <- srv.Wait() }()
 	stop := func() {
 		_ = srv.Process.Signal(syscall.SIGTERM)

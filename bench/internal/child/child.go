@@ -142,34 +142,25 @@ func Start(sp Spec) (*Server, error) {
 		return nil, err
 	}
 	s.Pid = s.cmd.Process.Pid
-	ready := make(chan bool, 1)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		sent := false
-		for sc.Scan() {
-			if !sent && strings.HasPrefix(sc.Text(), "READY ") {
-				ready <- true
-				sent = true
-			}
-		}
-		if !sent {
-			ready <- false
-		}
-	}()
+	ready := ScanReady(stdout) // which also drains the output
 	go func() { _ = s.cmd.Wait(); close(s.done) }()
 	if embed {
+		// No READY line: ready when both its ports answer.
+		answered := make(chan bool, 1)
+		ready = answered
 		go func() {
 			for i := 0; i < 300; i++ {
 				if c, err := net.DialTimeout("tcp", s.debug, time.Second); err == nil {
 					c.Close()
 					if c, err := net.DialTimeout("tcp", addr.String(), time.Second); err == nil {
 						c.Close()
-						ready <- true
+						answered <- true
 						return
 					}
 				}
 				select {
 				case <-s.done:
+					answered <- false
 					return
 				case <-time.After(100 * time.Millisecond):
 				}
@@ -188,6 +179,27 @@ func Start(sp Spec) (*Server, error) {
 	}
 	time.Sleep(200 * time.Millisecond) // let the fresh process settle before any baseline
 	return s, nil
+}
+
+// ScanReady reads a bench server's output to its end and reports on the
+// channel whether it printed its READY line: true as soon as it did, false
+// if the output ended first.
+func ScanReady(stdout io.Reader) <-chan bool {
+	ready := make(chan bool, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		sent := false
+		for sc.Scan() {
+			if !sent && strings.HasPrefix(sc.Text(), "READY ") {
+				ready <- true
+				sent = true
+			}
+		}
+		if !sent {
+			ready <- false
+		}
+	}()
+	return ready
 }
 
 // Exited reports whether the server has exited.
