@@ -599,6 +599,22 @@ func runEcho(c *Client, a *EchoApp, o Options, r *Result) {
 	r.cpu(w0, w1)
 	r.Seconds = w1.t.Sub(w0.t).Seconds()
 
+	h := collectEchoes(c, a, r)
+	if r.Seconds > 0 {
+		r.MsgsPerSec = float64(r.Messages) / r.Seconds
+		// Payload bytes each way.
+		r.MBPerSec = r.MsgsPerSec * float64(a.Size) / 1e6
+	}
+	us := func(d time.Duration) float64 { return float64(d) / 1e3 }
+	r.LatP50us, r.LatP99us, r.LatP999us = us(h.Quantile(0.5)), us(h.Quantile(0.99)), us(h.Quantile(0.999))
+	if r.Messages > 0 {
+		r.ServerCPUPerM = r.ServerCPU / float64(r.Messages) * 1e6
+	}
+}
+
+// collectEchoes waits, at most 5 s, for the echoes still due, then adds
+// every loop's counts to r and returns the merged latency histogram.
+func collectEchoes(c *Client, a *EchoApp, r *Result) *hist.H {
 	var h hist.H
 	var outstanding int64
 	deadline := time.Now().Add(5 * time.Second)
@@ -610,28 +626,20 @@ func runEcho(c *Client, a *EchoApp, o Options, r *Result) {
 		if outstanding <= 0 || time.Now().After(deadline) {
 			break
 		}
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(10 * time.Millisecond) // a poll: the loops announce nothing
 	}
 	for _, l := range c.Loops() {
 		l.Exec(func() {
 			st := &a.Stats[l.Index]
 			r.Messages += st.Msgs
+			r.LateSends += st.Late // 0 in the closed loop
 			h.Merge(&st.Hist)
 		})
 	}
 	if outstanding > 0 {
 		r.errf("%d echoes still missing 5 s after the end", outstanding)
 	}
-	if r.Seconds > 0 {
-		r.MsgsPerSec = float64(r.Messages) / r.Seconds
-		// Payload bytes each way.
-		r.MBPerSec = r.MsgsPerSec * float64(a.Size) / 1e6
-	}
-	us := func(d time.Duration) float64 { return float64(d) / 1e3 }
-	r.LatP50us, r.LatP99us, r.LatP999us = us(h.Quantile(0.5)), us(h.Quantile(0.99)), us(h.Quantile(0.999))
-	if r.Messages > 0 {
-		r.ServerCPUPerM = r.ServerCPU / float64(r.Messages) * 1e6
-	}
+	return &h
 }
 
 // runOpenEcho is the open-loop echo: o.OpenRate messages per second in
@@ -687,30 +695,7 @@ func runOpenEcho(c *Client, a *EchoApp, o Options, r *Result) {
 	r.cpu(w0, w1)
 	r.Seconds = w1.t.Sub(w0.t).Seconds()
 
-	var h hist.H
-	var outstanding int64
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		outstanding = 0
-		for _, l := range c.Loops() {
-			l.Exec(func() { outstanding += a.Stats[l.Index].Outstanding })
-		}
-		if outstanding <= 0 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	for _, l := range c.Loops() {
-		l.Exec(func() {
-			st := &a.Stats[l.Index]
-			r.Messages += st.Msgs
-			r.LateSends += st.Late
-			h.Merge(&st.Hist)
-		})
-	}
-	if outstanding > 0 {
-		r.errf("%d echoes still missing 5 s after the end", outstanding)
-	}
+	h := collectEchoes(c, a, r)
 	r.MsgsPerSec = float64(r.Messages) / (float64(o.Duration) / 1e9)
 	r.MBPerSec = r.MsgsPerSec * float64(a.Size) / 1e6
 	us := func(d time.Duration) float64 { return float64(d) / 1e3 }
