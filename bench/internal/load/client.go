@@ -488,20 +488,14 @@ func (c *Client) Dial(id int) error {
 
 // fail closes a connection after an error.
 func (l *Loop) fail(cn *Conn, err error) {
-	if cn.state == stClosed {
+	was, ok := l.closeConn(cn)
+	if !ok {
 		return
 	}
-	was := cn.state
-	cn.state = stClosed
-	l.c.table[cn.fd].Store(nil)
-	_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, cn.fd, nil)
-	unix.Close(cn.fd)
-	cn.wbuf, cn.hs, cn.ctl = nil, nil, nil
 	if was == stOpen {
 		l.c.Closed.Add(1)
 	} else {
 		l.c.Failed.Add(1)
-		<-l.c.sem
 	}
 	if err != nil {
 		l.c.noteErr(fmt.Errorf("conn %d: %w", cn.ID, err))
@@ -510,11 +504,16 @@ func (l *Loop) fail(cn *Conn, err error) {
 
 // drop closes a connection for DropAll, counting it nowhere; a handshake
 // in flight gives its slot back.
-func (l *Loop) drop(cn *Conn) {
+func (l *Loop) drop(cn *Conn) { l.closeConn(cn) }
+
+// closeConn closes a connection's socket and forgets it; a handshake in
+// flight gives its slot back. It returns the state the connection was in,
+// and false if it was closed already.
+func (l *Loop) closeConn(cn *Conn) (was uint8, ok bool) {
 	if cn.state == stClosed {
-		return
+		return cn.state, false
 	}
-	was := cn.state
+	was = cn.state
 	cn.state = stClosed
 	l.c.table[cn.fd].Store(nil)
 	_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, cn.fd, nil)
@@ -523,6 +522,7 @@ func (l *Loop) drop(cn *Conn) {
 	if was != stOpen {
 		<-l.c.sem
 	}
+	return was, true
 }
 
 // IsOpen reports whether the connection completed its handshake and is
