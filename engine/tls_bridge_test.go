@@ -7,7 +7,6 @@ import (
 	"errors"
 	"log/slog"
 	"net"
-	"net/http"
 	"runtime"
 	"strings"
 	"testing"
@@ -70,19 +69,7 @@ func TestTLSBridgeFallback(t *testing.T) {
 		t.Error("the server does not report the bridge road")
 	}
 
-	t.Run("plain HTTP", func(t *testing.T) {
-		c, err := dialRaw(addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.conn.Close()
-		if err := c.request(upgradeRequest(addr, "/")); err != nil {
-			t.Fatal(err)
-		}
-		if c.resp.StatusCode != http.StatusBadRequest || !strings.Contains(c.body, "HTTPS") {
-			t.Errorf("%s %q", c.resp.Status, c.body)
-		}
-	})
+	t.Run("plain HTTP", func(t *testing.T) { expectHTTPSRefusal(t, addr) })
 
 	t.Run("Dial", func(t *testing.T) {
 		cli := newMsgRecorder()

@@ -121,6 +121,23 @@ func TestTLSCertificateRotation(t *testing.T) {
 	}
 }
 
+// expectHTTPSRefusal sends a plain HTTP upgrade to the wss listener at addr
+// and expects the 400 that tells the client to use HTTPS.
+func expectHTTPSRefusal(t *testing.T, addr string) {
+	t.Helper()
+	c, err := dialRaw(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.conn.Close()
+	if err := c.request(upgradeRequest(addr, "/")); err != nil {
+		t.Fatal(err)
+	}
+	if c.resp.StatusCode != http.StatusBadRequest || !strings.Contains(c.body, "HTTPS") {
+		t.Errorf("%s %q", c.resp.Status, c.body)
+	}
+}
+
 // What a client does wrong on the TLS port gets a clear answer and costs
 // nothing lasting.
 func TestTLSBadInput(t *testing.T) {
@@ -130,19 +147,7 @@ func TestTLSBadInput(t *testing.T) {
 	srv, clk, _ := startClocked(t, h, engine.Options{TLSConfig: cfg, HandshakeTimeout: 8 * time.Second})
 	addr := srv.Addr().String()
 
-	t.Run("plain HTTP", func(t *testing.T) {
-		c, err := dialRaw(addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.conn.Close()
-		if err := c.request(upgradeRequest(addr, "/")); err != nil {
-			t.Fatal(err)
-		}
-		if c.resp.StatusCode != http.StatusBadRequest || !strings.Contains(c.body, "HTTPS") {
-			t.Errorf("%s %q", c.resp.Status, c.body)
-		}
-	})
+	t.Run("plain HTTP", func(t *testing.T) { expectHTTPSRefusal(t, addr) })
 	t.Run("garbage", func(t *testing.T) {
 		conn, err := net.Dial("tcp", addr)
 		if err != nil {
