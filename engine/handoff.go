@@ -580,29 +580,28 @@ func (wc *wsConn) detachForMove(maxBuffered int) (*moveRec, string) {
 		cd.closed = true
 	}
 	wc.mu.Lock()
-	if wc.outboundOpenLocked() || lp.fence.Load() != 0 {
-		// A NextWriter began, or a write was deferred behind a
-		// broadcast, since the check above: its message would leave
-		// half in the moved output, or not at all. Not yet, then.
+	// stay undoes the above: the connection is not taken, now (why "") or
+	// for good.
+	stay := func(why string) (*moveRec, string) {
 		wc.mu.Unlock()
 		if takeover {
 			cd.closed = false
 			cd.mu.Unlock()
 		}
 		unix.Close(fd)
-		return nil, ""
+		return nil, why
+	}
+	if wc.outboundOpenLocked() || lp.fence.Load() != 0 {
+		// A NextWriter began, or a write was deferred behind a
+		// broadcast, since the check above: its message would leave
+		// half in the moved output, or not at all. Not yet, then.
+		return stay("")
 	}
 	// With no message open nothing is held (write.go's invariant), so the
 	// pending buffer is all of wsloop's output; should that ever not hold,
 	// the connection stays rather than lose what is held.
 	if h := wc.holdLocked(); h != nil && (h.buf != nil || len(h.segs) > 0) {
-		wc.mu.Unlock()
-		if takeover {
-			cd.closed = false
-			cd.mu.Unlock()
-		}
-		unix.Close(fd)
-		return nil, "held output"
+		return stay("held output")
 	}
 	wc.setPhase(phaseMoved)
 	if wc.out != nil && len(wc.out.b) > 0 {
