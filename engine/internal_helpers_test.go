@@ -37,13 +37,19 @@ func startLocal(t testing.TB, h handler.Handler, opts Options) *Server {
 // closed when the test ends and has a 5-second deadline.
 func upgradeLocal(t testing.TB, addr string) (net.Conn, *bufio.Reader) {
 	t.Helper()
+	return upgradeTarget(t, addr, "/")
+}
+
+// upgradeTarget is upgradeLocal for target (path and query).
+func upgradeTarget(t testing.TB, addr, target string) (net.Conn, *bufio.Reader) {
+	t.Helper()
 	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
 	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-	req := "GET / HTTP/1.1\r\nHost: " + addr + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+	req := "GET " + target + " HTTP/1.1\r\nHost: " + addr + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
 		"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
 	if _, err := io.WriteString(c, req); err != nil {
 		t.Fatal(err)
@@ -51,7 +57,7 @@ func upgradeLocal(t testing.TB, addr string) (net.Conn, *bufio.Reader) {
 	br := bufio.NewReader(c)
 	resp, err := http.ReadResponse(br, nil)
 	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
-		t.Fatalf("upgrade: %v %v", resp, err)
+		t.Fatalf("upgrade %s: %v %v", target, resp, err)
 	}
 	return c, br
 }
