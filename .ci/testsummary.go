@@ -150,14 +150,29 @@ func main() {
 				// own output (a panic outside any test, a timeout, the
 				// final FAIL) and that of tests that never ended (the
 				// one running when the binary died).
-				var rest strings.Builder
+				// A timeout's or a crash's dump is attributed to
+				// whichever test printed last, often one that had
+				// ended (parallel tests), so it is found by its text
+				// and shown whole, less goroutines of no test.
+				dump := len(s.lines)
+				for i, l := range s.lines {
+					if strings.HasPrefix(l.text, "panic: ") || strings.HasPrefix(l.text, "fatal error: ") {
+						dump = i
+						break
+					}
+				}
+				var rest, tail strings.Builder
 				for i, l := range s.lines {
 					top := topLevel(l.test)
-					if l.test == "" || !s.ended[top] && i >= s.from[top] {
+					switch {
+					case i >= dump:
+						tail.WriteString(l.text)
+					case l.test == "" || !s.ended[top] && i >= s.from[top]:
 						rest.WriteString(l.text)
 					}
 				}
-				fmt.Printf("FAIL    %s\t%.1fs\n%s", e.Package, e.Elapsed, indent(clip(rest.String(), *save)))
+				fmt.Printf("FAIL    %s\t%.1fs\n%s%s", e.Package, e.Elapsed,
+					indent(clip(rest.String(), *save)), indent(testGoroutines(tail.String(), *save)))
 			}
 			delete(pkgs, e.Package)
 		}
@@ -246,6 +261,40 @@ func clip(s, saved string) string {
 	return strings.Join(lines[:head], "") +
 		fmt.Sprintf("[... %d lines: see %s ...]\n", len(lines)-head-tail, where) +
 		strings.Join(lines[len(lines)-tail:], "")
+}
+
+// testGoroutines keeps, of a panic's goroutine dump, the message (with the
+// tests that were running) and the goroutines with a test file in their
+// stack, which say where each test waited; the engine's own goroutines
+// (loops, timers) rarely do and can number hundreds.
+func testGoroutines(s, saved string) string {
+	if s == "" {
+		return ""
+	}
+	blocks := strings.SplitAfter(s, "\n\n")
+	var b strings.Builder
+	b.WriteString(blocks[0]) // the panic, and "running tests:"
+	shown, left := 0, 0
+	for _, g := range blocks[1:] {
+		if !strings.HasPrefix(g, "goroutine ") {
+			b.WriteString(g) // the go command's lines after the dump
+			continue
+		}
+		if !strings.Contains(g, "_test.go:") || shown == 20 {
+			left++
+			continue
+		}
+		b.WriteString(g)
+		shown++
+	}
+	if left > 0 {
+		where := "the raw stream"
+		if saved != "" {
+			where = saved
+		}
+		fmt.Fprintf(&b, "[%d goroutines with no test file in their stack, or past the first 20: see %s]\n", left, where)
+	}
+	return b.String()
 }
 
 func topLevel(test string) string {

@@ -90,6 +90,7 @@ const (
 	sPaused       uint32 = 1 << 14 // loop only: reads are paused at the poller
 	sDrainWatched uint32 = 1 << 15 // loop only: on the loop's backlog watch list (readpause.go)
 	sTracked      uint32 = 1 << 16 // loop only: counted in the per-client table under its peer's address, released when it closes (clients.go)
+	sReadHalted   uint32 = 1 << 19 // loop only: frames() stopped at a wanted pause, so what it left raises no event of its own until a resume wakes it (readpause.go)
 	sMoving       uint32 = 1 << 20 // loop only: a handoff takes it at its next message boundary; decoding stops there (handoff.go)
 	sHeld         uint32 = 1 << 21 // loop only: moved here and not resumed yet; nothing is decoded (handoff.go)
 	sCloseFlush   uint32 = 1 << 17 // loop only: close the TCP connection once gnet's outbound buffer is empty (closeWhenFlushed)

@@ -197,7 +197,12 @@ func TestPauseFromCallbackStopsDelivery(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := range 3 {
-		conn := <-h.got
+		var conn handler.Conn
+		select {
+		case conn = <-h.got:
+		case <-time.After(readTimeout):
+			t.Fatalf("message %d not delivered after the resume", i+1)
+		}
 		select {
 		case <-h.got:
 			t.Fatalf("message %d delivered while paused", i+1)

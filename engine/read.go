@@ -124,6 +124,9 @@ func (wc *wsConn) frames() gnet.Action {
 	if len(buf) == 0 {
 		return gnet.None
 	}
+	if wc.has(sReadHalted) {
+		wc.set(sReadHalted, false) // this call reads what the pause left
+	}
 	action := gnet.None
 	var perr *codec.ProtocolError
 	max := wc.maxMessageSize()
@@ -131,7 +134,10 @@ func (wc *wsConn) frames() gnet.Action {
 	wc.beginCallbacks()
 	for {
 		if wc.st.Load()&sPauseWanted != 0 {
-			break // paused by a callback: the rest waits (readpause.go)
+			// Paused by a callback: the rest waits, and the resume
+			// must wake this connection to read it (readpause.go).
+			wc.set(sReadHalted, true)
+			break
 		}
 		if wc.st.Load()&(sMoving|sHeld) != 0 && !wc.dec.InMessage() {
 			// A handoff takes the connection at this message

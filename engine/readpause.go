@@ -222,8 +222,16 @@ func (wc *wsConn) applyReadState() {
 		if wc.inputLeft() {
 			// What arrived before the pause, or slipped in during it,
 			// raises no event of its own: read it now.
+			wc.set(sReadHalted, false)
 			_ = wc.c.Wake(nil)
 		}
+	case !wc.has(sPauseWanted) && wc.has(sReadHalted):
+		// Paused and resumed again before the loop applied either:
+		// the poller never stopped reading, but frames() stopped at
+		// the pause, and the messages it left raise no event until new
+		// bytes arrive, which may be never. Read them now.
+		wc.set(sReadHalted, false)
+		_ = wc.c.Wake(nil)
 	}
 }
 
