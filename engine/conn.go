@@ -53,8 +53,8 @@ type wsConn struct {
 
 	// st holds the phase and every flag in one word, so that the loop reads
 	// them without taking mu: the phase in the low bits, then the s* bits.
-	// Other goroutines change only the phase and sFlushQueued; every change
-	// is an atomic read-modify-write, so none is lost.
+	// Other goroutines change only the phase, sFlushQueued and sPauseWanted;
+	// every change is an atomic read-modify-write, so none is lost.
 	st atomic.Uint32
 
 	queued atomic.Uint32 // gnet's outbound bytes as of the last flush, saturated
