@@ -136,7 +136,9 @@ func (wc *wsConn) frames() gnet.Action {
 		if wc.st.Load()&sPauseWanted != 0 {
 			// Paused by a callback: the rest waits, and the resume
 			// must wake this connection to read it (readpause.go).
-			wc.set(sReadHalted, true)
+			if off < len(buf) {
+				wc.set(sReadHalted, true)
+			}
 			break
 		}
 		if wc.st.Load()&(sMoving|sHeld) != 0 && !wc.dec.InMessage() {

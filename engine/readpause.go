@@ -231,7 +231,9 @@ func (wc *wsConn) applyReadState() {
 		// the pause, and the messages it left raise no event until new
 		// bytes arrive, which may be never. Read them now.
 		wc.set(sReadHalted, false)
-		_ = wc.c.Wake(nil)
+		if wc.inputLeft() {
+			_ = wc.c.Wake(nil)
+		}
 	}
 }
 
