@@ -130,12 +130,14 @@ func TestMaxConnsPerClient(t *testing.T) {
 		open[i][limit].conn.Close() // the refused one
 		open[i] = open[i][:limit]
 	}
+	// The 101 goes out just before the loop counts the connection open and
+	// runs OnOpen: Stats is read once every OnOpen has run.
+	waitN(t, rec.opened, clients*limit, readTimeout)
 	st := srv.Stats()
 	if st.ClientConnLimited != clients || st.Rejected["429 client connections"] != clients || st.TrackedClients != clients || st.Open != clients*limit {
 		t.Fatalf("Stats: ClientConnLimited %d, Rejected %v, TrackedClients %d, Open %d",
 			st.ClientConnLimited, st.Rejected, st.TrackedClients, st.Open)
 	}
-	waitN(t, rec.opened, clients*limit, readTimeout)
 
 	// One connection of the first client closes: it may open one again.
 	open[0][0].closeCleanly(t)
