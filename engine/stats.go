@@ -13,8 +13,10 @@ import (
 // so that a metrics exporter's series stay bounded.
 type Stats struct {
 	// Open is the number of open WebSocket connections (past the
-	// handshake); Conns counts connections holding a descriptor,
-	// handshakes and closes in progress included.
+	// handshake: counted just after the 101 is written, before OnOpen
+	// runs, and uncounted before OnClose runs); Conns counts
+	// connections holding a descriptor, handshakes and closes in
+	// progress included.
 	Open, Conns int64
 	// Accepted counts TCP connections accepted since start, refused ones
 	// included.
