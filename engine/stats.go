@@ -13,7 +13,7 @@ import (
 // so that a metrics exporter's series stay bounded.
 type Stats struct {
 	// Open is the number of open WebSocket connections (past the
-	// handshake: counted just after the 101 is written, before OnOpen
+	// handshake: counted once the 101 is handed to the socket, before OnOpen
 	// runs, and uncounted before OnClose runs); Conns counts
 	// connections holding a descriptor, handshakes and closes in
 	// progress included.
