@@ -37,7 +37,6 @@
 package main
 
 import (
-	"bufio"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -51,6 +50,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/wsloop/wsloop/bench/internal/child"
 	"github.com/wsloop/wsloop/bench/internal/proc"
 )
 
@@ -275,25 +275,11 @@ func startServer(bin, impl string, extra []string, dir string, profile bool) (*s
 	if err := s.cmd.Start(); err != nil {
 		return nil, err
 	}
-	ready := make(chan error, 1)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		sent := false
-		for sc.Scan() {
-			if !sent && strings.HasPrefix(sc.Text(), "READY ") {
-				ready <- nil
-				sent = true
-			}
-		}
-		if !sent {
-			ready <- fmt.Errorf("%s exited before READY", impl)
-		}
-	}()
 	select {
-	case err := <-ready:
-		if err != nil {
+	case ok := <-child.ScanReady(stdout):
+		if !ok {
 			_ = s.cmd.Wait()
-			return nil, err
+			return nil, fmt.Errorf("%s exited before READY", impl)
 		}
 	case <-time.After(30 * time.Second):
 		s.stop()
